@@ -1,0 +1,67 @@
+//! `whoami`, password change, deactivation, third-party identifiers.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use conduit_service::{Services, users::password};
+use ruma::api::client::account::{
+    ThirdPartyIdRemovalStatus, change_password, deactivate, get_3pids, whoami,
+};
+
+use crate::{Ruma, RumaResponse, error::ApiError};
+
+pub async fn whoami(
+    _: State<Arc<Services>>,
+    req: Ruma<whoami::v3::Request, true>,
+) -> Result<RumaResponse<whoami::v3::Response>, ApiError> {
+    let sender = req.sender()?;
+    let mut response = whoami::v3::Response::new(sender.user_id.clone(), sender.is_guest);
+    response.device_id = Some(sender.device_id.clone());
+    Ok(RumaResponse(response))
+}
+
+pub async fn change_password(
+    State(services): State<Arc<Services>>,
+    req: Ruma<change_password::v3::Request>,
+) -> Result<RumaResponse<change_password::v3::Response>, ApiError> {
+    let sender = req.sender()?;
+    services
+        .reauthenticate(&sender.user_id, req.body.auth.as_ref(), req.json.as_ref())
+        .await?;
+    let hash = password::hash(req.body.new_password.clone()).await?;
+    services.users.set_password_hash(&sender.user_id, hash)?;
+    if req.body.logout_devices {
+        services
+            .devices
+            .remove_all(&sender.user_id, Some(&sender.device_id))?;
+    }
+    tracing::info!(user_id = %sender.user_id, "password changed");
+    Ok(RumaResponse(change_password::v3::Response::new()))
+}
+
+pub async fn deactivate(
+    State(services): State<Arc<Services>>,
+    req: Ruma<deactivate::v3::Request>,
+) -> Result<RumaResponse<deactivate::v3::Response>, ApiError> {
+    let sender = req.sender()?;
+    services
+        .reauthenticate(&sender.user_id, req.body.auth.as_ref(), req.json.as_ref())
+        .await?;
+    services
+        .users
+        .deactivate(&sender.user_id, &services.devices)?;
+    tracing::info!(user_id = %sender.user_id, "account deactivated");
+    // No identity server ever held this user's third-party ids.
+    Ok(RumaResponse(deactivate::v3::Response::new(
+        ThirdPartyIdRemovalStatus::NoSupport,
+    )))
+}
+
+pub async fn third_party_ids(
+    _: State<Arc<Services>>,
+    req: Ruma<get_3pids::v3::Request>,
+) -> Result<RumaResponse<get_3pids::v3::Response>, ApiError> {
+    req.sender()?;
+    // This server keeps no email addresses or phone numbers.
+    Ok(RumaResponse(get_3pids::v3::Response::new(Vec::new())))
+}

@@ -1,0 +1,58 @@
+//! `/versions` and `/capabilities`: what this server speaks.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::extract::State;
+use conduit_service::Services;
+use ruma::api::client::discovery::{
+    get_capabilities::{
+        self,
+        v3::{
+            Capabilities, ChangePasswordCapability, ProfileFieldsCapability,
+            ThirdPartyIdChangesCapability,
+        },
+    },
+    get_supported_versions,
+};
+
+// Deprecated since v1.16, still read by older clients.
+#[allow(deprecated)]
+use ruma::api::client::discovery::get_capabilities::v3::{
+    SetAvatarUrlCapability, SetDisplayNameCapability,
+};
+
+use crate::{Ruma, RumaResponse, error::ApiError};
+
+/// Spec versions whose behaviour the implemented endpoints follow. Endpoints
+/// not implemented yet answer `M_UNRECOGNIZED` (see docs/features.md).
+const VERSIONS: &[&str] = &[
+    "r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8",
+    "v1.9", "v1.10", "v1.11", "v1.12",
+];
+
+pub async fn versions(
+    _: State<Arc<Services>>,
+    _: Ruma<get_supported_versions::Request, true>,
+) -> Result<RumaResponse<get_supported_versions::Response>, ApiError> {
+    let mut response =
+        get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
+    response.unstable_features = BTreeMap::new();
+    Ok(RumaResponse(response))
+}
+
+#[allow(deprecated)] // clients before v1.16 still read m.set_displayname / m.set_avatar_url
+pub async fn capabilities(
+    _: State<Arc<Services>>,
+    _: Ruma<get_capabilities::v3::Request, true>,
+) -> Result<RumaResponse<get_capabilities::v3::Response>, ApiError> {
+    let mut capabilities = Capabilities::new();
+    capabilities.change_password = ChangePasswordCapability::new(true);
+    capabilities.set_displayname = SetDisplayNameCapability::new(true);
+    capabilities.set_avatar_url = SetAvatarUrlCapability::new(true);
+    capabilities.profile_fields = Some(ProfileFieldsCapability::new(true));
+    // No third-party identifiers (email, phone) are kept by this server.
+    capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    Ok(RumaResponse(get_capabilities::v3::Response::new(
+        capabilities,
+    )))
+}

@@ -1,0 +1,59 @@
+//! The client-server API, one file per area of the spec.
+
+mod account;
+mod account_data;
+mod devices;
+mod discovery;
+mod filter;
+mod profile;
+mod push_rules;
+mod register;
+mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use conduit_service::Services;
+
+use crate::ruma_wrapper::RouterExt;
+
+pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
+    router
+        .ruma_route(discovery::versions)
+        .ruma_route(discovery::capabilities)
+        .ruma_route(session::login_types)
+        .ruma_route(session::login)
+        .ruma_route(session::refresh)
+        .ruma_route(session::logout)
+        .ruma_route(session::logout_all)
+        .ruma_route(register::register)
+        .ruma_route(register::username_available)
+        .ruma_route(account::whoami)
+        .ruma_route(account::change_password)
+        .ruma_route(account::deactivate)
+        .ruma_route(account::third_party_ids)
+        .ruma_route(devices::list)
+        .ruma_route(devices::get)
+        .ruma_route(devices::update)
+        .ruma_route(devices::delete)
+        .ruma_route(devices::delete_many)
+        .ruma_route(profile::get_profile)
+        .ruma_route(profile::get_field)
+        .ruma_route(profile::set_field)
+        .ruma_route(profile::delete_field)
+        .ruma_route(account_data::get_global)
+        .ruma_route(account_data::set_global)
+        .ruma_route(account_data::get_room)
+        .ruma_route(account_data::set_room)
+        .ruma_route(filter::create)
+        .ruma_route(filter::get)
+        .ruma_route(push_rules::get_all)
+        .ruma_route(push_rules::get_global)
+        .ruma_route(push_rules::get_rule)
+        .ruma_route(push_rules::set_rule)
+        .ruma_route(push_rules::delete_rule)
+        .ruma_route(push_rules::get_enabled)
+        .ruma_route(push_rules::set_enabled)
+        .ruma_route(push_rules::get_actions)
+        .ruma_route(push_rules::set_actions)
+}

@@ -1,0 +1,105 @@
+//! User profiles: the whole profile and single fields (`displayname`,
+//! `avatar_url` and, since v1.16, custom fields).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use conduit_service::{Error, Services};
+use ruma::{
+    UserId,
+    api::client::profile::{
+        delete_profile_field, get_profile, get_profile_field, set_profile_field,
+    },
+    profile::ProfileFieldValue,
+};
+
+use crate::{Ruma, RumaResponse, error::ApiError};
+
+/// The spec's limit on a whole profile, in bytes of JSON.
+const MAX_PROFILE_BYTES: usize = 64 * 1024;
+
+fn known_user(services: &Services, user_id: &UserId) -> Result<(), ApiError> {
+    let found = services.users.is_local(user_id)
+        && services
+            .users
+            .account(user_id)?
+            .is_some_and(|a| !a.deactivated);
+    if found {
+        Ok(())
+    } else {
+        Err(Error::not_found("Profile not found.").into())
+    }
+}
+
+fn own_profile(req_user: &UserId, sender: &UserId) -> Result<(), ApiError> {
+    if req_user == sender {
+        Ok(())
+    } else {
+        Err(Error::forbidden("You cannot change another user's profile.").into())
+    }
+}
+
+pub async fn get_profile(
+    State(services): State<Arc<Services>>,
+    req: Ruma<get_profile::v3::Request, true>,
+) -> Result<RumaResponse<get_profile::v3::Response>, ApiError> {
+    known_user(&services, &req.body.user_id)?;
+    let fields = services.users.profile(&req.body.user_id)?;
+    let response: get_profile::v3::Response = fields.into_iter().collect();
+    Ok(RumaResponse(response))
+}
+
+pub async fn get_field(
+    State(services): State<Arc<Services>>,
+    req: Ruma<get_profile_field::v3::Request, true>,
+) -> Result<RumaResponse<get_profile_field::v3::Response>, ApiError> {
+    known_user(&services, &req.body.user_id)?;
+    let field = req.body.field.as_str();
+    let value = services
+        .users
+        .profile_field(&req.body.user_id, field)?
+        .ok_or_else(|| Error::not_found("This profile field is not set."))?;
+    let value = ProfileFieldValue::new(field, value).map_err(Error::internal)?;
+    Ok(RumaResponse(get_profile_field::v3::Response::new(value)))
+}
+
+pub async fn set_field(
+    State(services): State<Arc<Services>>,
+    req: Ruma<set_profile_field::v3::Request, true>,
+) -> Result<RumaResponse<set_profile_field::v3::Response>, ApiError> {
+    let user_id = &req.body.user_id;
+    own_profile(user_id, &req.sender()?.user_id)?;
+    let field = req.body.value.field_name();
+    let value = req.body.value.value();
+    // Clients clear a name or avatar by setting it empty.
+    let cleared = value.as_str().is_some_and(str::is_empty);
+    let mut size = 0;
+    for (name, existing) in services.users.profile(user_id)? {
+        if name != field.as_str() {
+            size += name.len() + existing.to_string().len();
+        }
+    }
+    if size + field.as_str().len() + value.to_string().len() > MAX_PROFILE_BYTES {
+        return Err(Error::new(
+            conduit_service::ErrorCode::TooLarge,
+            "The profile would exceed 64 KiB.",
+        )
+        .into());
+    }
+    let stored = (!cleared).then_some(value.as_ref());
+    services
+        .users
+        .set_profile_field(user_id, field.as_str(), stored)?;
+    Ok(RumaResponse(set_profile_field::v3::Response::new()))
+}
+
+pub async fn delete_field(
+    State(services): State<Arc<Services>>,
+    req: Ruma<delete_profile_field::v3::Request, true>,
+) -> Result<RumaResponse<delete_profile_field::v3::Response>, ApiError> {
+    own_profile(&req.body.user_id, &req.sender()?.user_id)?;
+    services
+        .users
+        .set_profile_field(&req.body.user_id, req.body.field.as_str(), None)?;
+    Ok(RumaResponse(delete_profile_field::v3::Response::new()))
+}

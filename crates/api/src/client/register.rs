@@ -1,0 +1,51 @@
+//! `POST /register` and `GET /register/available`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use conduit_service::{Services, registration::Registration};
+use ruma::api::client::account::{
+    get_username_availability,
+    register::{self, RegistrationKind},
+};
+
+use crate::{Ruma, RumaResponse, error::ApiError};
+
+pub async fn register(
+    State(services): State<Arc<Services>>,
+    req: Ruma<register::v3::Request, true>,
+) -> Result<RumaResponse<register::v3::Response>, ApiError> {
+    let body = &req.body;
+    let registered = services
+        .register(Registration {
+            username: body.username.as_deref(),
+            password: body.password.as_deref(),
+            device_id: body.device_id.as_deref(),
+            display_name: body.initial_device_display_name.as_deref(),
+            inhibit_login: body.inhibit_login,
+            refresh_token: body.refresh_token,
+            guest: body.kind == RegistrationKind::Guest,
+            auth: body.auth.as_ref(),
+            body: req.json.as_ref(),
+            client_ip: req.client_ip.as_deref(),
+        })
+        .await?;
+    let mut response = register::v3::Response::new(registered.user_id);
+    if let Some(session) = registered.session {
+        response.access_token = Some(session.access_token);
+        response.device_id = Some(session.device_id);
+        response.refresh_token = session.refresh_token;
+        response.expires_in = session.expires_in_ms.map(std::time::Duration::from_millis);
+    }
+    Ok(RumaResponse(response))
+}
+
+pub async fn username_available(
+    State(services): State<Arc<Services>>,
+    req: Ruma<get_username_availability::v3::Request, true>,
+) -> Result<RumaResponse<get_username_availability::v3::Response>, ApiError> {
+    services.check_username_available(&req.body.username)?;
+    Ok(RumaResponse(get_username_availability::v3::Response::new(
+        true,
+    )))
+}

@@ -1,0 +1,45 @@
+//! The HTTP face of the homeserver: axum routers for the client-server API
+//! and `.well-known`, over the [`Services`] handle.
+
+mod client;
+mod error;
+mod middleware;
+mod ruma_wrapper;
+mod well_known;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{Router, routing::get};
+use conduit_service::Services;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use self::{
+    error::ApiError,
+    ruma_wrapper::{Ruma, RumaResponse},
+};
+
+/// Every route this server answers, with its middleware.
+pub fn router(services: Arc<Services>) -> Router {
+    let router = Router::new()
+        .route("/.well-known/matrix/client", get(well_known::client))
+        .route("/.well-known/matrix/server", get(well_known::server));
+    client::routes(router)
+        .fallback(error::unrecognized_path)
+        .method_not_allowed_fallback(error::unrecognized_method)
+        .with_state(services)
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(middleware::cors())
+        .layer(axum::middleware::from_fn(middleware::log_request))
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    services: Arc<Services>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(services).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,57 @@
+//! What wraps every request: a log line, CORS, and a last-resort answer to panics.
+
+use std::{any::Any, time::Instant};
+
+use axum::{
+    Json,
+    extract::Request,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderName, Method, StatusCode, header};
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+/// One line per request at info: method, path (never the query, which may
+/// hold an access token), status, and time taken.
+pub async fn log_request(request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    tracing::info!(target: "conduit::request", "{method} {path} {status} {ms:.1}ms");
+    response
+}
+
+/// CORS as the client-server spec asks: any origin (Element Web runs in a browser).
+pub fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            HeaderName::from_static("x-requested-with"),
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+        ])
+}
+
+/// Turns a panic in a handler into the spec's `M_UNKNOWN` 500 instead of a dropped connection.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!("handler panicked: {what}");
+    let body = json!({ "errcode": "M_UNKNOWN", "error": "Internal server error." });
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+}

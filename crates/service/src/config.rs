@@ -1,0 +1,349 @@
+//! `conduit.toml`: a `[global]` table whose keys match Conduit 0.10's where
+//! the concept exists, every key overridable by a `CONDUIT_<KEY>` variable.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+    value::Value,
+};
+use ruma::{OwnedServerName, ServerName};
+use serde::{Deserialize, Serialize};
+
+/// Keys of Conduit 0.10 that this server accepts but does not act on (yet):
+/// an existing Conduit config starts unchanged, with a warning naming them.
+const CONDUIT_KEYS_NOT_USED: &[&str] = &[
+    "allow_check_for_updates",
+    "allow_encryption",
+    "allow_jaeger",
+    "allow_room_creation",
+    "allow_unstable_room_versions",
+    "cleanup_second_interval",
+    "conduit_cache_capacity_modifier",
+    "default_room_version",
+    "emergency_password",
+    "enable_lightning_bolt",
+    "jwt_secret",
+    "max_concurrent_requests",
+    "max_fetch_prev_events",
+    "media",
+    "openid_token_ttl",
+    "pdu_cache_capacity",
+    "proxy",
+    "rocksdb_max_open_files",
+    "tracing_flame",
+    "turn_password",
+    "turn_secret",
+    "turn_ttl",
+    "turn_uris",
+    "turn_username",
+];
+
+/// The whole configuration. See `conduit.toml.example` for what each key does.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Config {
+    pub server_name: OwnedServerName,
+    pub database_backend: String,
+    pub database_path: PathBuf,
+    /// RocksDB block cache, in MiB.
+    pub db_cache_capacity_mb: f64,
+    pub address: IpAddr,
+    pub port: u16,
+    pub max_request_size: u32,
+    pub allow_registration: bool,
+    pub registration_token: Option<String>,
+    pub registration_requires_token: bool,
+    pub allow_guest_registration: bool,
+    pub allow_federation: bool,
+    pub trusted_servers: Vec<OwnedServerName>,
+    pub log: String,
+    /// Lifetime of an access token issued together with a refresh token, in seconds.
+    pub refreshable_access_token_lifetime: u64,
+    pub well_known: WellKnown,
+    /// True when no config file was given: a loopback development server.
+    #[serde(skip)]
+    pub development: bool,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct WellKnown {
+    /// Base URL clients should use, e.g. `https://matrix.example.org`.
+    pub client: Option<String>,
+    /// `host:port` other servers should use for federation.
+    pub server: Option<String>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read config file {0}: file not found")]
+    Missing(PathBuf),
+}
+
+/// A loaded configuration and what the admin should be told about it.
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    fn defaults(development: bool) -> Self {
+        Self {
+            server_name: ServerName::parse("localhost")
+                .expect("valid server name")
+                .to_owned(),
+            database_backend: "rocksdb".into(),
+            database_path: PathBuf::from("./conduit-data"),
+            db_cache_capacity_mb: 300.0,
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 8008,
+            max_request_size: 20_000_000,
+            // A development server is open; a configured one only lets people
+            // in who hold a token.
+            allow_registration: true,
+            registration_token: None,
+            registration_requires_token: !development,
+            allow_guest_registration: false,
+            allow_federation: true,
+            trusted_servers: vec![
+                ServerName::parse("matrix.org")
+                    .expect("valid server name")
+                    .to_owned(),
+            ],
+            log: "info".into(),
+            refreshable_access_token_lifetime: 300,
+            well_known: WellKnown::default(),
+            development,
+        }
+    }
+
+    /// Loads the config from `path` (if any), then `CONDUIT_*` variables.
+    pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+        let development = path.is_none();
+        let mut figment = Figment::from(Serialized::defaults(Self::defaults(development)));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file(path).nested());
+        }
+        // `CONDUIT_WELL_KNOWN__CLIENT` sets `well_known.client`.
+        let env = Env::prefixed("CONDUIT_")
+            .ignore(&["config"])
+            .split("__")
+            .global();
+        figment = figment.merge(env);
+
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        config.development = development;
+        config.validate()?;
+
+        let mut warnings = Vec::new();
+        let keys: BTreeMap<String, Value> = figment.extract().unwrap_or_default();
+        let known = Self::known_keys();
+        let (ignored, unknown): (Vec<&String>, Vec<&String>) = keys
+            .keys()
+            .filter(|k| !known.contains(k))
+            .partition(|k| CONDUIT_KEYS_NOT_USED.contains(&k.as_str()));
+        if !unknown.is_empty() {
+            warnings.push(format!("unknown config keys, ignored: {}", join(&unknown)));
+        }
+        if !ignored.is_empty() {
+            warnings.push(format!(
+                "Conduit config keys this server does not use yet, ignored: {}",
+                join(&ignored)
+            ));
+        }
+        if development {
+            warnings.push(format!(
+                "no config file given: serving a development homeserver '{}' on {}:{} \
+                 with OPEN registration (pass --config or CONDUIT_CONFIG for production)",
+                config.server_name, config.address, config.port
+            ));
+        } else if config.allow_registration && !config.registration_requires_token {
+            warnings.push("registration is open to anyone who can reach this server".into());
+        }
+        Ok(Loaded { config, warnings })
+    }
+
+    /// The top-level keys this server reads, taken from the struct itself so
+    /// the list cannot drift from it.
+    fn known_keys() -> Vec<String> {
+        match serde_json::to_value(Self::defaults(true)) {
+            Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(k, _)| k).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.database_backend != "rocksdb" {
+            return Err(ConfigError::Invalid(format!(
+                "database_backend = \"{}\": only \"rocksdb\" is supported",
+                self.database_backend
+            )));
+        }
+        if self.max_request_size < 4096 {
+            return Err(ConfigError::Invalid(
+                "max_request_size must be at least 4096 bytes".into(),
+            ));
+        }
+        if self.db_cache_capacity_mb.is_nan() || self.db_cache_capacity_mb < 0.0 {
+            return Err(ConfigError::Invalid(
+                "db_cache_capacity_mb must be a non-negative number".into(),
+            ));
+        }
+        if let Some(token) = &self.registration_token
+            && token.is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "registration_token must not be empty (remove the key instead)".into(),
+            ));
+        }
+        if self.refreshable_access_token_lifetime == 0 {
+            return Err(ConfigError::Invalid(
+                "refreshable_access_token_lifetime must be at least 1 second".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The base URL clients are told to use in `/.well-known/matrix/client`.
+    pub fn client_base_url(&self) -> String {
+        match &self.well_known.client {
+            Some(url) => url.clone(),
+            None if self.development => format!("http://{}:{}", self.address, self.port),
+            None => format!("https://{}", self.server_name),
+        }
+    }
+}
+
+fn join(keys: &[&String]) -> String {
+    keys.iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Figment's message, with its profile prefix ("default.port") reduced to the key.
+fn describe(error: figment::Error) -> String {
+    let mut parts = Vec::new();
+    for e in error {
+        let key = e.path.join(".");
+        let source = e
+            .metadata
+            .as_ref()
+            .map(|m| format!(" (from {})", m.name))
+            .unwrap_or_default();
+        let kind = e.kind.to_string();
+        if key.is_empty() {
+            parts.push(format!("invalid configuration: {kind}{source}"));
+        } else {
+            parts.push(format!(
+                "invalid value for config key `{key}`: {kind}{source}"
+            ));
+        }
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn conduit_style_config_loads() {
+        let f = file(
+            "[global]\nserver_name = \"example.org\"\ndatabase_backend = \"rocksdb\"\n\
+             database_path = \"/var/lib/conduit\"\nport = 6167\nallow_registration = true\n\
+             registration_token = \"secret\"\n[global.well_known]\nclient = \"https://m.example.org\"\n",
+        );
+        let loaded = Config::load(Some(f.path())).unwrap();
+        let c = loaded.config;
+        assert_eq!(c.server_name.as_str(), "example.org");
+        assert_eq!(c.port, 6167);
+        assert_eq!(c.registration_token.as_deref(), Some("secret"));
+        assert!(c.registration_requires_token, "production default");
+        assert_eq!(c.client_base_url(), "https://m.example.org");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn unknown_and_unused_keys_are_named() {
+        let f =
+            file("[global]\nserver_name = \"x.org\"\nfrobnicate = 1\nallow_encryption = true\n");
+        let warnings = Config::load(Some(f.path())).unwrap().warnings;
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("unknown") && w.contains("frobnicate"))
+        );
+        assert!(warnings.iter().any(|w| w.contains("allow_encryption")));
+    }
+
+    #[test]
+    fn invalid_value_names_the_key() {
+        let f = file("[global]\nserver_name = \"x.org\"\nport = \"eighty\"\n");
+        let Err(e) = Config::load(Some(f.path())) else {
+            panic!("must fail")
+        };
+        assert!(e.to_string().contains("port"), "{e}");
+
+        let f = file("[global]\nserver_name = \"not a server name!\"\n");
+        let Err(e) = Config::load(Some(f.path())) else {
+            panic!("must fail")
+        };
+        assert!(e.to_string().contains("server_name"), "{e}");
+
+        let f = file("[global]\nserver_name = \"x.org\"\ndatabase_backend = \"sqlite\"\n");
+        assert!(Config::load(Some(f.path())).is_err());
+    }
+
+    #[test]
+    fn example_config_loads_and_documents_every_key() {
+        let example = include_str!("../../../conduit.toml.example");
+        let f = file(example);
+        let loaded = Config::load(Some(f.path())).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        for key in Config::known_keys() {
+            if key == "well_known" {
+                continue;
+            }
+            assert!(
+                example.contains(&format!("\n{key} = ")) || example.contains(&format!("#{key} = ")),
+                "conduit.toml.example does not document `{key}`"
+            );
+        }
+        for key in ["client", "server"] {
+            assert!(
+                example.contains(&format!("#{key} = ")),
+                "well_known.{key} undocumented"
+            );
+        }
+    }
+
+    #[test]
+    fn no_file_means_open_development_server() {
+        let c = Config::load(None).unwrap().config;
+        assert!(c.development);
+        assert_eq!(c.server_name.as_str(), "localhost");
+        assert_eq!(c.port, 8008);
+        assert!(c.allow_registration && !c.registration_requires_token);
+    }
+}

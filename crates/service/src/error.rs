@@ -1,0 +1,155 @@
+//! The Matrix error a request ends with: an `errcode`, a message for a
+//! person, and the HTTP status the spec gives that code.
+
+use std::fmt;
+
+use ruma::api::client::uiaa::UiaaInfo;
+
+/// The spec's error codes this server answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    Forbidden,
+    UnknownToken,
+    MissingToken,
+    BadJson,
+    NotJson,
+    NotFound,
+    Unrecognized,
+    UserInUse,
+    InvalidUsername,
+    InvalidParam,
+    MissingParam,
+    UserDeactivated,
+    GuestAccessForbidden,
+    TooLarge,
+    Unknown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forbidden => "M_FORBIDDEN",
+            Self::UnknownToken => "M_UNKNOWN_TOKEN",
+            Self::MissingToken => "M_MISSING_TOKEN",
+            Self::BadJson => "M_BAD_JSON",
+            Self::NotJson => "M_NOT_JSON",
+            Self::NotFound => "M_NOT_FOUND",
+            Self::Unrecognized => "M_UNRECOGNIZED",
+            Self::UserInUse => "M_USER_IN_USE",
+            Self::InvalidUsername => "M_INVALID_USERNAME",
+            Self::InvalidParam => "M_INVALID_PARAM",
+            Self::MissingParam => "M_MISSING_PARAM",
+            Self::UserDeactivated => "M_USER_DEACTIVATED",
+            Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
+            Self::TooLarge => "M_TOO_LARGE",
+            Self::Unknown => "M_UNKNOWN",
+        }
+    }
+
+    /// The status the spec pairs with this code.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Forbidden | Self::UserDeactivated | Self::GuestAccessForbidden => 403,
+            Self::UnknownToken | Self::MissingToken => 401,
+            Self::NotFound | Self::Unrecognized => 404,
+            Self::TooLarge => 413,
+            Self::Unknown => 500,
+            _ => 400,
+        }
+    }
+}
+
+/// A failed request, as the client will see it.
+#[derive(Debug)]
+pub enum Error {
+    /// A plain Matrix error.
+    Matrix {
+        code: ErrorCode,
+        message: String,
+        /// Overrides the code's usual status (e.g. 405 for a wrong method).
+        status: Option<u16>,
+        /// `soft_logout` on `M_UNKNOWN_TOKEN`: the token expired, the device lives on.
+        soft_logout: bool,
+    },
+    /// User-interactive auth: more stages are needed (401 with the flows).
+    Uiaa(Box<UiaaInfo>),
+}
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Matrix {
+            code,
+            message: message.into(),
+            status: None,
+            soft_logout: false,
+        }
+    }
+
+    pub fn with_status(mut self, new_status: u16) -> Self {
+        if let Self::Matrix { status, .. } = &mut self {
+            *status = Some(new_status);
+        }
+        self
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadJson, message)
+    }
+
+    pub fn invalid_param(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidParam, message)
+    }
+
+    pub fn unknown_token(soft_logout: bool) -> Self {
+        Self::Matrix {
+            code: ErrorCode::UnknownToken,
+            message: if soft_logout {
+                "The access token has expired; refresh it or log in again.".into()
+            } else {
+                "Unknown access token.".into()
+            },
+            status: None,
+            soft_logout,
+        }
+    }
+
+    /// An internal failure: logged in full here, shown to the client only as `M_UNKNOWN`.
+    pub fn internal(what: impl fmt::Display) -> Self {
+        tracing::error!("internal error: {what}");
+        Self::new(ErrorCode::Unknown, "Internal server error.")
+    }
+
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Matrix { code, .. } => Some(*code),
+            Self::Uiaa(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Matrix { code, message, .. } => write!(f, "{}: {message}", code.as_str()),
+            Self::Uiaa(_) => f.write_str("user-interactive authentication required"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<conduit_storage::Error> for Error {
+    fn from(e: conduit_storage::Error) -> Self {
+        Self::internal(e)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

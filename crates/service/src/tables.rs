@@ -1,0 +1,32 @@
+//! Every table the homeserver keeps, in one place: its name on disk, its
+//! key and its value. `conduit db` lists them from [`ALL`].
+
+use conduit_storage::{Json, Str, Table, TableDef};
+use serde_json::Value as JsonValue;
+
+use crate::users::{AccountRecord, DeviceRecord, TokenRecord};
+
+/// user id -> the account: password hash, flags.
+pub const ACCOUNTS: Table<Str, Json<AccountRecord>> = Table::new("accounts");
+/// (user id, field) -> profile value (`displayname`, `avatar_url`).
+pub const PROFILES: Table<(Str, Str), Json<JsonValue>> = Table::new("profiles");
+/// (user id, device id) -> the device and its current tokens.
+pub const DEVICES: Table<(Str, Str), Json<DeviceRecord>> = Table::new("devices");
+/// access token -> whose it is. A point lookup per authenticated request.
+pub const ACCESS_TOKENS: Table<Str, Json<TokenRecord>> = Table::new("access_tokens");
+/// refresh token -> whose it is.
+pub const REFRESH_TOKENS: Table<Str, Json<TokenRecord>> = Table::new("refresh_tokens");
+/// (user id, room id or "" for global, event type) -> account data content.
+pub const ACCOUNT_DATA: Table<(Str, Str, Str), Json<JsonValue>> = Table::new("account_data");
+/// (user id, filter id) -> filter definition.
+pub const FILTERS: Table<(Str, Str), Json<JsonValue>> = Table::new("filters");
+
+pub const ALL: &[TableDef] = &[
+    ACCOUNTS.def(),
+    PROFILES.def(),
+    DEVICES.def(),
+    ACCESS_TOKENS.def(),
+    REFRESH_TOKENS.def(),
+    ACCOUNT_DATA.def(),
+    FILTERS.def(),
+];

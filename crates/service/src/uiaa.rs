@@ -1,0 +1,240 @@
+//! User-interactive authentication: sessions that remember which stages a
+//! client has passed, and the stages themselves. A stage is one arm of
+//! [`Services::check_stage`], so new stages (issued registration tokens, SSO)
+//! plug in there.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use ruma::{
+    OwnedUserId, UserId,
+    api::{
+        client::uiaa::{AuthData, AuthFlow, AuthType, UiaaInfo, UserIdentifier},
+        error::{ErrorKind, StandardErrorBody},
+    },
+};
+use serde_json::Value as JsonValue;
+
+use crate::{Error, ErrorCode, Result, Services, utils};
+
+/// How long a client has to finish a user-interactive auth.
+const SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+struct UiaaSession {
+    /// The user the auth is for; `None` during registration.
+    user_id: Option<OwnedUserId>,
+    flows: Vec<AuthFlow>,
+    completed: Vec<AuthType>,
+    expires_at: Instant,
+    /// The body of the request that opened the session: clients may leave
+    /// parameters out of later requests, and Synapse uses the first ones then.
+    first_body: JsonValue,
+}
+
+/// Open user-interactive auth sessions, kept in memory: a session lives for
+/// minutes, and a restart only asks the client to authenticate again.
+#[derive(Default)]
+pub struct Uiaa {
+    sessions: Mutex<HashMap<String, UiaaSession>>,
+}
+
+/// What a request carries into user-interactive auth.
+pub struct UiaaRequest<'a> {
+    /// The authenticated user, for everything but registration.
+    pub user_id: Option<&'a UserId>,
+    pub flows: Vec<AuthFlow>,
+    pub auth: Option<&'a AuthData>,
+    pub body: Option<&'a JsonValue>,
+}
+
+/// A finished user-interactive auth.
+pub struct UiaaPassed {
+    /// The body of the request that started the session.
+    pub first_body: JsonValue,
+}
+
+impl Uiaa {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UiaaSession>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open(
+        &self,
+        user_id: Option<&UserId>,
+        flows: Vec<AuthFlow>,
+        body: Option<&JsonValue>,
+    ) -> String {
+        let now = Instant::now();
+        let mut sessions = self.lock();
+        sessions.retain(|_, s| s.expires_at > now);
+        let id = utils::random_string(24);
+        sessions.insert(
+            id.clone(),
+            UiaaSession {
+                user_id: user_id.map(ToOwned::to_owned),
+                flows,
+                completed: Vec::new(),
+                expires_at: now + SESSION_LIFETIME,
+                first_body: body
+                    .cloned()
+                    .unwrap_or_else(|| JsonValue::Object(Default::default())),
+            },
+        );
+        id
+    }
+
+    fn info(&self, id: &str) -> Option<UiaaInfo> {
+        let sessions = self.lock();
+        let session = sessions.get(id)?;
+        let mut info = UiaaInfo::new(session.flows.clone());
+        info.completed = session.completed.clone();
+        info.session = Some(id.to_owned());
+        Some(info)
+    }
+}
+
+impl Services {
+    /// Runs one step of user-interactive auth. `Ok` means a flow is complete;
+    /// `Err(Error::Uiaa)` tells the client what is still needed.
+    pub async fn user_interactive_auth(&self, request: UiaaRequest<'_>) -> Result<UiaaPassed> {
+        let Some(auth) = request.auth else {
+            let id = self.uiaa.open(request.user_id, request.flows, request.body);
+            return Err(self.uiaa_challenge(&id, None));
+        };
+
+        let id = match auth.session() {
+            Some(id) => {
+                let sessions = self.uiaa.lock();
+                let session = sessions
+                    .get(id)
+                    .filter(|s| s.expires_at > Instant::now())
+                    .ok_or_else(|| {
+                        Error::new(ErrorCode::Unknown, "Unknown or expired auth session.")
+                            .with_status(400)
+                    })?;
+                if session.user_id.as_deref() != request.user_id {
+                    return Err(Error::forbidden(
+                        "This auth session belongs to another user.",
+                    ));
+                }
+                id.to_owned()
+            }
+            // Clients may start with a stage (matrix-nio sends m.login.dummy at once).
+            None => self.uiaa.open(request.user_id, request.flows, request.body),
+        };
+
+        let stage = match auth.auth_type() {
+            Some(stage) => stage,
+            // The fallback page's acknowledgement completes nothing by itself.
+            None if matches!(auth, AuthData::FallbackAcknowledgement(_)) => {
+                return self.finish_if_complete(&id);
+            }
+            None => return Err(Error::bad_json("Unknown auth type.")),
+        };
+        let offered = {
+            let sessions = self.uiaa.lock();
+            sessions
+                .get(&id)
+                .is_some_and(|s| s.flows.iter().any(|f| f.stages.contains(&stage)))
+        };
+        if !offered {
+            let why = format!("The auth stage {stage} is not offered here.");
+            return Err(self.uiaa_challenge(&id, Some(why)));
+        }
+        if let Err(why) = self.check_stage(auth, request.user_id).await {
+            return Err(self.uiaa_challenge(&id, Some(why)));
+        }
+        if let Some(session) = self.uiaa.lock().get_mut(&id)
+            && !session.completed.contains(&stage)
+        {
+            session.completed.push(stage);
+        }
+        self.finish_if_complete(&id)
+    }
+
+    /// Asks a logged-in user to prove it is them (by password) before a
+    /// sensitive change: deleting devices, changing the password, deactivating.
+    pub async fn reauthenticate(
+        &self,
+        user_id: &UserId,
+        auth: Option<&AuthData>,
+        body: Option<&JsonValue>,
+    ) -> Result<()> {
+        self.user_interactive_auth(UiaaRequest {
+            user_id: Some(user_id),
+            flows: vec![AuthFlow::new(vec![AuthType::Password])],
+            auth,
+            body,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Checks one stage. `Err` holds what to tell the user.
+    async fn check_stage(&self, auth: &AuthData, user_id: Option<&UserId>) -> Result<(), String> {
+        match auth {
+            AuthData::Dummy(_) => Ok(()),
+            AuthData::Password(password) => {
+                let UserIdentifier::Matrix(id) = &password.identifier else {
+                    return Err("Only user-id identifiers are supported.".into());
+                };
+                let claimed = self
+                    .users
+                    .resolve_login_name(&id.user)
+                    .ok_or("Invalid username or password.")?;
+                if user_id.is_some_and(|u| u != claimed) {
+                    return Err("You can only authenticate as yourself.".into());
+                }
+                self.users
+                    .check_password(&claimed, &password.password)
+                    .await
+                    .map_err(|e| match e {
+                        Error::Matrix { message, .. } => message,
+                        Error::Uiaa(_) => "Authentication failed.".into(),
+                    })
+            }
+            AuthData::RegistrationToken(token) => {
+                if self.registration_token_is_valid(&token.token) {
+                    Ok(())
+                } else {
+                    Err("Invalid registration token.".into())
+                }
+            }
+            _ => Err("This auth stage is not supported.".into()),
+        }
+    }
+
+    fn finish_if_complete(&self, id: &str) -> Result<UiaaPassed> {
+        let mut sessions = self.uiaa.lock();
+        let done = sessions.get(id).is_some_and(|s| {
+            s.flows
+                .iter()
+                .any(|flow| flow.stages.iter().all(|stage| s.completed.contains(stage)))
+        });
+        if done {
+            let session = sessions.remove(id).expect("checked above");
+            return Ok(UiaaPassed {
+                first_body: session.first_body,
+            });
+        }
+        drop(sessions);
+        Err(self.uiaa_challenge(id, None))
+    }
+
+    fn uiaa_challenge(&self, id: &str, error: Option<String>) -> Error {
+        let Some(mut info) = self.uiaa.info(id) else {
+            return Error::new(ErrorCode::Unknown, "Unknown or expired auth session.")
+                .with_status(400);
+        };
+        if let Some(message) = error {
+            info.auth_error = Some(Box::new(StandardErrorBody::new(
+                ErrorKind::Forbidden,
+                message,
+            )));
+        }
+        Error::Uiaa(Box::new(info))
+    }
+}

@@ -1,0 +1,373 @@
+//! Devices and the tokens that belong to them. A device has at most one live
+//! access token (and refresh token); deleting the device revokes both.
+
+use std::sync::Arc;
+
+use conduit_storage::{Batch, Database, KeyPrefix, Str};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, tables, utils};
+
+/// What the `devices` table holds for each device.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct DeviceRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ts: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// What the token tables hold: whose token it is.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct TokenRecord {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    /// Access tokens issued with a refresh token expire; others do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    #[serde(default)]
+    pub is_guest: bool,
+}
+
+/// The identity behind an authenticated request.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub is_guest: bool,
+}
+
+/// Tokens handed to a client at login, registration or refresh.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub device_id: OwnedDeviceId,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in_ms: Option<u64>,
+}
+
+/// How a new session is asked for.
+pub struct SessionRequest<'a> {
+    pub user_id: &'a UserId,
+    pub device_id: Option<&'a DeviceId>,
+    pub display_name: Option<&'a str>,
+    pub with_refresh_token: bool,
+    pub is_guest: bool,
+    pub client_ip: Option<&'a str>,
+}
+
+pub struct Devices {
+    db: Arc<Database>,
+    /// Lifetime of access tokens that come with a refresh token, in ms.
+    refreshable_lifetime_ms: u64,
+}
+
+impl Devices {
+    pub(crate) fn new(db: Arc<Database>, refreshable_lifetime_ms: u64) -> Self {
+        Self {
+            db,
+            refreshable_lifetime_ms,
+        }
+    }
+
+    /// Finds who an access token belongs to: one point lookup.
+    pub fn authenticate(&self, access_token: &str) -> Result<Session> {
+        let record = self
+            .db
+            .get(&tables::ACCESS_TOKENS, access_token)?
+            .ok_or_else(|| Error::unknown_token(false))?;
+        if record.expires_at.is_some_and(|at| at <= utils::now_ms()) {
+            return Err(Error::unknown_token(true));
+        }
+        Ok(Session {
+            user_id: record.user_id,
+            device_id: record.device_id,
+            is_guest: record.is_guest,
+        })
+    }
+
+    pub fn get(&self, user_id: &UserId, device_id: &DeviceId) -> Result<Option<DeviceRecord>> {
+        Ok(self
+            .db
+            .get(&tables::DEVICES, (user_id.as_str(), device_id.as_str()))?)
+    }
+
+    pub fn list(&self, user_id: &UserId) -> Result<Vec<(OwnedDeviceId, DeviceRecord)>> {
+        let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
+        self.db
+            .scan_prefix(&tables::DEVICES, &prefix)?
+            .map(|row| {
+                let ((_, device_id), record) = row?;
+                Ok((device_id.into(), record))
+            })
+            .collect()
+    }
+
+    /// Logs a device in: creates it, or gives an existing device of the same
+    /// user fresh tokens (its old ones stop working).
+    pub fn create_session(&self, request: SessionRequest<'_>) -> Result<NewSession> {
+        let device_id: OwnedDeviceId = match request.device_id {
+            Some(id) => id.to_owned(),
+            None => utils::random_device_id().into(),
+        };
+        let now = utils::now_ms();
+        let mut record = self
+            .get(request.user_id, &device_id)?
+            .unwrap_or(DeviceRecord {
+                created_at: now,
+                ..Default::default()
+            });
+        if record.display_name.is_none() {
+            record.display_name = request.display_name.map(str::to_owned);
+        }
+        record.last_seen_ts = Some(now);
+        record.last_seen_ip = request.client_ip.map(str::to_owned);
+
+        let mut batch = self.db.batch();
+        let session = self.issue_tokens(
+            &mut batch,
+            request.user_id,
+            &device_id,
+            &mut record,
+            request.is_guest,
+            request.with_refresh_token,
+        )?;
+        batch.put(
+            &tables::DEVICES,
+            (request.user_id.as_str(), device_id.as_str()),
+            &record,
+        )?;
+        self.db.write(batch)?;
+        Ok(session)
+    }
+
+    /// Trades a refresh token for a new access token and refresh token. The
+    /// old pair stops working.
+    pub fn refresh(&self, refresh_token: &str) -> Result<NewSession> {
+        let token = self
+            .db
+            .get(&tables::REFRESH_TOKENS, refresh_token)?
+            .ok_or_else(|| Error::unknown_token(false))?;
+        let mut record = self
+            .get(&token.user_id, &token.device_id)?
+            .ok_or_else(|| Error::unknown_token(false))?;
+        record.last_seen_ts = Some(utils::now_ms());
+        let mut batch = self.db.batch();
+        let session = self.issue_tokens(
+            &mut batch,
+            &token.user_id,
+            &token.device_id,
+            &mut record,
+            token.is_guest,
+            true,
+        )?;
+        batch.put(
+            &tables::DEVICES,
+            (token.user_id.as_str(), token.device_id.as_str()),
+            &record,
+        )?;
+        self.db.write(batch)?;
+        Ok(session)
+    }
+
+    /// Replaces a device's tokens inside `batch`.
+    fn issue_tokens(
+        &self,
+        batch: &mut Batch<'_>,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        record: &mut DeviceRecord,
+        is_guest: bool,
+        with_refresh_token: bool,
+    ) -> Result<NewSession> {
+        Self::revoke_tokens_into(batch, record)?;
+        let expires_in_ms = with_refresh_token.then_some(self.refreshable_lifetime_ms);
+        let token_record = TokenRecord {
+            user_id: user_id.to_owned(),
+            device_id: device_id.to_owned(),
+            expires_at: expires_in_ms.map(|ms| utils::now_ms() + ms),
+            is_guest,
+        };
+        let access_token = format!("cdt_{}", utils::random_string(32));
+        batch.put(&tables::ACCESS_TOKENS, &access_token, &token_record)?;
+        record.access_token = Some(access_token.clone());
+        let refresh_token = if with_refresh_token {
+            let token = format!("cdr_{}", utils::random_string(32));
+            let refresh_record = TokenRecord {
+                expires_at: None,
+                ..token_record
+            };
+            batch.put(&tables::REFRESH_TOKENS, &token, &refresh_record)?;
+            Some(token)
+        } else {
+            None
+        };
+        record.refresh_token = refresh_token.clone();
+        Ok(NewSession {
+            device_id: device_id.to_owned(),
+            access_token,
+            refresh_token,
+            expires_in_ms,
+        })
+    }
+
+    fn revoke_tokens_into(batch: &mut Batch<'_>, record: &mut DeviceRecord) -> Result<()> {
+        if let Some(old) = record.access_token.take() {
+            batch.delete(&tables::ACCESS_TOKENS, &old)?;
+        }
+        if let Some(old) = record.refresh_token.take() {
+            batch.delete(&tables::REFRESH_TOKENS, &old)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_display_name(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        display_name: Option<String>,
+    ) -> Result<()> {
+        let mut record = self
+            .get(user_id, device_id)?
+            .ok_or_else(|| Error::not_found("Unknown device."))?;
+        record.display_name = display_name;
+        let mut batch = self.db.batch();
+        batch.put(
+            &tables::DEVICES,
+            (user_id.as_str(), device_id.as_str()),
+            &record,
+        )?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Deletes one device and revokes its tokens. Unknown devices are not an
+    /// error: the result the caller wants already holds.
+    pub fn remove(&self, user_id: &UserId, device_id: &DeviceId) -> Result<()> {
+        let mut batch = self.db.batch();
+        self.remove_into(&mut batch, user_id, device_id)?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    fn remove_into(
+        &self,
+        batch: &mut Batch<'_>,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> Result<()> {
+        if let Some(mut record) = self.get(user_id, device_id)? {
+            Self::revoke_tokens_into(batch, &mut record)?;
+            batch.delete(&tables::DEVICES, (user_id.as_str(), device_id.as_str()))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every device of a user but `except`, inside `batch`.
+    pub fn remove_all_into(
+        &self,
+        batch: &mut Batch<'_>,
+        user_id: &UserId,
+        except: Option<&DeviceId>,
+    ) -> Result<()> {
+        for (device_id, _) in self.list(user_id)? {
+            if Some(device_id.as_ref()) != except {
+                self.remove_into(batch, user_id, &device_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every device of a user but `except`.
+    pub fn remove_all(&self, user_id: &UserId, except: Option<&DeviceId>) -> Result<()> {
+        let mut batch = self.db.batch();
+        self.remove_all_into(&mut batch, user_id, except)?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{device_id, user_id};
+
+    use super::*;
+
+    fn devices(lifetime_ms: u64) -> (tempfile::TempDir, Devices) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path(), tables::ALL, 1 << 20).unwrap());
+        (dir, Devices::new(db, lifetime_ms))
+    }
+
+    fn login(devices: &Devices, device: Option<&DeviceId>, refresh: bool) -> NewSession {
+        devices
+            .create_session(SessionRequest {
+                user_id: user_id!("@a:x"),
+                device_id: device,
+                display_name: Some("phone"),
+                with_refresh_token: refresh,
+                is_guest: false,
+                client_ip: None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn relogin_on_a_device_replaces_its_token_and_delete_revokes() {
+        let (_dir, devices) = devices(60_000);
+        let first = login(&devices, Some(device_id!("D")), false);
+        let second = login(&devices, Some(device_id!("D")), false);
+        assert!(devices.authenticate(&first.access_token).is_err());
+        let session = devices.authenticate(&second.access_token).unwrap();
+        assert_eq!(session.device_id, "D");
+        assert_eq!(devices.list(user_id!("@a:x")).unwrap().len(), 1);
+        devices.remove(user_id!("@a:x"), device_id!("D")).unwrap();
+        assert!(devices.authenticate(&second.access_token).is_err());
+        assert!(devices.list(user_id!("@a:x")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refresh_rotates_and_expired_tokens_soft_logout() {
+        let (_dir, devices) = devices(0);
+        let session = login(&devices, None, true);
+        let Err(Error::Matrix { soft_logout, .. }) = devices.authenticate(&session.access_token)
+        else {
+            panic!("a zero-lifetime token must be expired");
+        };
+        assert!(soft_logout);
+        let refreshed = devices
+            .refresh(session.refresh_token.as_deref().unwrap())
+            .unwrap();
+        assert_eq!(refreshed.device_id, session.device_id);
+        assert!(
+            devices
+                .refresh(session.refresh_token.as_deref().unwrap())
+                .is_err()
+        );
+        assert!(
+            devices
+                .refresh(refreshed.refresh_token.as_deref().unwrap())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn remove_all_keeps_the_excepted_device() {
+        let (_dir, devices) = devices(60_000);
+        let keep = login(&devices, None, false);
+        let drop = login(&devices, None, false);
+        devices
+            .remove_all(user_id!("@a:x"), Some(&keep.device_id))
+            .unwrap();
+        assert!(devices.authenticate(&keep.access_token).is_ok());
+        assert!(devices.authenticate(&drop.access_token).is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! Accounts: creation, passwords, deactivation, and the records behind them.
+//! Devices and tokens live in [`devices`], profiles in [`profile`].
+
+pub mod devices;
+pub mod password;
+pub mod profile;
+
+use std::sync::{Arc, Mutex};
+
+use conduit_storage::Database;
+use ruma::{OwnedUserId, ServerName, UserId};
+use serde::{Deserialize, Serialize};
+
+pub use self::devices::{DeviceRecord, NewSession, Session, TokenRecord};
+use crate::{Error, ErrorCode, Result, tables, utils};
+
+/// What the `accounts` table holds for each local user.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct AccountRecord {
+    pub created_at: u64,
+    /// Argon2 PHC string; `None` for accounts that cannot log in by password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub deactivated: bool,
+    #[serde(default)]
+    pub is_guest: bool,
+    #[serde(default)]
+    pub is_admin: bool,
+}
+
+/// Local accounts.
+pub struct Users {
+    db: Arc<Database>,
+    server_name: ruma::OwnedServerName,
+    /// Held from "is this name free?" to "written", so two registrations of one
+    /// name cannot both pass.
+    create_lock: Mutex<()>,
+}
+
+impl Users {
+    pub(crate) fn new(db: Arc<Database>, server_name: &ServerName) -> Self {
+        Self {
+            db,
+            server_name: server_name.to_owned(),
+            create_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn server_name(&self) -> &ServerName {
+        &self.server_name
+    }
+
+    pub fn is_local(&self, user_id: &UserId) -> bool {
+        user_id.server_name() == self.server_name
+    }
+
+    pub fn account(&self, user_id: &UserId) -> Result<Option<AccountRecord>> {
+        Ok(self.db.get(&tables::ACCOUNTS, user_id.as_str())?)
+    }
+
+    /// True when the user id is taken, including by a deactivated account:
+    /// user ids are never reused.
+    pub fn exists(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.db.contains(&tables::ACCOUNTS, user_id.as_str())?)
+    }
+
+    /// Checks a requested localpart against the spec's grammar and this
+    /// server's reservations, and builds the user id.
+    pub fn parse_new_localpart(&self, localpart: &str) -> Result<OwnedUserId> {
+        let invalid = |why: &str| Err(Error::new(ErrorCode::InvalidUsername, why));
+        if localpart.is_empty() {
+            return invalid("The username must not be empty.");
+        }
+        if !localpart.bytes().all(
+            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
+        ) {
+            return invalid("The username may only contain a-z, 0-9 and . _ = - / +");
+        }
+        if localpart.starts_with('_') {
+            return invalid("Usernames starting with '_' are reserved.");
+        }
+        if localpart.bytes().all(|b| b.is_ascii_digit()) {
+            return invalid("Numeric usernames are reserved for guest accounts.");
+        }
+        let user_id = UserId::parse(format!("@{localpart}:{}", self.server_name))
+            .map_err(|_| Error::new(ErrorCode::InvalidUsername, "Invalid username."))?;
+        if user_id.as_str().len() > 255 {
+            return invalid("The user id would be longer than 255 bytes.");
+        }
+        Ok(user_id)
+    }
+
+    /// Resolves what a user typed at login (`alice` or `@alice:server`) to a
+    /// local user id, or `None` when it cannot name a local user.
+    pub fn resolve_login_name(&self, name: &str) -> Option<OwnedUserId> {
+        let user_id = if name.starts_with('@') {
+            UserId::parse(name.to_lowercase()).ok()?
+        } else {
+            UserId::parse(format!("@{}:{}", name.to_lowercase(), self.server_name)).ok()?
+        };
+        self.is_local(&user_id).then_some(user_id)
+    }
+
+    /// Creates an account. The password is already hashed (hashing is slow
+    /// and must not run under the lock).
+    pub fn create(
+        &self,
+        user_id: &UserId,
+        password_hash: Option<String>,
+        is_guest: bool,
+    ) -> Result<()> {
+        let _guard = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.exists(user_id)? {
+            return Err(Error::new(
+                ErrorCode::UserInUse,
+                "The desired user ID is already taken.",
+            ));
+        }
+        let record = AccountRecord {
+            created_at: utils::now_ms(),
+            password_hash,
+            is_guest,
+            ..Default::default()
+        };
+        let mut batch = self.db.batch();
+        batch.put(&tables::ACCOUNTS, user_id.as_str(), &record)?;
+        // Every account starts with its localpart as display name, as Synapse does.
+        let name = serde_json::Value::String(user_id.localpart().to_owned());
+        batch.put(&tables::PROFILES, (user_id.as_str(), "displayname"), &name)?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    pub fn set_password_hash(&self, user_id: &UserId, hash: String) -> Result<()> {
+        let mut record = self
+            .account(user_id)?
+            .ok_or_else(|| Error::not_found("No such user."))?;
+        record.password_hash = Some(hash);
+        let mut batch = self.db.batch();
+        batch.put(&tables::ACCOUNTS, user_id.as_str(), &record)?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Checks a password for login or user-interactive auth.
+    pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<()> {
+        let wrong = || Error::forbidden("Invalid username or password.");
+        let Some(record) = self.account(user_id)? else {
+            // Spend the same time as a real check, so user names cannot be probed by timing.
+            password::verify_nothing(password.to_owned()).await;
+            return Err(wrong());
+        };
+        if record.deactivated {
+            return Err(Error::new(
+                ErrorCode::UserDeactivated,
+                "This account has been deactivated.",
+            ));
+        }
+        let Some(hash) = record.password_hash else {
+            return Err(wrong());
+        };
+        if password::verify(password.to_owned(), hash).await {
+            Ok(())
+        } else {
+            Err(wrong())
+        }
+    }
+
+    /// Deactivates an account for good: the password goes, every device and
+    /// token goes, and the profile is cleared. The user id stays taken.
+    pub fn deactivate(&self, user_id: &UserId, devices: &devices::Devices) -> Result<()> {
+        let mut record = self
+            .account(user_id)?
+            .ok_or_else(|| Error::not_found("No such user."))?;
+        record.deactivated = true;
+        record.password_hash = None;
+        let mut batch = self.db.batch();
+        batch.put(&tables::ACCOUNTS, user_id.as_str(), &record)?;
+        for field in ["displayname", "avatar_url"] {
+            batch.delete(&tables::PROFILES, (user_id.as_str(), field))?;
+        }
+        devices.remove_all_into(&mut batch, user_id, None)?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{server_name, user_id};
+
+    use super::*;
+
+    fn users() -> (tempfile::TempDir, Users) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path(), tables::ALL, 1 << 20).unwrap());
+        (dir, Users::new(db, server_name!("example.org")))
+    }
+
+    #[test]
+    fn localpart_rules() {
+        let (_dir, users) = users();
+        assert_eq!(
+            users
+                .parse_new_localpart("alice.b-c=d/e+f_g")
+                .unwrap()
+                .as_str(),
+            "@alice.b-c=d/e+f_g:example.org"
+        );
+        for bad in ["", "Alice", "a b", "_bot", "1234", "ä", &"a".repeat(250)] {
+            let err = users.parse_new_localpart(bad).unwrap_err();
+            assert_eq!(err.code(), Some(ErrorCode::InvalidUsername), "{bad}");
+        }
+    }
+
+    #[test]
+    fn login_names_resolve_to_local_users_only() {
+        let (_dir, users) = users();
+        assert_eq!(
+            users.resolve_login_name("Alice").unwrap().as_str(),
+            "@alice:example.org"
+        );
+        assert_eq!(
+            users
+                .resolve_login_name("@alice:example.org")
+                .unwrap()
+                .as_str(),
+            "@alice:example.org"
+        );
+        assert!(users.resolve_login_name("@alice:other.org").is_none());
+        assert!(users.resolve_login_name("@@@").is_none());
+    }
+
+    #[test]
+    fn a_name_is_created_once_even_under_contention() {
+        let (_dir, users) = users();
+        let users = Arc::new(users);
+        let alice = user_id!("@alice:example.org");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let users = users.clone();
+                std::thread::spawn(move || users.create(alice, None, false).is_ok())
+            })
+            .collect();
+        let created = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(created, 1);
+        assert!(users.exists(alice).unwrap());
+        assert_eq!(
+            users.profile_field(alice, "displayname").unwrap(),
+            Some(serde_json::json!("alice"))
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! Small helpers shared by the services.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::{Rng, distr::Alphanumeric};
+
+/// Milliseconds since the Unix epoch, the unit Matrix uses for timestamps.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A random string of ASCII letters and digits, from the OS-seeded thread RNG.
+pub fn random_string(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// A random device id: upper-case letters, as Synapse makes them.
+pub fn random_device_id() -> String {
+    let mut rng = rand::rng();
+    (0..10)
+        .map(|_| rng.random_range(b'A'..=b'Z') as char)
+        .collect()
+}

@@ -1,0 +1,310 @@
+use std::{collections::BTreeMap, path::Path};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+};
+
+use crate::{
+    Codec, Error, KeyPrefix, Result, Table, TableDef,
+    error::Error::{Decode, UnknownTable},
+};
+
+/// An open RocksDB database with one column family per registered table.
+pub struct Database {
+    db: DB,
+    tables: BTreeMap<&'static str, TableDef>,
+}
+
+impl Database {
+    /// Opens (or creates) the database at `path` with the given tables.
+    ///
+    /// Column families present on disk but not listed are opened too, so an
+    /// older binary can still open a newer database; they are simply unused.
+    pub fn open(path: &Path, tables: &[TableDef], cache_bytes: usize) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(|source| Error::CreateDir {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cache = Cache::new_lru_cache(cache_bytes);
+        let mut block = BlockBasedOptions::default();
+        block.set_block_cache(&cache);
+        block.set_bloom_filter(10.0, false);
+        block.set_cache_index_and_filter_blocks(true);
+
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(DBCompressionType::Lz4);
+        opts.set_block_based_table_factory(&block);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(4);
+
+        let mut names: Vec<String> = tables.iter().map(|t| t.name.to_owned()).collect();
+        if let Ok(existing) = DB::list_cf(&opts, path) {
+            for name in existing {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        let descriptors = names
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, opts.clone()));
+
+        let db = DB::open_cf_descriptors(&opts, path, descriptors).map_err(|e| {
+            // RocksDB reports a held LOCK file as an IO error; say what it means.
+            if e.as_ref().contains("LOCK") {
+                Error::Locked(path.to_owned())
+            } else {
+                Error::Rocks(e)
+            }
+        })?;
+        let tables = tables.iter().map(|t| (t.name, *t)).collect();
+        Ok(Self { db, tables })
+    }
+
+    /// Every table this database was opened with, in name order.
+    pub fn tables(&self) -> impl Iterator<Item = &TableDef> {
+        self.tables.values()
+    }
+
+    fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| UnknownTable(name.to_owned()))
+    }
+
+    pub fn get<K: Codec, V: Codec>(
+        &self,
+        table: &Table<K, V>,
+        key: K::In<'_>,
+    ) -> Result<Option<V::Out>> {
+        let key = Table::<K, V>::encode_key(key);
+        let bytes = self.db.get_pinned_cf(self.cf(table.name())?, key)?;
+        bytes.map(|b| decode::<V>(table.name(), &b)).transpose()
+    }
+
+    pub fn contains<K: Codec, V: Codec>(
+        &self,
+        table: &Table<K, V>,
+        key: K::In<'_>,
+    ) -> Result<bool> {
+        let key = Table::<K, V>::encode_key(key);
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(table.name())?, key)?
+            .is_some())
+    }
+
+    /// Every row whose key starts with `prefix`, in key order.
+    pub fn scan_prefix<'a, K: Codec, V: Codec>(
+        &'a self,
+        table: &Table<K, V>,
+        prefix: &KeyPrefix,
+    ) -> Result<impl Iterator<Item = Result<(K::Out, V::Out)>> + 'a> {
+        let name = table.name();
+        let prefix = prefix.as_bytes().to_vec();
+        let iter = self.db.iterator_cf(
+            self.cf(name)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        Ok(iter
+            .take_while(move |row| match row {
+                Ok((key, _)) => key.starts_with(&prefix),
+                Err(_) => true,
+            })
+            .map(move |row| {
+                let (key, value) = row?;
+                Ok((decode::<K>(name, &key)?, decode::<V>(name, &value)?))
+            }))
+    }
+
+    /// Every row of a table as raw bytes, for inspection tools.
+    pub fn scan_raw<'a>(
+        &'a self,
+        table: &str,
+    ) -> Result<impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a> {
+        let iter = self.db.iterator_cf(self.cf(table)?, IteratorMode::Start);
+        Ok(iter.map(|row| row.map_err(Error::from)))
+    }
+
+    /// Writes a batch atomically. The write-ahead log is written before this
+    /// returns, so an acknowledged batch survives a crash of the process.
+    pub fn write(&self, batch: Batch<'_>) -> Result<()> {
+        self.db.write(batch.batch)?;
+        Ok(())
+    }
+
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            db: self,
+            batch: WriteBatch::default(),
+        }
+    }
+
+    /// A consistent read-only view as of now.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            db: self,
+            snapshot: self.db.snapshot(),
+        }
+    }
+
+    /// An integer property of one table, e.g. `rocksdb.estimate-num-keys`.
+    pub fn property(&self, table: &str, property: &str) -> Result<Option<u64>> {
+        Ok(self.db.property_int_value_cf(self.cf(table)?, property)?)
+    }
+}
+
+fn decode<C: Codec>(table: &'static str, bytes: &[u8]) -> Result<C::Out> {
+    C::decode(bytes).map_err(|source| Decode { table, source })
+}
+
+/// Writes to several tables that land together or not at all.
+pub struct Batch<'db> {
+    db: &'db Database,
+    batch: WriteBatch,
+}
+
+impl Batch<'_> {
+    pub fn put<K: Codec, V: Codec>(
+        &mut self,
+        table: &Table<K, V>,
+        key: K::In<'_>,
+        value: V::In<'_>,
+    ) -> Result<()> {
+        let key = Table::<K, V>::encode_key(key);
+        let mut bytes = Vec::with_capacity(64);
+        V::encode(value, &mut bytes);
+        self.batch.put_cf(self.db.cf(table.name())?, key, bytes);
+        Ok(())
+    }
+
+    pub fn delete<K: Codec, V: Codec>(
+        &mut self,
+        table: &Table<K, V>,
+        key: K::In<'_>,
+    ) -> Result<()> {
+        let key = Table::<K, V>::encode_key(key);
+        self.batch.delete_cf(self.db.cf(table.name())?, key);
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+/// A point-in-time view: reads see the database as it was when taken.
+pub struct Snapshot<'db> {
+    db: &'db Database,
+    snapshot: rocksdb::Snapshot<'db>,
+}
+
+impl Snapshot<'_> {
+    pub fn get<K: Codec, V: Codec>(
+        &self,
+        table: &Table<K, V>,
+        key: K::In<'_>,
+    ) -> Result<Option<V::Out>> {
+        let key = Table::<K, V>::encode_key(key);
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&self.snapshot);
+        let bytes = self
+            .db
+            .db
+            .get_pinned_cf_opt(self.db.cf(table.name())?, key, &opts)?;
+        bytes.map(|b| decode::<V>(table.name(), &b)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Json, Str, U64};
+
+    const NAMES: Table<Str, Str> = Table::new("names");
+    const PAIRS: Table<(Str, Str), Json<u32>> = Table::new("pairs");
+    const TABLES: &[TableDef] = &[NAMES.def(), PAIRS.def()];
+
+    fn open(dir: &Path) -> Database {
+        Database::open(dir, TABLES, 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn put_get_delete_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let mut batch = db.batch();
+        batch.put(&NAMES, "a", "alice").unwrap();
+        batch.put(&PAIRS, ("a", "x"), &1).unwrap();
+        db.write(batch).unwrap();
+        assert_eq!(db.get(&NAMES, "a").unwrap().as_deref(), Some("alice"));
+        assert_eq!(db.get(&PAIRS, ("a", "x")).unwrap(), Some(1));
+
+        let mut batch = db.batch();
+        batch.delete(&NAMES, "a").unwrap();
+        db.write(batch).unwrap();
+        assert!(!db.contains(&NAMES, "a").unwrap());
+    }
+
+    #[test]
+    fn prefix_scan_stops_at_prefix_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let mut batch = db.batch();
+        for (user, device, n) in [("a", "1", 1), ("a", "2", 2), ("ab", "1", 3), ("b", "1", 4)] {
+            batch.put(&PAIRS, (user, device), &n).unwrap();
+        }
+        db.write(batch).unwrap();
+        let rows: Vec<_> = db
+            .scan_prefix(&PAIRS, &KeyPrefix::new().push::<Str>("a"))
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        // "ab" must not match the prefix "a": the separator ends the part.
+        assert_eq!(
+            rows,
+            vec![(("a".into(), "1".into()), 1), (("a".into(), "2".into()), 2)]
+        );
+    }
+
+    #[test]
+    fn snapshot_does_not_see_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let snapshot = db.snapshot();
+        let mut batch = db.batch();
+        batch.put(&NAMES, "a", "alice").unwrap();
+        db.write(batch).unwrap();
+        assert_eq!(snapshot.get(&NAMES, "a").unwrap(), None);
+        assert!(db.get(&NAMES, "a").unwrap().is_some());
+    }
+
+    #[test]
+    fn data_survives_reopen_and_second_open_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open(dir.path());
+            let mut batch = db.batch();
+            batch.put(&NAMES, "a", "alice").unwrap();
+            db.write(batch).unwrap();
+            let second = Database::open(dir.path(), TABLES, 1 << 20);
+            assert!(
+                matches!(second, Err(Error::Locked(_))),
+                "second open must be refused"
+            );
+        }
+        let db = open(dir.path());
+        assert_eq!(db.get(&NAMES, "a").unwrap().as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn unknown_table_is_an_error() {
+        const OTHER: Table<U64, Str> = Table::new("other");
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        assert!(matches!(db.get(&OTHER, 1), Err(Error::UnknownTable(_))));
+    }
+}

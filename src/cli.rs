@@ -1,0 +1,165 @@
+//! The command line: `serve` (the default) and `db` for looking into a
+//! stopped server's database.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use clap::{Parser, Subcommand};
+use conduit_service::{Config, Services, config::Loaded};
+use conduit_storage::Database;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "conduit", version, about = "A small, fast Matrix homeserver")]
+struct Cli {
+    /// Path to conduit.toml. Without it (and without CONDUIT_CONFIG) a
+    /// development server runs on 127.0.0.1:8008 with open registration.
+    #[arg(short, long, env = "CONDUIT_CONFIG", global = true)]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver (the default).
+    Serve,
+    /// Look into the database of a stopped server.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// List the tables with their estimated row counts.
+    Tables,
+    /// Print a table's rows as JSON lines: [key, value].
+    Scan {
+        table: String,
+        /// Print at most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let Loaded { config, warnings } = match Config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("conduit: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config, warnings),
+        Command::Db(command) => db(config, command),
+    }
+}
+
+fn serve(config: Config, warnings: Vec<String>) -> ExitCode {
+    let filter = match EnvFilter::try_new(&config.log) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("conduit: invalid value for config key `log`: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve_async(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_async(config: Config) -> Result<(), String> {
+    let address = (config.address, config.port);
+    let services: Arc<Services> = Services::open(config).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", address.0, address.1))?;
+    tracing::info!(
+        "serving {} on http://{}",
+        services.config.server_name,
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    conduit_api::serve(services, listener, shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+fn db(config: Config, command: DbCommand) -> ExitCode {
+    let cache = 8 << 20;
+    let db = match Database::open(&config.database_path, conduit_service::tables::ALL, cache) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("conduit: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        DbCommand::Tables => db.tables().try_for_each(|table| {
+            let rows = db.property(table.name, "rocksdb.estimate-num-keys")?;
+            println!("{}\t{}", table.name, rows.unwrap_or(0));
+            Ok(())
+        }),
+        DbCommand::Scan { table, limit } => scan(&db, &table, limit),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conduit: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn scan(db: &Database, name: &str, limit: usize) -> conduit_storage::Result<()> {
+    let table = db
+        .tables()
+        .find(|t| t.name == name)
+        .copied()
+        .ok_or_else(|| conduit_storage::Error::UnknownTable(name.to_owned()))?;
+    for row in db.scan_raw(name)?.take(limit) {
+        let (key, value) = row?;
+        let line = serde_json::json!([(table.render_key)(&key), (table.render_value)(&value)]);
+        println!("{line}");
+    }
+    Ok(())
+}
