@@ -117,7 +117,10 @@ def make_server(tmp_path, request):
 
     def make(env: dict[str, str] | None = None, start: bool = True, data_dir: Path | None = None) -> Server:
         name = f"{request.node.name}-{len(servers)}"
-        server = Server(data_dir or tmp_path, env or {}, name)
+        if data_dir is None:
+            data_dir = tmp_path / f"server{len(servers)}"
+            data_dir.mkdir()
+        server = Server(data_dir, env or {}, name)
         servers.append(server)
         return server.start() if start else server
 

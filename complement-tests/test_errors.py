@@ -83,7 +83,7 @@ def test_guest_registration_refused_unless_enabled(server, make_server):
     r = server.request("POST", f"{CS}/register", params={"kind": "guest"}, json={})
     assert_error(r, 403, "M_GUEST_ACCESS_FORBIDDEN")
 
-    guests = make_server({"CONDUIT_ALLOW_GUEST_REGISTRATION": "true"}, data_dir=None)
+    guests = make_server({"CONDUIT_ALLOW_GUEST_REGISTRATION": "true"})
     r = guests.request("POST", f"{CS}/register", params={"kind": "guest"}, json={})
     assert r.status_code == 200, r.text
     token = r.json()["access_token"]
@@ -346,5 +346,7 @@ def test_discovery(server):
     assert_error(server.request("GET", "/.well-known/matrix/server"), 404, "M_NOT_FOUND")
     token = server.register(unique())["access_token"]
     caps = server.request("GET", f"{CS}/capabilities", token=token).json()["capabilities"]
-    assert caps["m.change_password"] == {"enabled": True}
+    # Absent means enabled per spec (ruma leaves defaults out); false must be explicit.
+    assert caps.get("m.change_password", {"enabled": True}) == {"enabled": True}
+    assert caps["m.3pid_changes"] == {"enabled": False}
     assert server.request("GET", f"{CS}/account/3pid", token=token).json() == {"threepids": []}

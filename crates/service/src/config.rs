@@ -238,11 +238,17 @@ fn describe(error: figment::Error) -> String {
     let mut parts = Vec::new();
     for e in error {
         let key = e.path.join(".");
-        let source = e
-            .metadata
-            .as_ref()
-            .map(|m| format!(" (from {})", m.name))
-            .unwrap_or_default();
+        let source = match &e.metadata {
+            Some(m) => match &m.source {
+                Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                _ if m.name.contains("environment") => format!(
+                    " (from environment variable CONDUIT_{})",
+                    e.path.join("__").to_uppercase()
+                ),
+                _ => format!(" (from {})", m.name),
+            },
+            None => String::new(),
+        };
         let kind = e.kind.to_string();
         if key.is_empty() {
             parts.push(format!("invalid configuration: {kind}{source}"));

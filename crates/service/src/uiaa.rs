@@ -92,6 +92,8 @@ impl Uiaa {
         let mut info = UiaaInfo::new(session.flows.clone());
         info.completed = session.completed.clone();
         info.session = Some(id.to_owned());
+        // The spec requires `params`, even when no stage has parameters.
+        info.params = serde_json::value::to_raw_value(&serde_json::json!({})).ok();
         Some(info)
     }
 }

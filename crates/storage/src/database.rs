@@ -10,6 +10,9 @@ use crate::{
     error::Error::{Decode, UnknownTable},
 };
 
+/// A row as stored: key bytes and value bytes.
+pub type RawRow = (Box<[u8]>, Box<[u8]>);
+
 /// An open RocksDB database with one column family per registered table.
 pub struct Database {
     db: DB,
@@ -124,7 +127,7 @@ impl Database {
     pub fn scan_raw<'a>(
         &'a self,
         table: &str,
-    ) -> Result<impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>)>> + 'a> {
+    ) -> Result<impl Iterator<Item = Result<RawRow>> + 'a> {
         let iter = self.db.iterator_cf(self.cf(table)?, IteratorMode::Start);
         Ok(iter.map(|row| row.map_err(Error::from)))
     }

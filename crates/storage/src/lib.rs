@@ -12,6 +12,6 @@ mod error;
 mod table;
 
 pub use codec::{Codec, DecodeError, Json, KeyPart, Raw, Str, U64};
-pub use database::{Batch, Database, Snapshot};
+pub use database::{Batch, Database, RawRow, Snapshot};
 pub use error::{Error, Result};
 pub use table::{KeyPrefix, Table, TableDef};
