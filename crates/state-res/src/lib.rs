@@ -1,0 +1,26 @@
+//! The state-resolution core: the spec's authorisation rules and state
+//! resolution (v1, v2, v2.1) for room versions 1 to 12.
+//!
+//! Pure: no I/O, no async, no database. The caller describes events through
+//! the [`Event`] trait over its own short integer ids, and gets back
+//! decisions ([`Rejection`] says why an event is refused) and resolved
+//! state maps.
+
+pub mod auth;
+pub mod event;
+pub mod power_levels;
+mod rejection;
+pub mod room_version;
+
+#[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
+mod test_room;
+
+pub use self::{
+    auth::{AuthState, auth_types_for_event, check_against_state, check_auth_events},
+    event::{Event, ShortEventId},
+    power_levels::{Power, PowerLevels},
+    rejection::Rejection,
+    room_version::RoomVersion,
+};

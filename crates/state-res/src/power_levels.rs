@@ -1,0 +1,327 @@
+//! `m.room.power_levels` content, read the way each room version allows,
+//! and the power of users derived from it and from the create event.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value as JsonValue;
+
+use crate::{
+    event::{Event, is_valid_user_id, types},
+    room_version::RoomVersion,
+};
+
+/// A user's power. Room creators in v12 have infinite power, above any level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Power {
+    Level(i64),
+    Infinite,
+}
+
+/// The power levels in force, with the spec's defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PowerLevels {
+    pub users: BTreeMap<String, i64>,
+    pub users_default: i64,
+    pub events: BTreeMap<String, i64>,
+    pub events_default: i64,
+    pub state_default: i64,
+    pub ban: i64,
+    pub kick: i64,
+    pub invite: i64,
+    pub redact: i64,
+    pub notifications: BTreeMap<String, i64>,
+}
+
+/// The top-level integer fields, with their defaults when a power levels
+/// event exists but leaves them out.
+const LEVEL_FIELDS: [(&str, i64); 7] = [
+    ("users_default", 0),
+    ("events_default", 0),
+    ("state_default", 50),
+    ("ban", 50),
+    ("kick", 50),
+    ("invite", 0),
+    ("redact", 50),
+];
+
+/// Why a power levels content is invalid for its room version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidPowerLevels(pub String);
+
+/// Reads one power level value as the room version allows: integers always;
+/// before v10 also strings holding an integer and floats (truncated).
+pub fn parse_level(value: &JsonValue, version: &RoomVersion) -> Option<i64> {
+    if let Some(n) = value.as_i64() {
+        return Some(n);
+    }
+    if version.integer_power_levels {
+        return None;
+    }
+    match value {
+        JsonValue::String(s) => s.trim().parse::<i64>().ok(),
+        JsonValue::Number(n) => n
+            .as_f64()
+            .filter(|f| f.is_finite() && f.abs() < 9.2e18)
+            .map(|f| f.trunc() as i64),
+        _ => None,
+    }
+}
+
+fn parse_map(
+    content: &JsonValue,
+    key: &str,
+    version: &RoomVersion,
+    keys_are_users: bool,
+) -> Result<BTreeMap<String, i64>, InvalidPowerLevels> {
+    let Some(value) = content.get(key) else {
+        return Ok(BTreeMap::new());
+    };
+    let object = value
+        .as_object()
+        .ok_or_else(|| InvalidPowerLevels(format!("`{key}` is not an object")))?;
+    let mut map = BTreeMap::new();
+    for (name, level) in object {
+        if keys_are_users && !is_valid_user_id(name) {
+            return Err(InvalidPowerLevels(format!(
+                "`{key}` has an invalid user id {name:?}"
+            )));
+        }
+        let level = parse_level(level, version)
+            .ok_or_else(|| InvalidPowerLevels(format!("`{key}.{name}` is not an integer")))?;
+        map.insert(name.clone(), level);
+    }
+    Ok(map)
+}
+
+impl PowerLevels {
+    /// The power levels of a room with no `m.room.power_levels` event.
+    pub fn without_event() -> Self {
+        Self {
+            users: BTreeMap::new(),
+            users_default: 0,
+            events: BTreeMap::new(),
+            events_default: 0,
+            state_default: 0,
+            ban: 50,
+            kick: 50,
+            invite: 0,
+            redact: 50,
+            notifications: BTreeMap::new(),
+        }
+    }
+
+    /// Parses content strictly: every present value must be valid for the
+    /// room version (auth rule "power levels content").
+    ///
+    /// Before v10 only `users` is checked this strictly (the spec's rule);
+    /// other invalid values fall back to their defaults.
+    pub fn parse(content: &JsonValue, version: &RoomVersion) -> Result<Self, InvalidPowerLevels> {
+        let mut levels = [0i64; 7];
+        for (slot, (field, default)) in levels.iter_mut().zip(LEVEL_FIELDS) {
+            *slot = match content.get(field) {
+                None => default,
+                Some(value) => match parse_level(value, version) {
+                    Some(level) => level,
+                    None if version.integer_power_levels => {
+                        return Err(InvalidPowerLevels(format!("`{field}` is not an integer")));
+                    }
+                    None => default,
+                },
+            };
+        }
+        let users = parse_map(content, "users", version, true)?;
+        let lenient = |key| match parse_map(content, key, version, false) {
+            Err(e) if version.integer_power_levels => Err(e),
+            Err(_) => Ok(BTreeMap::new()),
+            ok => ok,
+        };
+        let [
+            users_default,
+            events_default,
+            state_default,
+            ban,
+            kick,
+            invite,
+            redact,
+        ] = levels;
+        Ok(Self {
+            users,
+            users_default,
+            events: lenient("events")?,
+            events_default,
+            state_default,
+            ban,
+            kick,
+            invite,
+            redact,
+            notifications: lenient("notifications")?,
+        })
+    }
+
+    /// Reads the power levels in force from an accepted event; content that
+    /// would not pass the checks today gives defaults rather than an error.
+    pub fn from_event<E: Event>(event: Option<&E>, version: &RoomVersion) -> Self {
+        match event {
+            Some(event) => Self::parse(event.content(), version).unwrap_or_else(|_| {
+                // An accepted event whose `users` is broken: keep what parses.
+                let mut levels = Self::parse(&JsonValue::Object(Default::default()), version)
+                    .expect("empty content parses");
+                if let Some(JsonValue::Object(users)) = event.content().get("users") {
+                    for (user, level) in users {
+                        if let Some(level) = parse_level(level, version) {
+                            levels.users.insert(user.clone(), level);
+                        }
+                    }
+                }
+                levels
+            }),
+            None => Self::without_event(),
+        }
+    }
+
+    /// The level needed to send an event of this type (auth rule "required power level").
+    pub fn required_for(&self, event_type: &str, is_state: bool) -> i64 {
+        self.events.get(event_type).copied().unwrap_or(if is_state {
+            self.state_default
+        } else {
+            self.events_default
+        })
+    }
+}
+
+/// Who created the room, read from the create event.
+#[derive(Clone, Debug, Default)]
+pub struct Creators {
+    /// v1–v10: `content.creator`; v11+: the create event's sender.
+    pub creator: Option<String>,
+    /// v12: the sender and `additional_creators`, all with infinite power.
+    pub all: Vec<String>,
+}
+
+impl Creators {
+    pub fn from_create<E: Event>(create: Option<&E>, version: &RoomVersion) -> Self {
+        let Some(create) = create else {
+            return Self::default();
+        };
+        let creator = if version.creator_in_content {
+            create.content_str("creator").map(str::to_owned)
+        } else {
+            Some(create.sender().to_owned())
+        };
+        let mut all = Vec::new();
+        if version.infinite_creator_power {
+            all.push(create.sender().to_owned());
+            if let Some(JsonValue::Array(extra)) = create.content().get("additional_creators") {
+                all.extend(
+                    extra
+                        .iter()
+                        .filter_map(JsonValue::as_str)
+                        .map(str::to_owned),
+                );
+            }
+        }
+        Self { creator, all }
+    }
+
+    pub fn contains(&self, user: &str) -> bool {
+        self.all.iter().any(|c| c == user)
+    }
+}
+
+/// A user's power: infinite for v12 creators, else from the power levels
+/// event, else 100 for the creator of a room without one and 0 for others.
+pub fn user_power(
+    user: &str,
+    levels_event_exists: bool,
+    levels: &PowerLevels,
+    creators: &Creators,
+) -> Power {
+    if creators.contains(user) {
+        return Power::Infinite;
+    }
+    if levels_event_exists {
+        return Power::Level(
+            levels
+                .users
+                .get(user)
+                .copied()
+                .unwrap_or(levels.users_default),
+        );
+    }
+    if creators.creator.as_deref() == Some(user) {
+        Power::Level(100)
+    } else {
+        Power::Level(0)
+    }
+}
+
+/// The power levels and creators of a room state, read once and asked many times.
+pub struct RoomPower {
+    pub levels: PowerLevels,
+    pub has_levels_event: bool,
+    pub creators: Creators,
+}
+
+impl RoomPower {
+    pub fn new<E: Event>(
+        create: Option<&E>,
+        power_levels: Option<&E>,
+        version: &RoomVersion,
+    ) -> Self {
+        debug_assert!(power_levels.is_none_or(|e| e.is_type(types::POWER_LEVELS)));
+        Self {
+            levels: PowerLevels::from_event(power_levels, version),
+            has_levels_event: power_levels.is_some(),
+            creators: Creators::from_create(create, version),
+        }
+    }
+
+    pub fn of(&self, user: &str) -> Power {
+        user_power(user, self.has_levels_event, &self.levels, &self.creators)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn version(id: &str) -> &'static RoomVersion {
+        RoomVersion::from_id(id).unwrap()
+    }
+
+    #[test]
+    fn stringy_and_floaty_levels_only_before_v10() {
+        assert_eq!(parse_level(&json!("50"), version("9")), Some(50));
+        assert_eq!(parse_level(&json!(50.7), version("9")), Some(50));
+        assert_eq!(parse_level(&json!("50"), version("10")), None);
+        assert_eq!(parse_level(&json!(50.7), version("10")), None);
+        assert_eq!(parse_level(&json!(-3), version("10")), Some(-3));
+        assert_eq!(parse_level(&json!("abc"), version("1")), None);
+    }
+
+    #[test]
+    fn defaults_with_and_without_event() {
+        let empty = PowerLevels::parse(&json!({}), version("11")).unwrap();
+        assert_eq!((empty.state_default, empty.ban, empty.invite), (50, 50, 0));
+        let none = PowerLevels::without_event();
+        assert_eq!(none.state_default, 0);
+        assert_eq!(empty.required_for("m.room.name", true), 50);
+        assert_eq!(empty.required_for("m.room.message", false), 0);
+    }
+
+    #[test]
+    fn strict_parse_rejects_bad_users_everywhere_and_bad_levels_from_v10() {
+        assert!(PowerLevels::parse(&json!({"users": {"not-a-user": 1}}), version("1")).is_err());
+        assert!(PowerLevels::parse(&json!({"users": {"@a:x": "1"}}), version("10")).is_err());
+        assert!(PowerLevels::parse(&json!({"ban": "50"}), version("10")).is_err());
+        assert!(PowerLevels::parse(&json!({"events": {"m.x": "5"}}), version("10")).is_err());
+        assert_eq!(
+            PowerLevels::parse(&json!({"ban": "5"}), version("9"))
+                .unwrap()
+                .ban,
+            5
+        );
+    }
+}
