@@ -8,19 +8,25 @@
 
 pub mod auth;
 pub mod event;
+mod id_hash;
 pub mod power_levels;
 mod rejection;
+pub mod resolve;
 pub mod room_version;
 
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod resolve_tests;
 #[cfg(test)]
 mod test_room;
 
 pub use self::{
     auth::{AuthState, auth_types_for_event, check_against_state, check_auth_events},
     event::{Event, ShortEventId},
+    id_hash::{IdMap, IdSet},
     power_levels::{Power, PowerLevels},
     rejection::Rejection,
+    resolve::{EventSource, ResolveError, ShortStateKey, StateMap, resolve},
     room_version::RoomVersion,
 };
