@@ -863,10 +863,15 @@ fn room_creator_has_100_without_power_levels() {
         room.state_event(ALICE, types::JOIN_RULES, json!({"join_rule": "public"}))
             .unwrap();
         room.member(BOB, BOB, "join").unwrap();
-        // Without a power levels event, state_default is 0: anyone may set state.
-        room.state_event(BOB, "m.room.topic", json!({"topic": "t"}))
+        // Without a power levels event, state_default is still 50: only the
+        // creator, at 100, sets state or bans.
+        let e = room.state_event(BOB, "m.room.topic", json!({"topic": "t"}));
+        assert!(
+            matches!(e, Err(Rejection::InsufficientPower { need: 50, .. })),
+            "v{v}"
+        );
+        room.state_event(ALICE, "m.room.topic", json!({"topic": "t"}))
             .unwrap();
-        // But only the creator reaches the ban level of 50.
         assert!(room.member(BOB, ALICE, "ban").is_err(), "v{v}");
         room.member(ALICE, BOB, "ban").unwrap();
     }

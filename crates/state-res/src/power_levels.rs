@@ -94,14 +94,16 @@ fn parse_map(
 }
 
 impl PowerLevels {
-    /// The power levels of a room with no `m.room.power_levels` event.
+    /// The power levels of a room with no `m.room.power_levels` event: the
+    /// same defaults as an empty one (the spec's `m.room.power_levels`
+    /// schema; `state_default` is 50 here too, as Synapse and ruma have it).
     pub fn without_event() -> Self {
         Self {
             users: BTreeMap::new(),
             users_default: 0,
             events: BTreeMap::new(),
             events_default: 0,
-            state_default: 0,
+            state_default: 50,
             ban: 50,
             kick: 50,
             invite: 0,
@@ -305,8 +307,7 @@ mod tests {
     fn defaults_with_and_without_event() {
         let empty = PowerLevels::parse(&json!({}), version("11")).unwrap();
         assert_eq!((empty.state_default, empty.ban, empty.invite), (50, 50, 0));
-        let none = PowerLevels::without_event();
-        assert_eq!(none.state_default, 0);
+        assert_eq!(PowerLevels::without_event(), empty);
         assert_eq!(empty.required_for("m.room.name", true), 50);
         assert_eq!(empty.required_for("m.room.message", false), 0);
     }

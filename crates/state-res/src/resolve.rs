@@ -102,14 +102,24 @@ fn resolve_v2<S: EventSource>(
     }
     full.retain(|id| events.contains_key(id));
 
-    // Step 1: power events and their auth chains within the full set.
+    // Step 1: power events and their auth ancestors within the full set.
+    // Like Synapse and ruma, an ancestor counts only when it is reached
+    // through events of the full conflicted set: the spec's "auth chain of
+    // P which also belong to the full conflicted set" read as they read it,
+    // so that servers agree.
     let mut power: IdSet = IdSet::default();
-    for (&id, event) in &events {
-        if is_power_event(event) {
-            power.insert(id);
-            let mut chain = IdSet::default();
-            source.extend_auth_chain(id, &mut chain);
-            power.extend(chain.into_iter().filter(|a| full.contains(a)));
+    let mut todo: Vec<ShortEventId> = events
+        .iter()
+        .filter(|(_, event)| is_power_event(*event))
+        .map(|(&id, _)| id)
+        .collect();
+    while let Some(id) = todo.pop() {
+        if power.insert(id) {
+            let auth = events[&id].auth_events();
+            todo.extend(
+                auth.iter()
+                    .filter(|a| events.contains_key(a) && !power.contains(a)),
+            );
         }
     }
     let create = find_create(state_sets, source);
