@@ -19,6 +19,8 @@ pub trait Event {
     fn sender(&self) -> &str;
     fn content(&self) -> &JsonValue;
     fn origin_server_ts(&self) -> u64;
+    /// The event's `depth`; only room version 1's state resolution reads it.
+    fn depth(&self) -> u64;
     fn prev_events(&self) -> &[ShortEventId];
     fn auth_events(&self) -> &[ShortEventId];
     /// The event a redaction redacts (top-level before v11, in content from v11).

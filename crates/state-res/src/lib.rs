@@ -12,6 +12,7 @@ mod id_hash;
 pub mod power_levels;
 mod rejection;
 pub mod resolve;
+mod resolve_v1;
 pub mod room_version;
 
 #[cfg(test)]
@@ -27,6 +28,6 @@ pub use self::{
     id_hash::{IdMap, IdSet},
     power_levels::{Power, PowerLevels},
     rejection::Rejection,
-    resolve::{EventSource, ResolveError, ShortStateKey, StateMap, resolve},
+    resolve::{EventSource, ShortStateKey, StateMap, resolve},
     room_version::RoomVersion,
 };

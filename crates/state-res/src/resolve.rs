@@ -53,24 +53,15 @@ pub trait EventSource {
     }
 }
 
-/// Why a state could not be resolved.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ResolveError {
-    #[error("state resolution v1 (room version 1) is not implemented")]
-    V1NotImplemented,
-}
-
 /// Resolves several room states into one, with the room version's algorithm.
 pub fn resolve<S: EventSource>(
     version: &RoomVersion,
     state_sets: &[StateMap],
     source: &S,
-) -> Result<StateMap, ResolveError> {
+) -> StateMap {
     match version.state_res {
-        StateResAlgorithm::V1 => Err(ResolveError::V1NotImplemented),
-        StateResAlgorithm::V2 | StateResAlgorithm::V2_1 => {
-            Ok(resolve_v2(version, state_sets, source))
-        }
+        StateResAlgorithm::V1 => crate::resolve_v1::resolve_v1(version, state_sets, source),
+        StateResAlgorithm::V2 | StateResAlgorithm::V2_1 => resolve_v2(version, state_sets, source),
     }
 }
 

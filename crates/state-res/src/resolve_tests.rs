@@ -60,13 +60,14 @@ impl Dag {
     fn add(&mut self, (name, sender, kind, state_key, content): Spec<'_>, prevs: &[&str]) {
         let id = self.events.len() as ShortEventId + 1;
         let prev: Vec<ShortEventId> = prevs.iter().map(|p| self.ids[*p]).collect();
+        let prev_depth = prev.iter().map(|p| self.events[p].depth).max().unwrap_or(0);
         let before = match prev.as_slice() {
             [] => StateMap::new(),
             [one] => self.state_after[one].clone(),
             many => {
                 let sets: Vec<StateMap> =
                     many.iter().map(|p| self.state_after[p].clone()).collect();
-                resolve(self.version, &sets, self).unwrap()
+                resolve(self.version, &sets, self)
             }
         };
         let auth = auth_types_for_event(self.version, kind, sender, state_key, &content)
@@ -82,6 +83,7 @@ impl Dag {
             sender: sender.into(),
             content,
             ts: id,
+            depth: prev_depth + 1,
             prev,
             auth,
             rejected: false,
@@ -433,22 +435,13 @@ fn unconflicted_state_is_kept_and_single_sets_pass_through() {
     let dag = initial("11");
     let state = dag.state_at("START");
     let version = RoomVersion::from_id("11").unwrap();
+    assert_eq!(resolve(version, std::slice::from_ref(&state), &dag), state);
     assert_eq!(
-        resolve(version, std::slice::from_ref(&state), &dag).unwrap(),
+        resolve(version, &[state.clone(), state.clone()], &dag),
         state
     );
-    assert_eq!(
-        resolve(version, &[state.clone(), state.clone()], &dag).unwrap(),
-        state
-    );
-    assert!(
-        resolve(
-            RoomVersion::from_id("1").unwrap(),
-            &[state.clone(), state],
-            &dag
-        )
-        .is_err()
-    );
+    let v1 = RoomVersion::from_id("1").unwrap();
+    assert_eq!(resolve(v1, &[state.clone(), state.clone()], &dag), state);
 }
 
 #[test]
@@ -551,4 +544,79 @@ fn split_auth_difference_and_conflicted_subgraph() {
     // The create event is below IPOWER, on no path between two conflicted events.
     assert!(!subgraph.contains(&dag.ids["CREATE"]));
     let _: IdSet = subgraph;
+}
+
+#[test]
+fn v1_power_levels_then_other_state_by_depth() {
+    // Room version 1: conflicting power levels are taken in ascending depth
+    // while allowed; a conflicting topic goes to the deepest allowed one.
+    let (dag, state) = scenario(
+        "1",
+        vec![
+            (power("PA", ALICE, json!({ALICE: 100, BOB: 50})), &["START"]),
+            (topic("TB", BOB), &["PA"]),
+            (topic("TB2", BOB), &["TB"]),
+            (power("PZ", ALICE, json!({ALICE: 100, BOB: 0})), &["START"]),
+        ],
+        &["TB2", "PZ"],
+    );
+    // PA and PZ have the same depth: the higher SHA-1 goes first, and the
+    // other, allowed (both are Alice's), replaces it.
+    use sha1::{Digest, Sha1};
+    let sha = |name: &str| Sha1::digest(format!("${name}:example.com").as_bytes());
+    let expected = if sha("PA") > sha("PZ") { "PZ" } else { "PA" };
+    assert_eq!(
+        dag.holder(&state, types::POWER_LEVELS, "").as_deref(),
+        Some(expected)
+    );
+    // The topic exists on one branch only: no conflict in v1, so it stays
+    // even though Bob would fail under PZ.
+    assert_eq!(
+        dag.holder(&state, "m.room.topic", "").as_deref(),
+        Some("TB2")
+    );
+}
+
+#[test]
+fn v1_membership_conflicts_stop_at_the_first_refused_event() {
+    // Bob is banned on one branch and changes nothing on the other: the ban,
+    // deeper, is allowed after his join and stands.
+    let (dag, state) = scenario(
+        "1",
+        vec![
+            (member("MB", ALICE, BOB, "ban"), &["START"]),
+            (topic("T", ALICE), &["START"]),
+        ],
+        &["MB", "T"],
+    );
+    assert_eq!(
+        dag.holder(&state, types::MEMBER, BOB).as_deref(),
+        Some("MB")
+    );
+    assert_eq!(dag.holder(&state, "m.room.topic", "").as_deref(), Some("T"));
+}
+
+#[test]
+fn v1_keys_missing_from_some_states_are_no_conflict() {
+    // A topic set on one branch only survives in v1 whatever its sender's
+    // power: it is not conflicting, so no auth check runs on it.
+    let (dag, state) = scenario(
+        "1",
+        vec![
+            (topic("TB", BOB), &["START"]),
+            (topic("TA", ALICE), &["START"]),
+            (("M", ZARA, "m.room.message", None, json!({})), &["TA"]),
+        ],
+        &["TB", "M"],
+    );
+    // TA and TB conflict: the deepest allowed wins. Bob's TB fails (needs 50).
+    assert_eq!(
+        dag.holder(&state, "m.room.topic", "").as_deref(),
+        Some("TA")
+    );
+    let (dag, state) = scenario("1", vec![(topic("TB", BOB), &["START"])], &["TB", "START"]);
+    assert_eq!(
+        dag.holder(&state, "m.room.topic", "").as_deref(),
+        Some("TB")
+    );
 }

@@ -22,6 +22,7 @@ pub struct TestEvent {
     pub sender: String,
     pub content: JsonValue,
     pub ts: u64,
+    pub depth: u64,
     pub prev: Vec<ShortEventId>,
     pub auth: Vec<ShortEventId>,
     pub rejected: bool,
@@ -52,6 +53,9 @@ impl Event for TestEvent {
     }
     fn origin_server_ts(&self) -> u64 {
         self.ts
+    }
+    fn depth(&self) -> u64 {
+        self.depth
     }
     fn prev_events(&self) -> &[ShortEventId] {
         &self.prev
@@ -143,6 +147,7 @@ impl TestRoom {
             sender: sender.into(),
             content,
             ts: id * 1000,
+            depth: id,
             prev: self.last.into_iter().collect(),
             auth,
             rejected: false,

@@ -66,6 +66,9 @@ impl Event for Pdu {
     fn origin_server_ts(&self) -> u64 {
         self.ts
     }
+    fn depth(&self) -> u64 {
+        self.short
+    }
     fn prev_events(&self) -> &[ShortEventId] {
         &self.prev
     }
@@ -207,7 +210,7 @@ impl Room {
                     .iter()
                     .map(|p| self.state_after[*p as usize].clone())
                     .collect();
-                let ours = resolve(self.version, &sets, &*self).expect("v2 and v2.1 resolve");
+                let ours = resolve(self.version, &sets, &*self);
                 let theirs = self.oracle_resolve(&sets);
                 if self.readable(&ours) != theirs {
                     for e in &self.events {
