@@ -898,3 +898,93 @@ fn redaction_rule_only_in_v1_and_v2() {
         }
     }
 }
+
+// Hostile input: arbitrary content, types, state keys and senders never
+// make the auth rules panic (the cargo-fuzz target in fuzz/ goes further).
+
+mod hostile {
+    use proptest::prelude::*;
+    use serde_json::Value as JsonValue;
+
+    use super::*;
+
+    fn json() -> impl Strategy<Value = JsonValue> {
+        let leaf = prop_oneof![
+            Just(JsonValue::Null),
+            any::<bool>().prop_map(JsonValue::from),
+            any::<i64>().prop_map(JsonValue::from),
+            any::<f64>().prop_map(JsonValue::from),
+            "[@!$a-z0-9:._]{0,12}".prop_map(JsonValue::from),
+            prop::sample::select(vec![
+                "join",
+                "leave",
+                "ban",
+                "invite",
+                "knock",
+                "public",
+                "restricted",
+                "50",
+                "1e3"
+            ])
+            .prop_map(JsonValue::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let keys = prop::sample::select(vec![
+                "membership",
+                "join_rule",
+                "users",
+                "events",
+                "notifications",
+                "ban",
+                "kick",
+                "invite",
+                "redact",
+                "state_default",
+                "events_default",
+                "users_default",
+                "third_party_invite",
+                "signed",
+                "mxid",
+                "token",
+                "creator",
+                "room_version",
+                "additional_creators",
+                "m.federate",
+                "join_authorised_via_users_server",
+                "public_key",
+                "public_keys",
+                "@alice:a.example",
+            ]);
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(JsonValue::from),
+                prop::collection::btree_map(keys, inner, 0..6).prop_map(|m| JsonValue::Object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn auth_rules_never_panic(
+            version in prop::sample::select(ALL.iter().map(|v| v.id).collect::<Vec<_>>()),
+            kind in prop::sample::select(vec![
+                types::CREATE, types::MEMBER, types::POWER_LEVELS, types::JOIN_RULES,
+                types::THIRD_PARTY_INVITE, types::ALIASES, types::REDACTION, "m.room.topic", "",
+            ]),
+            sender in prop::sample::select(vec![ALICE, BOB, EVE, "not a user", "@:", "@x:"]),
+            state_key in prop::option::of(prop::sample::select(vec!["", ALICE, BOB, "@", "a.example", "tok"])),
+            content in json(),
+            drop_auth in any::<bool>(),
+        ) {
+            let mut room = room_with_bob(version);
+            let mut event = room.build(sender, kind, state_key, content);
+            if drop_auth {
+                event.auth.clear();
+            }
+            let _ = room.check(&event);
+        }
+    }
+}

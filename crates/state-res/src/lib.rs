@@ -19,8 +19,9 @@ pub mod room_version;
 mod auth_tests;
 #[cfg(test)]
 mod resolve_tests;
-#[cfg(test)]
-mod test_room;
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod test_room;
 
 pub use self::{
     auth::{AuthState, auth_types_for_event, check_against_state, check_auth_events},
