@@ -988,3 +988,40 @@ mod hostile {
         }
     }
 }
+
+#[test]
+fn third_party_invite_is_accepted_when_the_caller_verifies_the_signature() {
+    use crate::{auth::AuthState, check_against_state, test_room::TestEvent};
+
+    struct Verified<'a>(&'a TestRoom);
+    impl AuthState<TestEvent> for Verified<'_> {
+        fn get(&self, kind: &str, key: &str) -> Option<TestEvent> {
+            let id = self.0.state.get(&(kind.to_owned(), key.to_owned()))?;
+            self.0.events.get(id).cloned()
+        }
+        fn verify_third_party_signed(&self, signed: &serde_json::Value, keys: &[&str]) -> bool {
+            signed["signatures"]["id.example"]["ed25519:0"] == "sig" && keys == ["abc", "def"]
+        }
+    }
+    for v in all_versions() {
+        let mut room = room_with_bob(v);
+        let tpi = json!({"public_key": "abc", "public_keys": [{"public_key": "def"}]});
+        room.send(ALICE, types::THIRD_PARTY_INVITE, Some("tok"), tpi)
+            .unwrap();
+        let signed = json!({"mxid": CAROL, "token": "tok", "signatures": {"id.example": {"ed25519:0": "sig"}}});
+        let content = json!({"membership": "invite", "third_party_invite": {"display_name": "c", "signed": signed}});
+        let event = room.build(ALICE, types::MEMBER, Some(CAROL), content);
+        assert_eq!(
+            check_against_state(room.version, &event, &Verified(&room)),
+            Ok(()),
+            "v{v}"
+        );
+        // Banned targets stay out even with a valid signature.
+        room.member(ALICE, CAROL, "ban").unwrap();
+        let event = room.build(ALICE, types::MEMBER, Some(CAROL), event.content.clone());
+        assert!(
+            check_against_state(room.version, &event, &Verified(&room)).is_err(),
+            "v{v}"
+        );
+    }
+}

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod event;
 mod id_hash;
 pub mod power_levels;
+pub mod redaction;
 mod rejection;
 pub mod resolve;
 mod resolve_v1;
@@ -28,6 +29,7 @@ pub use self::{
     event::{Event, ShortEventId},
     id_hash::{IdMap, IdSet},
     power_levels::{Power, PowerLevels},
+    redaction::redact,
     rejection::Rejection,
     resolve::{EventSource, ShortStateKey, StateMap, resolve},
     room_version::RoomVersion,
