@@ -5,6 +5,7 @@ mod client;
 mod error;
 mod middleware;
 mod ruma_wrapper;
+mod server;
 mod well_known;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -23,6 +24,7 @@ pub fn router(services: Arc<Services>) -> Router {
     let router = Router::new()
         .route("/.well-known/matrix/client", get(well_known::client))
         .route("/.well-known/matrix/server", get(well_known::server));
+    let router = server::routes(router);
     client::routes(router)
         .fallback(error::unrecognized_path)
         .method_not_allowed_fallback(error::unrecognized_method)

@@ -6,6 +6,7 @@ pub mod config;
 mod error;
 pub mod filters;
 pub mod registration;
+pub mod server_keys;
 pub mod session;
 pub mod tables;
 pub mod uiaa;
@@ -17,12 +18,22 @@ use std::sync::Arc;
 use conduit_storage::Database;
 
 use self::{
-    account_data::AccountData, filters::Filters, uiaa::Uiaa, users::Users, users::devices::Devices,
+    account_data::AccountData, filters::Filters, server_keys::ServerKeys, uiaa::Uiaa, users::Users,
+    users::devices::Devices,
 };
 pub use self::{
     config::Config,
     error::{Error, ErrorCode, Result},
 };
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] conduit_storage::Error),
+    #[error("cannot load the server signing key: {0}")]
+    SigningKey(String),
+}
 
 pub struct Services {
     pub config: Config,
@@ -32,18 +43,22 @@ pub struct Services {
     pub uiaa: Uiaa,
     pub account_data: AccountData,
     pub filters: Filters,
+    pub server_keys: ServerKeys,
 }
 
 impl Services {
     /// Opens the database named by the config and builds every service.
-    pub fn open(config: Config) -> Result<Arc<Self>, conduit_storage::Error> {
+    pub fn open(config: Config) -> Result<Arc<Self>, StartError> {
         let cache_bytes = (config.db_cache_capacity_mb * 1024.0 * 1024.0) as usize;
         let db = Arc::new(Database::open(
             &config.database_path,
             tables::ALL,
             cache_bytes,
         )?);
+        let server_keys = ServerKeys::load_or_create(&db, &config.server_name)
+            .map_err(|e| StartError::SigningKey(e.to_string()))?;
         Ok(Arc::new(Self {
+            server_keys,
             users: Users::new(db.clone(), &config.server_name),
             devices: Devices::new(db.clone(), config.refreshable_access_token_lifetime * 1000),
             uiaa: Uiaa::default(),

@@ -6,6 +6,8 @@ use serde_json::Value as JsonValue;
 
 use crate::users::{AccountRecord, DeviceRecord, TokenRecord};
 
+/// Server-wide values by name, e.g. `signing_key`.
+pub const GLOBAL_JSON: Table<Str, Json<JsonValue>> = Table::new("global");
 /// user id -> the account: password hash, flags.
 pub const ACCOUNTS: Table<Str, Json<AccountRecord>> = Table::new("accounts");
 /// (user id, field) -> profile value (`displayname`, `avatar_url`).
@@ -22,6 +24,7 @@ pub const ACCOUNT_DATA: Table<(Str, Str, Str), Json<JsonValue>> = Table::new("ac
 pub const FILTERS: Table<(Str, Str), Json<JsonValue>> = Table::new("filters");
 
 pub const ALL: &[TableDef] = &[
+    GLOBAL_JSON.def(),
     ACCOUNTS.def(),
     PROFILES.def(),
     DEVICES.def(),
