@@ -52,6 +52,8 @@ pub struct Config {
     pub database_path: PathBuf,
     /// RocksDB block cache, in MiB.
     pub db_cache_capacity_mb: f64,
+    /// Room states kept decoded in memory (each is one room's full state map).
+    pub state_cache_entries: usize,
     pub address: IpAddr,
     pub port: u16,
     pub max_request_size: u32,
@@ -102,6 +104,7 @@ impl Config {
             database_backend: "rocksdb".into(),
             database_path: PathBuf::from("./conduit-data"),
             db_cache_capacity_mb: 300.0,
+            state_cache_entries: 1024,
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 8008,
             max_request_size: 20_000_000,

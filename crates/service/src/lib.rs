@@ -6,6 +6,7 @@ pub mod config;
 mod error;
 pub mod filters;
 pub mod registration;
+pub mod rooms;
 pub mod server_keys;
 pub mod session;
 pub mod tables;
@@ -18,7 +19,12 @@ use std::sync::Arc;
 use conduit_storage::Database;
 
 use self::{
-    account_data::AccountData, filters::Filters, server_keys::ServerKeys, uiaa::Uiaa, users::Users,
+    account_data::AccountData,
+    filters::Filters,
+    rooms::{short::ShortIds, state_snapshots::StateSnapshots},
+    server_keys::ServerKeys,
+    uiaa::Uiaa,
+    users::Users,
     users::devices::Devices,
 };
 pub use self::{
@@ -33,6 +39,8 @@ pub enum StartError {
     Database(#[from] conduit_storage::Error),
     #[error("cannot load the server signing key: {0}")]
     SigningKey(String),
+    #[error("cannot read the database: {0}")]
+    Load(String),
 }
 
 pub struct Services {
@@ -44,6 +52,8 @@ pub struct Services {
     pub account_data: AccountData,
     pub filters: Filters,
     pub server_keys: ServerKeys,
+    pub short_ids: ShortIds,
+    pub state_snapshots: StateSnapshots,
 }
 
 impl Services {
@@ -57,8 +67,11 @@ impl Services {
         )?);
         let server_keys = ServerKeys::load_or_create(&db, &config.server_name)
             .map_err(|e| StartError::SigningKey(e.to_string()))?;
+        let short_ids = ShortIds::new(db.clone()).map_err(|e| StartError::Load(e.to_string()))?;
         Ok(Arc::new(Self {
             server_keys,
+            short_ids,
+            state_snapshots: StateSnapshots::new(db.clone(), config.state_cache_entries),
             users: Users::new(db.clone(), &config.server_name),
             devices: Devices::new(db.clone(), config.refreshable_access_token_lifetime * 1000),
             uiaa: Uiaa::default(),

@@ -1,7 +1,7 @@
 //! Every table the homeserver keeps, in one place: its name on disk, its
 //! key and its value. `conduit db` lists them from [`ALL`].
 
-use conduit_storage::{Json, Str, Table, TableDef};
+use conduit_storage::{Json, Str, Table, TableDef, U64};
 use serde_json::Value as JsonValue;
 
 use crate::users::{AccountRecord, DeviceRecord, TokenRecord};
@@ -23,6 +23,18 @@ pub const ACCOUNT_DATA: Table<(Str, Str, Str), Json<JsonValue>> = Table::new("ac
 /// (user id, filter id) -> filter definition.
 pub const FILTERS: Table<(Str, Str), Json<JsonValue>> = Table::new("filters");
 
+/// event id -> its short id.
+pub const EVENTID_SHORT: Table<Str, U64> = Table::new("eventid_short");
+/// short id -> event id.
+pub const SHORT_EVENTID: Table<U64, Str> = Table::new("short_eventid");
+/// (event type, state key) -> its short id.
+pub const STATEKEY_SHORT: Table<(Str, Str), U64> = Table::new("statekey_short");
+/// short id -> (event type, state key).
+pub const SHORT_STATEKEY: Table<U64, Json<(String, String)>> = Table::new("short_statekey");
+/// snapshot id -> a room state as a diff against a parent snapshot.
+pub const STATE_SNAPSHOTS: Table<U64, Json<crate::rooms::state_snapshots::StoredSnapshot>> =
+    Table::new("state_snapshots");
+
 pub const ALL: &[TableDef] = &[
     GLOBAL_JSON.def(),
     ACCOUNTS.def(),
@@ -32,4 +44,9 @@ pub const ALL: &[TableDef] = &[
     REFRESH_TOKENS.def(),
     ACCOUNT_DATA.def(),
     FILTERS.def(),
+    EVENTID_SHORT.def(),
+    SHORT_EVENTID.def(),
+    STATEKEY_SHORT.def(),
+    SHORT_STATEKEY.def(),
+    STATE_SNAPSHOTS.def(),
 ];
