@@ -184,10 +184,16 @@ def test_refresh_tokens_rotate_and_expire(make_server):
 
     r = server.request("POST", f"{CS}/refresh", json={"refresh_token": login["refresh_token"]})
     assert r.status_code == 200, r.text
+    lost = r.json()
+    assert lost["access_token"] != login["access_token"]
+    # A client that lost that answer may trade the same refresh token again...
+    r = server.request("POST", f"{CS}/refresh", json={"refresh_token": login["refresh_token"]})
+    assert r.status_code == 200, r.text
     fresh = r.json()
-    assert fresh["access_token"] != login["access_token"]
+    # ...which replaces the lost pair.
+    assert_error(server.request("GET", f"{CS}/account/whoami", token=lost["access_token"]), 401, "M_UNKNOWN_TOKEN")
     assert server.request("GET", f"{CS}/account/whoami", token=fresh["access_token"]).status_code == 200
-    # The used refresh token is spent.
+    # Once the new access token is used, the old refresh token is spent.
     r = server.request("POST", f"{CS}/refresh", json={"refresh_token": login["refresh_token"]})
     assert_error(r, 401, "M_UNKNOWN_TOKEN")
     # Tokens without refresh do not expire.

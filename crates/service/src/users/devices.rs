@@ -23,6 +23,11 @@ pub struct DeviceRecord {
     pub access_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// The refresh token traded in last: it stays valid until the access
+    /// token it was traded for is first used, so a client that lost the
+    /// refresh response can ask again (the spec's rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_refresh_token: Option<String>,
 }
 
 /// What the token tables hold: whose token it is.
@@ -35,6 +40,10 @@ pub struct TokenRecord {
     pub expires_at: Option<u64>,
     #[serde(default)]
     pub is_guest: bool,
+    /// On an access token issued by a refresh: the refresh token it
+    /// revokes on its first use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revokes_on_use: Option<String>,
 }
 
 /// The identity behind an authenticated request.
@@ -86,6 +95,9 @@ impl Devices {
             .ok_or_else(|| Error::unknown_token(false))?;
         if record.expires_at.is_some_and(|at| at <= utils::now_ms()) {
             return Err(Error::unknown_token(true));
+        }
+        if let Some(previous) = &record.revokes_on_use {
+            self.first_use_after_refresh(access_token, &record, previous)?;
         }
         Ok(Session {
             user_id: record.user_id,
@@ -149,8 +161,40 @@ impl Devices {
         Ok(session)
     }
 
-    /// Trades a refresh token for a new access token and refresh token. The
-    /// old pair stops working.
+    /// The new access token of a refresh is used: the refresh token traded
+    /// for it stops working now.
+    fn first_use_after_refresh(
+        &self,
+        access_token: &str,
+        token: &TokenRecord,
+        previous: &str,
+    ) -> Result<()> {
+        let mut batch = self.db.batch();
+        batch.delete(&tables::REFRESH_TOKENS, previous)?;
+        if let Some(mut device) = self.get(&token.user_id, &token.device_id)?
+            && device.previous_refresh_token.as_deref() == Some(previous)
+        {
+            device.previous_refresh_token = None;
+            batch.put(
+                &tables::DEVICES,
+                (token.user_id.as_str(), token.device_id.as_str()),
+                &device,
+            )?;
+        }
+        let settled = TokenRecord {
+            revokes_on_use: None,
+            ..token.clone()
+        };
+        batch.put(&tables::ACCESS_TOKENS, access_token, &settled)?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Trades a refresh token for a new access token and refresh token.
+    ///
+    /// The traded token stays valid until the new access token is first
+    /// used (the client may not have received the answer); every other
+    /// token of the device stops working at once.
     pub fn refresh(&self, refresh_token: &str) -> Result<NewSession> {
         let token = self
             .db
@@ -159,9 +203,21 @@ impl Devices {
         let mut record = self
             .get(&token.user_id, &token.device_id)?
             .ok_or_else(|| Error::unknown_token(false))?;
+        let current = record.refresh_token.as_deref() == Some(refresh_token);
+        let retried = record.previous_refresh_token.as_deref() == Some(refresh_token);
+        if !current && !retried {
+            return Err(Error::unknown_token(false));
+        }
         record.last_seen_ts = Some(utils::now_ms());
         let mut batch = self.db.batch();
-        let session = self.issue_tokens(
+        // Keep the traded token out of the revocation below.
+        if current {
+            record.refresh_token = None;
+        }
+        if retried {
+            record.previous_refresh_token = None;
+        }
+        let mut session = self.issue_tokens(
             &mut batch,
             &token.user_id,
             &token.device_id,
@@ -169,6 +225,16 @@ impl Devices {
             token.is_guest,
             true,
         )?;
+        record.previous_refresh_token = Some(refresh_token.to_owned());
+        let access = TokenRecord {
+            user_id: token.user_id.clone(),
+            device_id: token.device_id.clone(),
+            expires_at: session.expires_in_ms.map(|ms| utils::now_ms() + ms),
+            is_guest: token.is_guest,
+            revokes_on_use: Some(refresh_token.to_owned()),
+        };
+        batch.put(&tables::ACCESS_TOKENS, &session.access_token, &access)?;
+        session.device_id = token.device_id.clone();
         batch.put(
             &tables::DEVICES,
             (token.user_id.as_str(), token.device_id.as_str()),
@@ -195,6 +261,7 @@ impl Devices {
             device_id: device_id.to_owned(),
             expires_at: expires_in_ms.map(|ms| utils::now_ms() + ms),
             is_guest,
+            revokes_on_use: None,
         };
         let access_token = format!("cdt_{}", utils::random_string(32));
         batch.put(&tables::ACCESS_TOKENS, &access_token, &token_record)?;
@@ -224,6 +291,9 @@ impl Devices {
             batch.delete(&tables::ACCESS_TOKENS, &old)?;
         }
         if let Some(old) = record.refresh_token.take() {
+            batch.delete(&tables::REFRESH_TOKENS, &old)?;
+        }
+        if let Some(old) = record.previous_refresh_token.take() {
             batch.delete(&tables::REFRESH_TOKENS, &old)?;
         }
         Ok(())
@@ -347,6 +417,10 @@ mod tests {
             .refresh(session.refresh_token.as_deref().unwrap())
             .unwrap();
         assert_eq!(refreshed.device_id, session.device_id);
+        // Trading the new refresh token spends the one before it.
+        let again = devices
+            .refresh(refreshed.refresh_token.as_deref().unwrap())
+            .unwrap();
         assert!(
             devices
                 .refresh(session.refresh_token.as_deref().unwrap())
@@ -354,8 +428,39 @@ mod tests {
         );
         assert!(
             devices
-                .refresh(refreshed.refresh_token.as_deref().unwrap())
+                .refresh(again.refresh_token.as_deref().unwrap())
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_traded_refresh_token_works_until_the_new_access_token_is_used() {
+        let (_dir, devices) = devices(60_000);
+        let first = login(&devices, None, true);
+        let old_refresh = first.refresh_token.clone().unwrap();
+        // The answer to this refresh is "lost": the client asks again.
+        let lost = devices.refresh(&old_refresh).unwrap();
+        let retry = devices.refresh(&old_refresh).unwrap();
+        // Only the latest pair lives; the lost one is gone.
+        assert!(devices.authenticate(&lost.access_token).is_err());
+        assert!(
+            devices
+                .refresh(lost.refresh_token.as_deref().unwrap())
+                .is_err()
+        );
+        assert!(devices.authenticate(&first.access_token).is_err());
+        // Using the new access token spends the old refresh token.
+        devices.authenticate(&retry.access_token).unwrap();
+        assert!(devices.refresh(&old_refresh).is_err());
+        devices.authenticate(&retry.access_token).unwrap();
+        let next = devices
+            .refresh(retry.refresh_token.as_deref().unwrap())
+            .unwrap();
+        devices.authenticate(&next.access_token).unwrap();
+        assert!(
+            devices
+                .refresh(retry.refresh_token.as_deref().unwrap())
+                .is_err()
         );
     }
 
