@@ -13,7 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Room, rules_for};
-use conduit_state_res::{EventSource, IdSet, StateMap, resolve};
+use conduit_state_res::{StateMap, resolve};
 use ruma::{EventId, OwnedEventId, state_res as oracle};
 use serde_json::json;
 
@@ -186,20 +186,7 @@ fn main() {
                     .iter()
                     .map(|s| room.to_ruma_state(s))
                     .collect();
-                let chains: Vec<_> = scenario
-                    .tips
-                    .iter()
-                    .map(|set| {
-                        let mut chain = IdSet::default();
-                        for id in set.values() {
-                            room.extend_auth_chain(*id, &mut chain);
-                        }
-                        chain
-                            .into_iter()
-                            .map(|id| room.events[id as usize].id.clone())
-                            .collect()
-                    })
-                    .collect();
+                let chains = room.ruma_auth_chains(&scenario.tips);
                 let rules = rules_for(version);
                 let fetch =
                     |id: &EventId| room.by_id.get(id).map(|s| room.events[*s as usize].clone());

@@ -258,6 +258,13 @@ pub(crate) fn conflicted_subgraph<S: EventSource>(
     subgraph
 }
 
+/// The short id of an event's own `(type, state_key)`; `None` for messages.
+pub(crate) fn state_key_of<S: EventSource>(event: &S::Event, source: &S) -> Option<ShortStateKey> {
+    event
+        .state_key()
+        .and_then(|sk| source.state_key_id(event.event_type(), sk))
+}
+
 /// Power events: power levels, join rules, and kicks and bans.
 fn is_power_event<E: Event>(event: &E) -> bool {
     match event.event_type() {
@@ -457,10 +464,7 @@ fn iterative_auth_checks<S: EventSource>(
         let Some(event) = events.get(&id) else {
             continue;
         };
-        let Some(key) = event
-            .state_key()
-            .and_then(|sk| source.state_key_id(event.event_type(), sk))
-        else {
+        let Some(key) = state_key_of(event, source) else {
             continue;
         };
         let auth_events: Vec<S::Event> = event

@@ -8,7 +8,7 @@ use sha1::{Digest, Sha1};
 use crate::{
     auth::check_against_state,
     event::{Event, ShortEventId, types},
-    resolve::{EventSource, ShortStateKey, StateMap},
+    resolve::{EventSource, ShortStateKey, StateMap, state_key_of},
     room_version::RoomVersion,
 };
 
@@ -24,10 +24,7 @@ pub(crate) fn resolve_v1<S: EventSource>(
         let Some(event) = source.event(id) else {
             continue;
         };
-        let Some(key) = event
-            .state_key()
-            .and_then(|sk| source.state_key_id(event.event_type(), sk))
-        else {
+        let Some(key) = state_key_of(&event, source) else {
             continue;
         };
         by_key.entry(key).or_default().push(event);

@@ -249,10 +249,12 @@ impl Room {
         }
     }
 
-    pub fn oracle_resolve(&self, sets: &[StateMap]) -> BTreeMap<(String, String), String> {
-        let maps: Vec<_> = sets.iter().map(|s| self.to_ruma_state(s)).collect();
-        let chains = sets
-            .iter()
+    /// The full auth chain of each state set, as ruma takes them.
+    pub fn ruma_auth_chains(
+        &self,
+        sets: &[StateMap],
+    ) -> Vec<oracle::utils::event_id_set::EventIdSet<OwnedEventId>> {
+        sets.iter()
             .map(|set| {
                 let mut chain = conduit_state_res::IdSet::default();
                 for id in set.values() {
@@ -263,7 +265,12 @@ impl Room {
                     .map(|id| self.events[id as usize].id.clone())
                     .collect()
             })
-            .collect();
+            .collect()
+    }
+
+    pub fn oracle_resolve(&self, sets: &[StateMap]) -> BTreeMap<(String, String), String> {
+        let maps: Vec<_> = sets.iter().map(|s| self.to_ruma_state(s)).collect();
+        let chains = self.ruma_auth_chains(sets);
         let fetch = |id: &EventId| self.by_id.get(id).map(|s| self.events[*s as usize].clone());
         let subgraph = |conflicted: &oracle::StateMap<Vec<OwnedEventId>>| {
             let ids: Vec<ShortEventId> = conflicted
