@@ -89,9 +89,18 @@ def test_guest_registration_refused_unless_enabled(server, make_server):
     token = r.json()["access_token"]
     who = guests.request("GET", f"{CS}/account/whoami", token=token).json()
     assert who["is_guest"] is True
-    # Guests may not change passwords or delete devices.
+    # Guests may not change passwords, see devices or account data, or
+    # change any profile field but their display name.
     r = guests.request("POST", f"{CS}/account/password", token=token, json={"new_password": "x"})
     assert_error(r, 403, "M_GUEST_ACCESS_FORBIDDEN")
+    assert_error(guests.request("GET", f"{CS}/devices", token=token), 403, "M_GUEST_ACCESS_FORBIDDEN")
+    me = who["user_id"]
+    r = guests.request("PUT", f"{CS}/user/{me}/account_data/x.y", token=token, json={})
+    assert_error(r, 403, "M_GUEST_ACCESS_FORBIDDEN")
+    r = guests.request("PUT", f"{CS}/profile/{me}/avatar_url", token=token, json={"avatar_url": "mxc://x/y"})
+    assert_error(r, 403, "M_GUEST_ACCESS_FORBIDDEN")
+    r = guests.request("PUT", f"{CS}/profile/{me}/displayname", token=token, json={"displayname": "Guest"})
+    assert r.status_code == 200, r.text
 
 
 def test_registration_token_stage(make_server):
@@ -239,9 +248,11 @@ def test_deactivate(server):
     auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": name}, "password": "correct horse battery"}
     r = server.request("POST", f"{CS}/account/deactivate", token=token, json={"auth": auth})
     assert r.status_code == 200, r.text
-    assert r.json()["id_server_unbind_result"] == "no-support"
+    assert r.json()["id_server_unbind_result"] == "success"
     assert_error(server.request("GET", f"{CS}/account/whoami", token=token), 401, "M_UNKNOWN_TOKEN")
-    assert_error(server.login(name), 403, "M_USER_DEACTIVATED")
+    # The password is wiped: a deactivated account answers like a wrong
+    # password, so probing cannot tell it from one that never existed.
+    assert_error(server.login(name), 403, "M_FORBIDDEN")
     r = server.request("GET", f"{CS}/register/available", params={"username": name})
     assert_error(r, 400, "M_USER_IN_USE")
     assert_error(server.request("GET", f"{CS}/profile/@{name}:localhost"), 404, "M_NOT_FOUND")
@@ -257,9 +268,18 @@ def test_devices_errors_and_uia(server):
     assert r.status_code == 401 and "session" in r.json()
     # Still there after the unauthenticated attempt.
     assert server.request("GET", f"{CS}/devices/{other['device_id']}", token=token).json()["display_name"] == "Laptop"
+    # Renaming without a name keeps the name.
+    assert server.request("PUT", f"{CS}/devices/{other['device_id']}", token=token, json={}).status_code == 200
+    assert server.request("GET", f"{CS}/devices/{other['device_id']}", token=token).json()["display_name"] == "Laptop"
     auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": name}, "password": "correct horse battery", "session": r.json()["session"]}
+    # A completed auth whose operation fails (unknown device) may be retried.
+    r = server.request("DELETE", f"{CS}/devices/NOPE", token=token, json={"auth": auth})
+    assert_error(r, 404, "M_NOT_FOUND")
     r = server.request("DELETE", f"{CS}/devices/{other['device_id']}", token=token, json={"auth": auth})
     assert r.status_code == 200, r.text
+    # Once the operation succeeded, the session is spent.
+    r = server.request("DELETE", f"{CS}/devices/{other['device_id']}", token=token, json={"auth": auth})
+    assert r.status_code == 400 and r.json()["errcode"] == "M_UNKNOWN"
     assert_error(server.request("GET", f"{CS}/account/whoami", token=other["access_token"]), 401, "M_UNKNOWN_TOKEN")
 
 
@@ -286,6 +306,18 @@ def test_profile_rules(server):
     assert_error(r, 403, "M_FORBIDDEN")
     assert_error(server.request("GET", f"{CS}/profile/@nobody:localhost"), 404, "M_NOT_FOUND")
     assert_error(server.request("GET", f"{CS}/profile/not-a-user-id"), 400, "M_INVALID_PARAM")
+    # Custom fields (v1.16): namespaced keys, kept even when empty; size limits.
+    me = alice["user_id"]
+    r = server.request("PUT", f"{CS}/profile/{me}/org.example.pronouns", token=alice["access_token"], json={"org.example.pronouns": ""})
+    assert r.status_code == 200, r.text
+    assert server.request("GET", f"{CS}/profile/{me}/org.example.pronouns").json() == {"org.example.pronouns": ""}
+    r = server.request("PUT", f"{CS}/profile/{me}/NotNamespaced", token=alice["access_token"], json={"NotNamespaced": "x"})
+    assert r.status_code == 400
+    long_key = "org.example." + "k" * 250
+    r = server.request("PUT", f"{CS}/profile/{me}/{long_key}", token=alice["access_token"], json={long_key: "x"})
+    assert_error(r, 400, "M_KEY_TOO_LARGE")
+    r = server.request("PUT", f"{CS}/profile/{me}/org.example.big", token=alice["access_token"], json={"org.example.big": "x" * 70000})
+    assert_error(r, 400, "M_PROFILE_TOO_LARGE")
     # New accounts start with their localpart as display name.
     r = server.request("GET", f"{CS}/profile/{bob['user_id']}/displayname")
     assert r.json() == {"displayname": bob["user_id"][1:].split(":")[0]}
@@ -313,7 +345,7 @@ def test_push_rules(server):
     r = server.request("PUT", f"{CS}/pushrules/global/override/.mine", token=token, json={"actions": [], "conditions": []})
     assert_error(r, 400, "M_INVALID_PARAM")
     r = server.request("PUT", base, token=token, params={"before": "nope"}, json={"actions": []})
-    assert_error(r, 404, "M_NOT_FOUND")
+    assert_error(r, 400, "M_UNKNOWN")
 
 
 def test_filters(server):

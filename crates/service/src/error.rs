@@ -22,6 +22,9 @@ pub enum ErrorCode {
     UserDeactivated,
     GuestAccessForbidden,
     TooLarge,
+    ProfileTooLarge,
+    KeyTooLarge,
+    LimitExceeded,
     Unknown,
 }
 
@@ -42,6 +45,9 @@ impl ErrorCode {
             Self::UserDeactivated => "M_USER_DEACTIVATED",
             Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Self::TooLarge => "M_TOO_LARGE",
+            Self::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
+            Self::KeyTooLarge => "M_KEY_TOO_LARGE",
+            Self::LimitExceeded => "M_LIMIT_EXCEEDED",
             Self::Unknown => "M_UNKNOWN",
         }
     }
@@ -53,6 +59,7 @@ impl ErrorCode {
             Self::UnknownToken | Self::MissingToken => 401,
             Self::NotFound | Self::Unrecognized => 404,
             Self::TooLarge => 413,
+            Self::LimitExceeded => 429,
             Self::Unknown => 500,
             _ => 400,
         }

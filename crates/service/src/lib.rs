@@ -1,6 +1,7 @@
 //! The homeserver's logic. [`Services`] is the one handle to all of it: the
 //! API layer gets it as axum state, tests build as many as they like.
 
+mod account;
 pub mod account_data;
 pub mod config;
 mod error;
@@ -24,8 +25,8 @@ use self::{
     rooms::{short::ShortIds, state_snapshots::StateSnapshots},
     server_keys::ServerKeys,
     uiaa::Uiaa,
-    users::Users,
     users::devices::Devices,
+    users::{Users, locks::UserLocks},
 };
 pub use self::{
     config::Config,
@@ -53,6 +54,7 @@ pub struct Services {
     pub filters: Filters,
     pub server_keys: ServerKeys,
     pub short_ids: ShortIds,
+    pub user_locks: UserLocks,
     pub state_snapshots: StateSnapshots,
 }
 
@@ -71,6 +73,7 @@ impl Services {
         Ok(Arc::new(Self {
             server_keys,
             short_ids,
+            user_locks: UserLocks::new(256),
             state_snapshots: StateSnapshots::new(db.clone(), config.state_cache_entries),
             users: Users::new(db.clone(), &config.server_name),
             devices: Devices::new(db.clone(), config.refreshable_access_token_lifetime * 1000),

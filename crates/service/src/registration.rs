@@ -103,21 +103,26 @@ impl Services {
             None => self.free_random_user_id()?,
         };
         let hash = password::hash(password.to_owned()).await?;
-        self.users.create(&user_id, Some(hash), false)?;
+        // The account and its first device land in one batch.
+        let session = self.users.create(&user_id, Some(hash), false, |batch| {
+            if request.inhibit_login {
+                return Ok(None);
+            }
+            let session = self.devices.create_session_into(
+                batch,
+                SessionRequest {
+                    user_id: &user_id,
+                    device_id: request.device_id,
+                    display_name: request.display_name,
+                    with_refresh_token: request.refresh_token,
+                    is_guest: false,
+                    client_ip: request.client_ip,
+                },
+            )?;
+            Ok(Some(session))
+        })?;
+        self.uiaa.finish(passed);
         tracing::info!(%user_id, "registered a new account");
-
-        let session = if request.inhibit_login {
-            None
-        } else {
-            Some(self.devices.create_session(SessionRequest {
-                user_id: &user_id,
-                device_id: request.device_id,
-                display_name: request.display_name,
-                with_refresh_token: request.refresh_token,
-                is_guest: false,
-                client_ip: request.client_ip,
-            })?)
-        };
         Ok(Registered { user_id, session })
     }
 
@@ -142,14 +147,18 @@ impl Services {
                 break user_id;
             }
         };
-        self.users.create(&user_id, None, true)?;
-        let session = self.devices.create_session(SessionRequest {
-            user_id: &user_id,
-            device_id: request.device_id,
-            display_name: request.display_name,
-            with_refresh_token: request.refresh_token,
-            is_guest: true,
-            client_ip: request.client_ip,
+        let session = self.users.create(&user_id, None, true, |batch| {
+            self.devices.create_session_into(
+                batch,
+                SessionRequest {
+                    user_id: &user_id,
+                    device_id: request.device_id,
+                    display_name: request.display_name,
+                    with_refresh_token: request.refresh_token,
+                    is_guest: true,
+                    client_ip: request.client_ip,
+                },
+            )
         })?;
         Ok(Registered {
             user_id,

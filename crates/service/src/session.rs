@@ -26,6 +26,10 @@ impl Services {
         let Some(user_id) = self.users.resolve_login_name(login.user) else {
             return Err(Error::forbidden("Invalid username or password."));
         };
+        // Under the user's lock: a password change or deactivation that
+        // lands meanwhile either comes first (and this check fails) or after
+        // (and revokes the token made here).
+        let _lock = self.user_locks.lock(&user_id).await;
         self.users.check_password(&user_id, login.password).await?;
         let is_guest = self.users.account(&user_id)?.is_some_and(|a| a.is_guest);
         let session = self.devices.create_session(SessionRequest {

@@ -23,6 +23,41 @@ use crate::{Error, ErrorCode, Result, Services, utils};
 /// How long a client has to finish a user-interactive auth.
 const SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
+/// Open sessions at most; more answer `M_LIMIT_EXCEEDED` (each holds little,
+/// see [`remembered`], but anyone can open them).
+const MAX_SESSIONS: usize = 10_000;
+
+/// Request parameters a session remembers, and how long each may be.
+const REMEMBERED_KEYS: &[&str] = &[
+    "username",
+    "password",
+    "device_id",
+    "initial_device_display_name",
+    "inhibit_login",
+    "refresh_token",
+];
+const REMEMBERED_MAX_LEN: usize = 1024;
+
+/// The parameters of a first request worth keeping for the later steps:
+/// known keys with short scalar values, never the whole body.
+fn remembered(body: Option<&JsonValue>) -> JsonValue {
+    let mut kept = serde_json::Map::new();
+    if let Some(JsonValue::Object(body)) = body {
+        for key in REMEMBERED_KEYS {
+            match body.get(*key) {
+                Some(JsonValue::String(s)) if s.len() <= REMEMBERED_MAX_LEN => {
+                    kept.insert((*key).to_owned(), JsonValue::String(s.clone()));
+                }
+                Some(JsonValue::Bool(b)) => {
+                    kept.insert((*key).to_owned(), JsonValue::Bool(*b));
+                }
+                _ => {}
+            }
+        }
+    }
+    JsonValue::Object(kept)
+}
+
 struct UiaaSession {
     /// The user the auth is for; `None` during registration.
     user_id: Option<OwnedUserId>,
@@ -51,9 +86,13 @@ pub struct UiaaRequest<'a> {
 }
 
 /// A finished user-interactive auth.
+/// The session stays open (complete) until [`Uiaa::finish`]: if the
+/// operation it guards fails, the client may retry it with the same session.
+#[must_use = "call Uiaa::finish once the guarded operation succeeded"]
 pub struct UiaaPassed {
-    /// The body of the request that started the session.
+    /// What the first request of the session said (the parameters kept).
     pub first_body: JsonValue,
+    session: String,
 }
 
 impl Uiaa {
@@ -66,10 +105,16 @@ impl Uiaa {
         user_id: Option<&UserId>,
         flows: Vec<AuthFlow>,
         body: Option<&JsonValue>,
-    ) -> String {
+    ) -> Result<String> {
         let now = Instant::now();
         let mut sessions = self.lock();
         sessions.retain(|_, s| s.expires_at > now);
+        if sessions.len() >= MAX_SESSIONS {
+            return Err(Error::new(
+                ErrorCode::LimitExceeded,
+                "Too many authentication sessions are open; try again later.",
+            ));
+        }
         let id = utils::random_string(24);
         sessions.insert(
             id.clone(),
@@ -78,12 +123,15 @@ impl Uiaa {
                 flows,
                 completed: Vec::new(),
                 expires_at: now + SESSION_LIFETIME,
-                first_body: body
-                    .cloned()
-                    .unwrap_or_else(|| JsonValue::Object(Default::default())),
+                first_body: remembered(body),
             },
         );
-        id
+        Ok(id)
+    }
+
+    /// Closes a session whose operation succeeded: it cannot be used again.
+    pub fn finish(&self, passed: UiaaPassed) {
+        self.lock().remove(&passed.session);
     }
 
     fn info(&self, id: &str) -> Option<UiaaInfo> {
@@ -103,7 +151,9 @@ impl Services {
     /// `Err(Error::Uiaa)` tells the client what is still needed.
     pub async fn user_interactive_auth(&self, request: UiaaRequest<'_>) -> Result<UiaaPassed> {
         let Some(auth) = request.auth else {
-            let id = self.uiaa.open(request.user_id, request.flows, request.body);
+            let id = self
+                .uiaa
+                .open(request.user_id, request.flows, request.body)?;
             return Err(self.uiaa_challenge(&id, None));
         };
 
@@ -125,7 +175,9 @@ impl Services {
                 id.to_owned()
             }
             // Clients may start with a stage (matrix-nio sends m.login.dummy at once).
-            None => self.uiaa.open(request.user_id, request.flows, request.body),
+            None => self
+                .uiaa
+                .open(request.user_id, request.flows, request.body)?,
         };
 
         let stage = match auth.auth_type() {
@@ -164,7 +216,7 @@ impl Services {
         user_id: &UserId,
         auth: Option<&AuthData>,
         body: Option<&JsonValue>,
-    ) -> Result<()> {
+    ) -> Result<UiaaPassed> {
         self.user_interactive_auth(UiaaRequest {
             user_id: Some(user_id),
             flows: vec![AuthFlow::new(vec![AuthType::Password])],
@@ -172,7 +224,6 @@ impl Services {
             body,
         })
         .await
-        .map(|_| ())
     }
 
     /// Checks one stage. `Err` holds what to tell the user.
@@ -210,16 +261,16 @@ impl Services {
     }
 
     fn finish_if_complete(&self, id: &str) -> Result<UiaaPassed> {
-        let mut sessions = self.uiaa.lock();
+        let sessions = self.uiaa.lock();
         let done = sessions.get(id).is_some_and(|s| {
             s.flows
                 .iter()
                 .any(|flow| flow.stages.iter().all(|stage| s.completed.contains(stage)))
         });
-        if done {
-            let session = sessions.remove(id).expect("checked above");
+        if let Some(session) = sessions.get(id).filter(|_| done) {
             return Ok(UiaaPassed {
-                first_body: session.first_body,
+                first_body: session.first_body.clone(),
+                session: id.to_owned(),
             });
         }
         drop(sessions);

@@ -62,8 +62,9 @@ pub fn auth_types_for_event(
             wanted.push((types::MEMBER.to_owned(), target.to_owned()));
         }
         let membership = content.get("membership").and_then(JsonValue::as_str);
-        let knock = version.knocking && membership == Some("knock");
-        if matches!(membership, Some("join" | "invite")) || knock {
+        // The selection lists `knock` for every version; before v7 a knock
+        // is refused anyway.
+        if matches!(membership, Some("join" | "invite" | "knock")) {
             wanted.push((types::JOIN_RULES.to_owned(), String::new()));
         }
         if membership == Some("invite")

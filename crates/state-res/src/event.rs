@@ -51,16 +51,37 @@ pub fn server_of(id: &str) -> Option<&str> {
     id.split_once(':').map(|(_, server)| server)
 }
 
-/// A user id that passes the spec's grammar check used for `sender`:
-/// `@localpart:server`, at most 255 bytes, no empty parts.
+/// A user id as servers must accept it (the spec's "historical user ids"):
+/// `@`, a localpart of any characters but `:` and NUL (possibly empty), `:`,
+/// and a server name; at most 255 bytes.
 pub fn is_valid_user_id(id: &str) -> bool {
-    let Some(rest) = id.strip_prefix('@') else {
+    let Some((localpart, server)) = id.strip_prefix('@').and_then(|rest| rest.split_once(':'))
+    else {
         return false;
     };
-    match rest.split_once(':') {
-        Some((localpart, server)) => !localpart.is_empty() && !server.is_empty() && id.len() <= 255,
-        None => false,
-    }
+    id.len() <= 255 && !localpart.contains('\0') && is_valid_server_name(server)
+}
+
+/// A server name: a host name, IPv4 address or bracketed IPv6 address,
+/// with an optional port.
+fn is_valid_server_name(server: &str) -> bool {
+    let (host, port) = match server.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, after)) => (v6, after.strip_prefix(':')),
+            None => return false,
+        },
+        None => match server.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (server, None),
+        },
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
 }
 
 /// Event types the auth rules read.
@@ -72,4 +93,35 @@ pub mod types {
     pub const THIRD_PARTY_INVITE: &str = "m.room.third_party_invite";
     pub const ALIASES: &str = "m.room.aliases";
     pub const REDACTION: &str = "m.room.redaction";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_as_servers_must_accept_them() {
+        for ok in [
+            "@a:x.org",
+            "@:x.org",
+            "@Ünï:x.org",
+            "@a:x.org:8448",
+            "@a:[::1]:8448",
+            "@a:1.2.3.4",
+        ] {
+            assert!(is_valid_user_id(ok), "{ok}");
+        }
+        for bad in [
+            "a:x",
+            "@a",
+            "@a:",
+            "@a\0b:x",
+            "@a:x y",
+            "@a:x:",
+            "@a:x:123456",
+            "@a:[::1",
+        ] {
+            assert!(!is_valid_user_id(bad), "{bad:?}");
+        }
+    }
 }

@@ -49,7 +49,8 @@ const LEVEL_FIELDS: [(&str, i64); 7] = [
 pub struct InvalidPowerLevels(pub String);
 
 /// Reads one power level value as the room version allows: integers always;
-/// before v10 also strings holding an integer and floats (truncated).
+/// before v10 also strings holding an integer; in v1–v5 also floats
+/// (truncated; v6's canonical JSON has no floats).
 pub fn parse_level(value: &JsonValue, version: &RoomVersion) -> Option<i64> {
     if let Some(n) = value.as_i64() {
         return Some(n);
@@ -59,7 +60,7 @@ pub fn parse_level(value: &JsonValue, version: &RoomVersion) -> Option<i64> {
     }
     match value {
         JsonValue::String(s) => s.trim().parse::<i64>().ok(),
-        JsonValue::Number(n) => n
+        JsonValue::Number(n) if version.float_power_levels => n
             .as_f64()
             .filter(|f| f.is_finite() && f.abs() < 9.2e18)
             .map(|f| f.trunc() as i64),
@@ -67,28 +68,45 @@ pub fn parse_level(value: &JsonValue, version: &RoomVersion) -> Option<i64> {
     }
 }
 
+/// Reads one of the maps (`users`, `events`, `notifications`). Strictly,
+/// any bad entry is an error; leniently, bad entries are skipped and the
+/// good ones kept.
 fn parse_map(
     content: &JsonValue,
     key: &str,
     version: &RoomVersion,
     keys_are_users: bool,
+    strict: bool,
 ) -> Result<BTreeMap<String, i64>, InvalidPowerLevels> {
     let Some(value) = content.get(key) else {
         return Ok(BTreeMap::new());
     };
-    let object = value
-        .as_object()
-        .ok_or_else(|| InvalidPowerLevels(format!("`{key}` is not an object")))?;
+    let Some(object) = value.as_object() else {
+        return if strict {
+            Err(InvalidPowerLevels(format!("`{key}` is not an object")))
+        } else {
+            Ok(BTreeMap::new())
+        };
+    };
     let mut map = BTreeMap::new();
     for (name, level) in object {
-        if keys_are_users && !is_valid_user_id(name) {
-            return Err(InvalidPowerLevels(format!(
-                "`{key}` has an invalid user id {name:?}"
-            )));
+        let parsed = parse_level(level, version);
+        match parsed {
+            Some(level) if !keys_are_users || is_valid_user_id(name) => {
+                map.insert(name.clone(), level);
+            }
+            _ if !strict => {}
+            Some(_) => {
+                return Err(InvalidPowerLevels(format!(
+                    "`{key}` has an invalid user id {name:?}"
+                )));
+            }
+            None => {
+                return Err(InvalidPowerLevels(format!(
+                    "`{key}.{name}` is not an integer"
+                )));
+            }
         }
-        let level = parse_level(level, version)
-            .ok_or_else(|| InvalidPowerLevels(format!("`{key}.{name}` is not an integer")))?;
-        map.insert(name.clone(), level);
     }
     Ok(map)
 }
@@ -112,31 +130,30 @@ impl PowerLevels {
         }
     }
 
-    /// Parses content strictly: every present value must be valid for the
-    /// room version (auth rule "power levels content").
-    ///
-    /// Before v10 only `users` is checked this strictly (the spec's rule);
-    /// other invalid values fall back to their defaults.
+    /// Parses content strictly, as the auth rule for a new power levels
+    /// event reads it: every present value must be a level the room version
+    /// accepts (strings and floats before v10), and `users` keys user ids.
+    /// Synapse rejects such junk in every version too.
     pub fn parse(content: &JsonValue, version: &RoomVersion) -> Result<Self, InvalidPowerLevels> {
+        Self::parse_with(content, version, true)
+    }
+
+    fn parse_with(
+        content: &JsonValue,
+        version: &RoomVersion,
+        strict: bool,
+    ) -> Result<Self, InvalidPowerLevels> {
         let mut levels = [0i64; 7];
         for (slot, (field, default)) in levels.iter_mut().zip(LEVEL_FIELDS) {
-            *slot = match content.get(field) {
+            *slot = match content.get(field).map(|value| parse_level(value, version)) {
                 None => default,
-                Some(value) => match parse_level(value, version) {
-                    Some(level) => level,
-                    None if version.integer_power_levels => {
-                        return Err(InvalidPowerLevels(format!("`{field}` is not an integer")));
-                    }
-                    None => default,
-                },
+                Some(Some(level)) => level,
+                Some(None) if strict => {
+                    return Err(InvalidPowerLevels(format!("`{field}` is not an integer")));
+                }
+                Some(None) => default,
             };
         }
-        let users = parse_map(content, "users", version, true)?;
-        let lenient = |key| match parse_map(content, key, version, false) {
-            Err(e) if version.integer_power_levels => Err(e),
-            Err(_) => Ok(BTreeMap::new()),
-            ok => ok,
-        };
         let [
             users_default,
             events_default,
@@ -147,36 +164,26 @@ impl PowerLevels {
             redact,
         ] = levels;
         Ok(Self {
-            users,
+            users: parse_map(content, "users", version, true, strict)?,
             users_default,
-            events: lenient("events")?,
+            events: parse_map(content, "events", version, false, strict)?,
             events_default,
             state_default,
             ban,
             kick,
             invite,
             redact,
-            notifications: lenient("notifications")?,
+            notifications: parse_map(content, "notifications", version, false, strict)?,
         })
     }
 
-    /// Reads the power levels in force from an accepted event; content that
-    /// would not pass the checks today gives defaults rather than an error.
+    /// Reads the power levels in force from an accepted event. An event
+    /// accepted under older rules may hold values today's checks refuse:
+    /// those fall back to defaults, entry by entry, and the rest count.
     pub fn from_event<E: Event>(event: Option<&E>, version: &RoomVersion) -> Self {
         match event {
-            Some(event) => Self::parse(event.content(), version).unwrap_or_else(|_| {
-                // An accepted event whose `users` is broken: keep what parses.
-                let mut levels = Self::parse(&JsonValue::Object(Default::default()), version)
-                    .expect("empty content parses");
-                if let Some(JsonValue::Object(users)) = event.content().get("users") {
-                    for (user, level) in users {
-                        if let Some(level) = parse_level(level, version) {
-                            levels.users.insert(user.clone(), level);
-                        }
-                    }
-                }
-                levels
-            }),
+            Some(event) => Self::parse_with(event.content(), version, false)
+                .expect("lenient parsing never fails"),
             None => Self::without_event(),
         }
     }
@@ -296,7 +303,8 @@ mod tests {
     #[test]
     fn stringy_and_floaty_levels_only_before_v10() {
         assert_eq!(parse_level(&json!("50"), version("9")), Some(50));
-        assert_eq!(parse_level(&json!(50.7), version("9")), Some(50));
+        assert_eq!(parse_level(&json!(50.7), version("5")), Some(50));
+        assert_eq!(parse_level(&json!(50.7), version("6")), None);
         assert_eq!(parse_level(&json!("50"), version("10")), None);
         assert_eq!(parse_level(&json!(50.7), version("10")), None);
         assert_eq!(parse_level(&json!(-3), version("10")), Some(-3));

@@ -265,10 +265,11 @@ pub(crate) fn state_key_of<S: EventSource>(event: &S::Event, source: &S) -> Opti
         .and_then(|sk| source.state_key_id(event.event_type(), sk))
 }
 
-/// Power events: power levels, join rules, and kicks and bans.
+/// Power events: power levels, join rules, kicks and bans, and (as Synapse
+/// and ruma count it) the create event.
 fn is_power_event<E: Event>(event: &E) -> bool {
     match event.event_type() {
-        types::POWER_LEVELS | types::JOIN_RULES => event.state_key() == Some(""),
+        types::POWER_LEVELS | types::JOIN_RULES | types::CREATE => event.state_key() == Some(""),
         types::MEMBER => {
             matches!(event.membership(), Some("leave" | "ban"))
                 && event.state_key() != Some(event.sender())

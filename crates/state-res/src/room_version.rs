@@ -58,8 +58,10 @@ pub struct RoomVersion {
     pub restricted_joins: bool,
     /// v10+: `knock_restricted` join rule.
     pub knock_restricted: bool,
-    /// v10+: power level values must be JSON integers (earlier: strings and floats too).
+    /// v10+: power level values must be JSON integers (earlier: strings too).
     pub integer_power_levels: bool,
+    /// v1–v5: power level values may be floats (v6's canonical JSON has none).
+    pub float_power_levels: bool,
     /// v1–v10: the create event must have `content.creator`, who is the creator;
     /// v11+: the create event's sender is.
     pub creator_in_content: bool,
@@ -82,6 +84,7 @@ const V1: RoomVersion = RoomVersion {
     restricted_joins: false,
     knock_restricted: false,
     integer_power_levels: false,
+    float_power_levels: true,
     creator_in_content: true,
     infinite_creator_power: false,
     room_id_is_create_event: false,
@@ -108,6 +111,7 @@ const V6: RoomVersion = RoomVersion {
     redaction: RedactionRules::V6,
     special_case_aliases: false,
     notifications_power_levels: true,
+    float_power_levels: false,
     ..V5
 };
 const V7: RoomVersion = RoomVersion {

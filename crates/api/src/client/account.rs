@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use conduit_service::{Services, users::password};
+use conduit_service::Services;
 use ruma::api::client::account::{
     ThirdPartyIdRemovalStatus, change_password, deactivate, get_3pids, whoami,
 };
@@ -25,17 +25,18 @@ pub async fn change_password(
     req: Ruma<change_password::v3::Request>,
 ) -> Result<RumaResponse<change_password::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    services
+    let passed = services
         .reauthenticate(&sender.user_id, req.body.auth.as_ref(), req.json.as_ref())
         .await?;
-    let hash = password::hash(req.body.new_password.clone()).await?;
-    services.users.set_password_hash(&sender.user_id, hash)?;
-    if req.body.logout_devices {
-        services
-            .devices
-            .remove_all(&sender.user_id, Some(&sender.device_id))?;
-    }
-    tracing::info!(user_id = %sender.user_id, "password changed");
+    services
+        .change_password(
+            &sender.user_id,
+            &sender.device_id,
+            &req.body.new_password,
+            req.body.logout_devices,
+        )
+        .await?;
+    services.uiaa.finish(passed);
     Ok(RumaResponse(change_password::v3::Response::new()))
 }
 
@@ -44,16 +45,15 @@ pub async fn deactivate(
     req: Ruma<deactivate::v3::Request>,
 ) -> Result<RumaResponse<deactivate::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    services
+    let passed = services
         .reauthenticate(&sender.user_id, req.body.auth.as_ref(), req.json.as_ref())
         .await?;
-    services
-        .users
-        .deactivate(&sender.user_id, &services.devices)?;
-    tracing::info!(user_id = %sender.user_id, "account deactivated");
-    // No identity server ever held this user's third-party ids.
+    services.deactivate(&sender.user_id).await?;
+    services.uiaa.finish(passed);
+    // No identity server holds this user's third-party ids: there was
+    // nothing to unbind, which the spec calls success.
     Ok(RumaResponse(deactivate::v3::Response::new(
-        ThirdPartyIdRemovalStatus::NoSupport,
+        ThirdPartyIdRemovalStatus::Success,
     )))
 }
 

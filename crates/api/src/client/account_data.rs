@@ -35,7 +35,7 @@ fn to_raw<T>(content: JsonValue) -> Result<Raw<T>, ApiError> {
 
 pub async fn get_global(
     State(services): State<Arc<Services>>,
-    req: Ruma<get_global_account_data::v3::Request, true>,
+    req: Ruma<get_global_account_data::v3::Request>,
 ) -> Result<RumaResponse<get_global_account_data::v3::Response>, ApiError> {
     own_data(&req.body.user_id, &req.sender()?.user_id)?;
     let event_type = req.body.event_type.to_string();
@@ -50,7 +50,7 @@ pub async fn get_global(
 
 pub async fn set_global(
     State(services): State<Arc<Services>>,
-    req: Ruma<set_global_account_data::v3::Request, true>,
+    req: Ruma<set_global_account_data::v3::Request>,
 ) -> Result<RumaResponse<set_global_account_data::v3::Response>, ApiError> {
     own_data(&req.body.user_id, &req.sender()?.user_id)?;
     let content = parse_content(&req.body.data)?;
@@ -63,7 +63,7 @@ pub async fn set_global(
 
 pub async fn get_room(
     State(services): State<Arc<Services>>,
-    req: Ruma<get_room_account_data::v3::Request, true>,
+    req: Ruma<get_room_account_data::v3::Request>,
 ) -> Result<RumaResponse<get_room_account_data::v3::Response>, ApiError> {
     own_data(&req.body.user_id, &req.sender()?.user_id)?;
     let event_type = req.body.event_type.to_string();
@@ -78,7 +78,7 @@ pub async fn get_room(
 
 pub async fn set_room(
     State(services): State<Arc<Services>>,
-    req: Ruma<set_room_account_data::v3::Request, true>,
+    req: Ruma<set_room_account_data::v3::Request>,
 ) -> Result<RumaResponse<set_room_account_data::v3::Response>, ApiError> {
     own_data(&req.body.user_id, &req.sender()?.user_id)?;
     let content = parse_content(&req.body.data)?;

@@ -25,7 +25,7 @@ fn to_device(device_id: &DeviceId, record: DeviceRecord) -> Device {
 
 pub async fn list(
     State(services): State<Arc<Services>>,
-    req: Ruma<get_devices::v3::Request, true>,
+    req: Ruma<get_devices::v3::Request>,
 ) -> Result<RumaResponse<get_devices::v3::Response>, ApiError> {
     let devices = services
         .devices
@@ -38,7 +38,7 @@ pub async fn list(
 
 pub async fn get(
     State(services): State<Arc<Services>>,
-    req: Ruma<get_device::v3::Request, true>,
+    req: Ruma<get_device::v3::Request>,
 ) -> Result<RumaResponse<get_device::v3::Response>, ApiError> {
     let device_id = &req.body.device_id;
     let record = services
@@ -52,14 +52,16 @@ pub async fn get(
 
 pub async fn update(
     State(services): State<Arc<Services>>,
-    req: Ruma<update_device::v3::Request, true>,
+    req: Ruma<update_device::v3::Request>,
 ) -> Result<RumaResponse<update_device::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    services.devices.set_display_name(
-        &sender.user_id,
-        &req.body.device_id,
-        req.body.display_name.clone(),
-    )?;
+    services
+        .rename_device(
+            &sender.user_id,
+            &req.body.device_id,
+            req.body.display_name.clone(),
+        )
+        .await?;
     Ok(RumaResponse(update_device::v3::Response::new()))
 }
 
@@ -68,19 +70,13 @@ pub async fn delete(
     req: Ruma<delete_device::v3::Request>,
 ) -> Result<RumaResponse<delete_device::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    services
+    let passed = services
         .reauthenticate(&sender.user_id, req.body.auth.as_ref(), req.json.as_ref())
         .await?;
-    if services
-        .devices
-        .get(&sender.user_id, &req.body.device_id)?
-        .is_none()
-    {
-        return Err(Error::not_found("Unknown device.").into());
-    }
     services
-        .devices
-        .remove(&sender.user_id, &req.body.device_id)?;
+        .delete_known_device(&sender.user_id, &req.body.device_id)
+        .await?;
+    services.uiaa.finish(passed);
     Ok(RumaResponse(delete_device::v3::Response::new()))
 }
 
@@ -89,11 +85,12 @@ pub async fn delete_many(
     req: Ruma<delete_devices::v3::Request>,
 ) -> Result<RumaResponse<delete_devices::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    services
+    let passed = services
         .reauthenticate(&sender.user_id, req.body.auth.as_ref(), req.json.as_ref())
         .await?;
-    for device_id in &req.body.devices {
-        services.devices.remove(&sender.user_id, device_id)?;
-    }
+    services
+        .delete_devices(&sender.user_id, &req.body.devices)
+        .await?;
+    services.uiaa.finish(passed);
     Ok(RumaResponse(delete_devices::v3::Response::new()))
 }

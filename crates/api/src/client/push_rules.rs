@@ -17,20 +17,18 @@ use ruma::{
 
 use crate::{Ruma, RumaResponse, error::ApiError};
 
-fn rule_not_found() -> ApiError {
-    Error::not_found("No push rule with this id.").into()
+fn rule_not_found() -> Error {
+    Error::not_found("No push rule with this id.")
 }
 
-/// Reads the user's rules, applies `change`, and stores them again.
-fn update_rules(
+/// Reads the user's rules, applies `change`, and stores them again, under
+/// the user's lock so concurrent edits do not lose each other.
+async fn update_rules(
     services: &Services,
     user_id: &UserId,
-    change: impl FnOnce(&mut Ruleset) -> Result<(), ApiError>,
+    change: impl FnOnce(&mut Ruleset) -> Result<(), Error>,
 ) -> Result<(), ApiError> {
-    let mut rules = services.account_data.push_rules(user_id)?;
-    change(&mut rules)?;
-    services.account_data.set_push_rules(user_id, &rules)?;
-    Ok(())
+    Ok(services.update_push_rules(user_id, change).await?)
 }
 
 fn find_rule<'a>(
@@ -38,12 +36,14 @@ fn find_rule<'a>(
     kind: &RuleKind,
     rule_id: &str,
 ) -> Result<AnyPushRuleRef<'a>, ApiError> {
-    rules.get(kind.clone(), rule_id).ok_or_else(rule_not_found)
+    rules
+        .get(kind.clone(), rule_id)
+        .ok_or_else(|| ApiError(rule_not_found()))
 }
 
 pub async fn get_all(
     State(services): State<Arc<Services>>,
-    req: Ruma<get_pushrules_all::v3::Request, true>,
+    req: Ruma<get_pushrules_all::v3::Request>,
 ) -> Result<RumaResponse<get_pushrules_all::v3::Response>, ApiError> {
     let rules = services.account_data.push_rules(&req.sender()?.user_id)?;
     Ok(RumaResponse(get_pushrules_all::v3::Response::new(rules)))
@@ -51,7 +51,7 @@ pub async fn get_all(
 
 pub async fn get_global(
     State(services): State<Arc<Services>>,
-    req: Ruma<get_pushrules_global_scope::v3::Request, true>,
+    req: Ruma<get_pushrules_global_scope::v3::Request>,
 ) -> Result<RumaResponse<get_pushrules_global_scope::v3::Response>, ApiError> {
     let rules = services.account_data.push_rules(&req.sender()?.user_id)?;
     Ok(RumaResponse(get_pushrules_global_scope::v3::Response::new(
@@ -61,7 +61,7 @@ pub async fn get_global(
 
 pub async fn get_rule(
     State(services): State<Arc<Services>>,
-    req: Ruma<get_pushrule::v3::Request, true>,
+    req: Ruma<get_pushrule::v3::Request>,
 ) -> Result<RumaResponse<get_pushrule::v3::Response>, ApiError> {
     let rules = services.account_data.push_rules(&req.sender()?.user_id)?;
     let rule = find_rule(&rules, &req.body.kind, &req.body.rule_id)?;
@@ -72,7 +72,7 @@ pub async fn get_rule(
 
 pub async fn set_rule(
     State(services): State<Arc<Services>>,
-    req: Ruma<set_pushrule::v3::Request, true>,
+    req: Ruma<set_pushrule::v3::Request>,
 ) -> Result<RumaResponse<set_pushrule::v3::Response>, ApiError> {
     let user_id = req.sender()?.user_id.clone();
     let body = req.body;
@@ -80,33 +80,39 @@ pub async fn set_rule(
         rules
             .insert(body.rule, body.after.as_deref(), body.before.as_deref())
             .map_err(|e| match e {
-                InsertPushRuleError::UnknownRuleId => {
-                    Error::not_found("The before or after rule does not exist.").into()
-                }
-                e => Error::invalid_param(e.to_string()).into(),
+                // The spec's 400 "problem configuring this push rule"; 404
+                // is for the rule being changed itself.
+                InsertPushRuleError::UnknownRuleId => Error::new(
+                    conduit_service::ErrorCode::Unknown,
+                    "The before or after rule does not exist.",
+                )
+                .with_status(400),
+                e => Error::invalid_param(e.to_string()),
             })
-    })?;
+    })
+    .await?;
     Ok(RumaResponse(set_pushrule::v3::Response::new()))
 }
 
 pub async fn delete_rule(
     State(services): State<Arc<Services>>,
-    req: Ruma<delete_pushrule::v3::Request, true>,
+    req: Ruma<delete_pushrule::v3::Request>,
 ) -> Result<RumaResponse<delete_pushrule::v3::Response>, ApiError> {
     update_rules(&services, &req.sender()?.user_id, |rules| {
         rules
             .remove(req.body.kind.clone(), &req.body.rule_id)
             .map_err(|e| match e {
                 RemovePushRuleError::NotFound => rule_not_found(),
-                e => Error::invalid_param(e.to_string()).into(),
+                e => Error::invalid_param(e.to_string()),
             })
-    })?;
+    })
+    .await?;
     Ok(RumaResponse(delete_pushrule::v3::Response::new()))
 }
 
 pub async fn get_enabled(
     State(services): State<Arc<Services>>,
-    req: Ruma<get_pushrule_enabled::v3::Request, true>,
+    req: Ruma<get_pushrule_enabled::v3::Request>,
 ) -> Result<RumaResponse<get_pushrule_enabled::v3::Response>, ApiError> {
     let rules = services.account_data.push_rules(&req.sender()?.user_id)?;
     let rule = find_rule(&rules, &req.body.kind, &req.body.rule_id)?;
@@ -117,19 +123,20 @@ pub async fn get_enabled(
 
 pub async fn set_enabled(
     State(services): State<Arc<Services>>,
-    req: Ruma<set_pushrule_enabled::v3::Request, true>,
+    req: Ruma<set_pushrule_enabled::v3::Request>,
 ) -> Result<RumaResponse<set_pushrule_enabled::v3::Response>, ApiError> {
     update_rules(&services, &req.sender()?.user_id, |rules| {
         rules
             .set_enabled(req.body.kind.clone(), &req.body.rule_id, req.body.enabled)
             .map_err(|_| rule_not_found())
-    })?;
+    })
+    .await?;
     Ok(RumaResponse(set_pushrule_enabled::v3::Response::new()))
 }
 
 pub async fn get_actions(
     State(services): State<Arc<Services>>,
-    req: Ruma<get_pushrule_actions::v3::Request, true>,
+    req: Ruma<get_pushrule_actions::v3::Request>,
 ) -> Result<RumaResponse<get_pushrule_actions::v3::Response>, ApiError> {
     let rules = services.account_data.push_rules(&req.sender()?.user_id)?;
     let rule = find_rule(&rules, &req.body.kind, &req.body.rule_id)?;
@@ -141,7 +148,7 @@ pub async fn get_actions(
 
 pub async fn set_actions(
     State(services): State<Arc<Services>>,
-    req: Ruma<set_pushrule_actions::v3::Request, true>,
+    req: Ruma<set_pushrule_actions::v3::Request>,
 ) -> Result<RumaResponse<set_pushrule_actions::v3::Response>, ApiError> {
     update_rules(&services, &req.sender()?.user_id, |rules| {
         rules
@@ -151,6 +158,7 @@ pub async fn set_actions(
                 req.body.actions.clone(),
             )
             .map_err(|_| rule_not_found())
-    })?;
+    })
+    .await?;
     Ok(RumaResponse(set_pushrule_actions::v3::Response::new()))
 }

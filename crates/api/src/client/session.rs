@@ -40,7 +40,12 @@ pub async fn login(
         (Some(UserIdentifier::Matrix(id)), _) => id.user.as_str(),
         (None, Some(user)) => user.as_str(),
         (Some(_), _) => {
-            return Err(Error::forbidden("Only m.id.user identifiers are supported.").into());
+            return Err(Error::new(
+                conduit_service::ErrorCode::Unknown,
+                "Only m.id.user identifiers are supported.",
+            )
+            .with_status(400)
+            .into());
         }
         (None, None) => return Err(Error::bad_json("Missing identifier.").into()),
     };
@@ -64,7 +69,7 @@ pub async fn refresh(
     State(services): State<Arc<Services>>,
     req: Ruma<refresh_token::v3::Request, true>,
 ) -> Result<RumaResponse<refresh_token::v3::Response>, ApiError> {
-    let session = services.devices.refresh(&req.body.refresh_token)?;
+    let session = services.refresh(&req.body.refresh_token).await?;
     let mut response = refresh_token::v3::Response::new(session.access_token);
     response.refresh_token = session.refresh_token;
     response.expires_in_ms = session.expires_in_ms.map(std::time::Duration::from_millis);
@@ -86,6 +91,6 @@ pub async fn logout_all(
     State(services): State<Arc<Services>>,
     req: Ruma<logout_all::v3::Request, true>,
 ) -> Result<RumaResponse<logout_all::v3::Response>, ApiError> {
-    services.devices.remove_all(&req.sender()?.user_id, None)?;
+    services.logout_all(&req.sender()?.user_id).await?;
     Ok(RumaResponse(logout_all::v3::Response::new()))
 }

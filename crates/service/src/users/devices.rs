@@ -126,6 +126,18 @@ impl Devices {
     /// Logs a device in: creates it, or gives an existing device of the same
     /// user fresh tokens (its old ones stop working).
     pub fn create_session(&self, request: SessionRequest<'_>) -> Result<NewSession> {
+        let mut batch = self.db.batch();
+        let session = self.create_session_into(&mut batch, request)?;
+        self.db.write(batch)?;
+        Ok(session)
+    }
+
+    /// [`Self::create_session`] inside a caller's batch.
+    pub fn create_session_into(
+        &self,
+        batch: &mut Batch<'_>,
+        request: SessionRequest<'_>,
+    ) -> Result<NewSession> {
         let device_id: OwnedDeviceId = match request.device_id {
             Some(id) => id.to_owned(),
             None => utils::random_device_id().into(),
@@ -143,9 +155,8 @@ impl Devices {
         record.last_seen_ts = Some(now);
         record.last_seen_ip = request.client_ip.map(str::to_owned);
 
-        let mut batch = self.db.batch();
         let session = self.issue_tokens(
-            &mut batch,
+            batch,
             request.user_id,
             &device_id,
             &mut record,
@@ -157,7 +168,6 @@ impl Devices {
             (request.user_id.as_str(), device_id.as_str()),
             &record,
         )?;
-        self.db.write(batch)?;
         Ok(session)
     }
 
@@ -188,6 +198,14 @@ impl Devices {
         batch.put(&tables::ACCESS_TOKENS, access_token, &settled)?;
         self.db.write(batch)?;
         Ok(())
+    }
+
+    /// The user a refresh token belongs to.
+    pub fn refresh_token_owner(&self, refresh_token: &str) -> Result<ruma::OwnedUserId> {
+        self.db
+            .get(&tables::REFRESH_TOKENS, refresh_token)?
+            .map(|t| t.user_id)
+            .ok_or_else(|| Error::unknown_token(false))
     }
 
     /// Trades a refresh token for a new access token and refresh token.
@@ -299,6 +317,8 @@ impl Devices {
         Ok(())
     }
 
+    /// Renames a device; `None` leaves the name as it is (the spec's rule),
+    /// but an unknown device is still an error.
     pub fn set_display_name(
         &self,
         user_id: &UserId,
@@ -308,7 +328,10 @@ impl Devices {
         let mut record = self
             .get(user_id, device_id)?
             .ok_or_else(|| Error::not_found("Unknown device."))?;
-        record.display_name = display_name;
+        let Some(display_name) = display_name else {
+            return Ok(());
+        };
+        record.display_name = Some(display_name);
         let mut batch = self.db.batch();
         batch.put(
             &tables::DEVICES,
@@ -328,7 +351,7 @@ impl Devices {
         Ok(())
     }
 
-    fn remove_into(
+    pub fn remove_into(
         &self,
         batch: &mut Batch<'_>,
         user_id: &UserId,

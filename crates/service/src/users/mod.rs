@@ -2,12 +2,13 @@
 //! Devices and tokens live in [`devices`], profiles in [`profile`].
 
 pub mod devices;
+pub mod locks;
 pub mod password;
 pub mod profile;
 
 use std::sync::{Arc, Mutex};
 
-use conduit_storage::Database;
+use conduit_storage::{Batch, Database};
 use ruma::{OwnedUserId, ServerName, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -104,12 +105,15 @@ impl Users {
 
     /// Creates an account. The password is already hashed (hashing is slow
     /// and must not run under the lock).
-    pub fn create(
+    /// Creates an account, and whatever `with` adds to the same batch (the
+    /// first device's tokens): both land together or not at all.
+    pub fn create<T>(
         &self,
         user_id: &UserId,
         password_hash: Option<String>,
         is_guest: bool,
-    ) -> Result<()> {
+        with: impl FnOnce(&mut Batch<'_>) -> Result<T>,
+    ) -> Result<T> {
         let _guard = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.exists(user_id)? {
             return Err(Error::new(
@@ -128,18 +132,22 @@ impl Users {
         // Every account starts with its localpart as display name, as Synapse does.
         let name = serde_json::Value::String(user_id.localpart().to_owned());
         batch.put(&tables::PROFILES, (user_id.as_str(), "displayname"), &name)?;
+        let extra = with(&mut batch)?;
         self.db.write(batch)?;
-        Ok(())
+        Ok(extra)
     }
 
-    pub fn set_password_hash(&self, user_id: &UserId, hash: String) -> Result<()> {
+    pub fn set_password_hash_into(
+        &self,
+        batch: &mut Batch<'_>,
+        user_id: &UserId,
+        hash: String,
+    ) -> Result<()> {
         let mut record = self
             .account(user_id)?
             .ok_or_else(|| Error::not_found("No such user."))?;
         record.password_hash = Some(hash);
-        let mut batch = self.db.batch();
         batch.put(&tables::ACCOUNTS, user_id.as_str(), &record)?;
-        self.db.write(batch)?;
         Ok(())
     }
 
@@ -151,13 +159,10 @@ impl Users {
             password::verify_nothing(password.to_owned()).await;
             return Err(wrong());
         };
-        if record.deactivated {
-            return Err(Error::new(
-                ErrorCode::UserDeactivated,
-                "This account has been deactivated.",
-            ));
-        }
-        let Some(hash) = record.password_hash else {
+        // A deactivated account has no password left to check: it answers
+        // like a wrong password, in the same time, so probing learns nothing.
+        let Some(hash) = record.password_hash.filter(|_| !record.deactivated) else {
+            password::verify_nothing(password.to_owned()).await;
             return Err(wrong());
         };
         if password::verify(password.to_owned(), hash).await {
@@ -240,7 +245,7 @@ mod tests {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let users = users.clone();
-                std::thread::spawn(move || users.create(alice, None, false).is_ok())
+                std::thread::spawn(move || users.create(alice, None, false, |_| Ok(())).is_ok())
             })
             .collect();
         let created = handles

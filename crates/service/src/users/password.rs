@@ -3,6 +3,8 @@
 
 use std::sync::OnceLock;
 
+use tokio::sync::Semaphore;
+
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 
 use crate::{Error, Result};
@@ -23,7 +25,18 @@ pub async fn verify_nothing(password: String) {
     verify(password, hash).await;
 }
 
+/// Hashes at a time, at most: each takes ~19 MiB and a core for tens of
+/// milliseconds, so a flood of logins waits here instead of exhausting memory.
+fn permits() -> &'static Semaphore {
+    static PERMITS: OnceLock<Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Semaphore::new(cores.max(2))
+    })
+}
+
 pub async fn hash(password: String) -> Result<String> {
+    let _permit = permits().acquire().await.map_err(Error::internal)?;
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
@@ -35,6 +48,9 @@ pub async fn hash(password: String) -> Result<String> {
 }
 
 pub async fn verify(password: String, hash: String) -> bool {
+    let Ok(_permit) = permits().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .verify_password(password.as_bytes(), hash.as_str())
