@@ -22,7 +22,7 @@ use conduit_storage::Database;
 use self::{
     account_data::AccountData,
     filters::Filters,
-    rooms::{short::ShortIds, state_snapshots::StateSnapshots},
+    rooms::{short::ShortIds, state_snapshots::StateSnapshots, timeline::Rooms},
     server_keys::ServerKeys,
     uiaa::Uiaa,
     users::devices::Devices,
@@ -56,6 +56,7 @@ pub struct Services {
     pub short_ids: ShortIds,
     pub user_locks: UserLocks,
     pub state_snapshots: StateSnapshots,
+    pub rooms: Rooms,
 }
 
 impl Services {
@@ -70,11 +71,13 @@ impl Services {
         let server_keys = ServerKeys::load_or_create(&db, &config.server_name)
             .map_err(|e| StartError::SigningKey(e.to_string()))?;
         let short_ids = ShortIds::new(db.clone()).map_err(|e| StartError::Load(e.to_string()))?;
+        let rooms = Rooms::new(db.clone()).map_err(|e| StartError::Load(e.to_string()))?;
         Ok(Arc::new(Self {
             server_keys,
             short_ids,
             user_locks: UserLocks::new(256),
             state_snapshots: StateSnapshots::new(db.clone(), config.state_cache_entries),
+            rooms,
             users: Users::new(db.clone(), &config.server_name),
             devices: Devices::new(db.clone(), config.refreshable_access_token_lifetime * 1000),
             uiaa: Uiaa::default(),

@@ -69,6 +69,21 @@ impl ServerKeys {
         STANDARD_NO_PAD.encode(self.key_pair.public_key())
     }
 
+    /// Adds the content hash and this server's signature to a new PDU.
+    pub fn hash_and_sign_event(
+        &self,
+        object: &mut CanonicalJsonObject,
+        rules: &ruma::room_version_rules::RedactionRules,
+    ) -> Result<()> {
+        ruma::signatures::hash_and_sign_event(
+            self.server_name.as_str(),
+            &self.key_pair,
+            object,
+            rules,
+        )
+        .map_err(Error::internal)
+    }
+
     /// Adds this server's signature to a JSON object.
     pub fn sign(&self, object: &mut CanonicalJsonObject) -> Result<()> {
         sign_json(self.server_name.as_str(), &self.key_pair, object).map_err(Error::internal)

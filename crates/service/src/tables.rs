@@ -35,6 +35,20 @@ pub const SHORT_STATEKEY: Table<U64, Json<(String, String)>> = Table::new("short
 pub const STATE_SNAPSHOTS: Table<U64, Json<crate::rooms::state_snapshots::StoredSnapshot>> =
     Table::new("state_snapshots");
 
+/// event short id -> the PDU as stored (with `event_id`).
+pub const PDUS: Table<U64, Json<JsonValue>> = Table::new("pdus");
+/// room id -> its short id and version.
+pub const ROOMS: Table<Str, Json<crate::rooms::timeline::RoomRecord>> = Table::new("rooms");
+/// room short id -> current state snapshot, forward extremities, depth.
+pub const ROOM_HEADS: Table<U64, Json<crate::rooms::timeline::RoomHead>> = Table::new("room_heads");
+/// (room short id, count) -> event short id: the timeline, in order.
+pub const TIMELINE: Table<(U64, U64), U64> = Table::new("timeline");
+/// event short id -> where it sits: room, count, state before it.
+pub const EVENT_META: Table<U64, Json<crate::rooms::timeline::EventMeta>> =
+    Table::new("event_meta");
+/// (user id, room id) -> the user's membership there.
+pub const USER_ROOMS: Table<(Str, Str), Json<String>> = Table::new("user_rooms");
+
 pub const ALL: &[TableDef] = &[
     GLOBAL_JSON.def(),
     ACCOUNTS.def(),
@@ -49,4 +63,10 @@ pub const ALL: &[TableDef] = &[
     STATEKEY_SHORT.def(),
     SHORT_STATEKEY.def(),
     STATE_SNAPSHOTS.def(),
+    PDUS.def(),
+    ROOMS.def(),
+    ROOM_HEADS.def(),
+    TIMELINE.def(),
+    EVENT_META.def(),
+    USER_ROOMS.def(),
 ];

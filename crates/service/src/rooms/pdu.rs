@@ -1,0 +1,126 @@
+//! A stored event as the rest of the server sees it: the PDU's JSON plus
+//! the short ids of its references, cheap to clone, and readable by the
+//! state-resolution core through its `Event` trait.
+
+use std::sync::Arc;
+
+use conduit_state_res::{Event, ShortEventId};
+use serde_json::Value as JsonValue;
+
+use super::short::ShortIds;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct Pdu(Arc<PduData>);
+
+#[derive(Debug)]
+pub struct PduData {
+    pub short: ShortEventId,
+    pub event_id: String,
+    pub room_id: Option<String>,
+    pub sender: String,
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub content: JsonValue,
+    pub origin_server_ts: u64,
+    pub depth: u64,
+    pub prev_events: Vec<ShortEventId>,
+    pub auth_events: Vec<ShortEventId>,
+    pub redacts: Option<String>,
+    pub rejected: bool,
+    /// The PDU as stored (with `event_id`), for serving.
+    pub json: JsonValue,
+}
+
+impl std::ops::Deref for Pdu {
+    type Target = PduData;
+
+    fn deref(&self) -> &PduData {
+        &self.0
+    }
+}
+
+impl Pdu {
+    /// Reads a stored PDU; its references get short ids (created if new).
+    pub fn from_json(short: ShortEventId, json: JsonValue, ids: &ShortIds) -> Result<Self> {
+        let text = |key: &str| json.get(key).and_then(JsonValue::as_str).map(str::to_owned);
+        let number = |key: &str| json.get(key).and_then(JsonValue::as_u64).unwrap_or(0);
+        let references = |key: &str| -> Result<Vec<ShortEventId>> {
+            json.get(key)
+                .and_then(JsonValue::as_array)
+                .map(|list| {
+                    list.iter()
+                        .filter_map(JsonValue::as_str)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+                .into_iter()
+                .map(|id| ids.get_or_create_event_short(id))
+                .collect()
+        };
+        let data = PduData {
+            short,
+            event_id: text("event_id")
+                .ok_or_else(|| Error::internal("stored PDU without event_id"))?,
+            room_id: text("room_id"),
+            sender: text("sender").unwrap_or_default(),
+            kind: text("type").unwrap_or_default(),
+            state_key: text("state_key"),
+            content: json.get("content").cloned().unwrap_or(JsonValue::Null),
+            origin_server_ts: number("origin_server_ts"),
+            depth: number("depth"),
+            prev_events: references("prev_events")?,
+            auth_events: references("auth_events")?,
+            redacts: text("redacts").or_else(|| {
+                json.pointer("/content/redacts")
+                    .and_then(JsonValue::as_str)
+                    .map(str::to_owned)
+            }),
+            rejected: false,
+            json,
+        };
+        Ok(Self(Arc::new(data)))
+    }
+}
+
+impl Event for Pdu {
+    fn short_id(&self) -> ShortEventId {
+        self.short
+    }
+    fn event_id(&self) -> &str {
+        &self.event_id
+    }
+    fn room_id(&self) -> Option<&str> {
+        self.room_id.as_deref()
+    }
+    fn event_type(&self) -> &str {
+        &self.kind
+    }
+    fn state_key(&self) -> Option<&str> {
+        self.state_key.as_deref()
+    }
+    fn sender(&self) -> &str {
+        &self.sender
+    }
+    fn content(&self) -> &JsonValue {
+        &self.content
+    }
+    fn origin_server_ts(&self) -> u64 {
+        self.origin_server_ts
+    }
+    fn depth(&self) -> u64 {
+        self.depth
+    }
+    fn prev_events(&self) -> &[ShortEventId] {
+        &self.prev_events
+    }
+    fn auth_events(&self) -> &[ShortEventId] {
+        &self.auth_events
+    }
+    fn redacts(&self) -> Option<&str> {
+        self.redacts.as_deref()
+    }
+    fn rejected(&self) -> bool {
+        self.rejected
+    }
+}

@@ -1,0 +1,180 @@
+//! Local events: build the PDU (prev events = forward extremities, auth
+//! events from the current state, depth), hash and sign it, run the auth
+//! rules of `crates/state-res`, then append it. A refused event writes
+//! nothing and answers `403 M_FORBIDDEN` with the rule that refused it.
+
+use conduit_state_res::{
+    RoomVersion, StateMap, auth_types_for_event, check_against_state, check_auth_events,
+};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, RoomVersionId, UserId,
+    room_version_rules::RoomVersionRules,
+};
+use serde_json::{Value as JsonValue, json};
+
+use super::{
+    pdu::Pdu,
+    timeline::{RoomHead, RoomRecord},
+};
+use crate::{Error, Result, Services, utils};
+
+/// An event a local user asks to send.
+pub struct NewEvent<'a> {
+    pub kind: &'a str,
+    pub state_key: Option<&'a str>,
+    pub content: JsonValue,
+}
+
+pub(crate) fn version_rules(version: &str) -> Result<(&'static RoomVersion, RoomVersionRules)> {
+    let ours = RoomVersion::from_id(version)
+        .ok_or_else(|| Error::internal(format!("unknown room version {version}")))?;
+    let rules = RoomVersionId::try_from(version)
+        .ok()
+        .and_then(|id| id.rules())
+        .ok_or_else(|| Error::internal(format!("no rules for room version {version}")))?;
+    Ok((ours, rules))
+}
+
+impl Services {
+    /// Sends an event into a room this server knows, as `sender`.
+    pub async fn send_local_event(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        event: NewEvent<'_>,
+    ) -> Result<Pdu> {
+        let room = self
+            .rooms
+            .room(room_id)?
+            .ok_or_else(|| Error::not_found("Unknown room."))?;
+        let _lock = self.rooms.lock(room.short).await;
+        let head = self.rooms.head(room.short)?;
+        self.build_check_append(room_id, &room, &head, sender, event)
+            .await
+    }
+
+    /// The state event holding `(kind, state_key)` in `state`.
+    pub(crate) fn state_event(
+        &self,
+        state: &StateMap,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<Pdu>> {
+        let Some(key) = self.short_ids.state_key_short(kind, state_key)? else {
+            return Ok(None);
+        };
+        match state.get(&key) {
+            Some(&short) => self.rooms.pdu(short, &self.short_ids),
+            None => Ok(None),
+        }
+    }
+
+    /// Builds, signs, checks and appends one event; the caller holds the room's lock.
+    pub(crate) async fn build_check_append(
+        &self,
+        room_id: &str,
+        room: &RoomRecord,
+        head: &RoomHead,
+        sender: &UserId,
+        event: NewEvent<'_>,
+    ) -> Result<Pdu> {
+        let (version, rules) = version_rules(&room.version)?;
+        let state = self.rooms.state_map(&self.state_snapshots, head)?;
+        let lookup = |kind: &str, key: &str| self.state_event(&state, kind, key).ok().flatten();
+
+        let mut auth_events = Vec::new();
+        for (kind, key) in auth_types_for_event(
+            version,
+            event.kind,
+            sender.as_str(),
+            event.state_key,
+            &event.content,
+        ) {
+            if let Some(pdu) = lookup(&kind, &key) {
+                auth_events.push(pdu);
+            }
+        }
+        let mut prev_ids = Vec::new();
+        for &short in &head.extremities {
+            if let Some(id) = self.short_ids.event_id(short)? {
+                prev_ids.push(id);
+            }
+        }
+
+        let mut object = json!({
+            "room_id": room_id,
+            "sender": sender,
+            "type": event.kind,
+            "content": event.content,
+            "origin_server_ts": utils::now_ms(),
+            "depth": head.depth + 1,
+            "prev_events": prev_ids,
+            "auth_events": auth_events.iter().map(|a| a.event_id.as_str()).collect::<Vec<_>>(),
+        });
+        if let Some(key) = event.state_key {
+            object["state_key"] = key.into();
+        }
+        if version.room_id_is_create_event && event.kind == "m.room.create" {
+            object.as_object_mut().expect("object").remove("room_id");
+        }
+        let (event_id, json) = self.hash_sign_and_name(object, &rules)?;
+        let short = self.short_ids.get_or_create_event_short(&event_id)?;
+        let pdu = Pdu::from_json(short, json, &self.short_ids)?;
+
+        let create = lookup("m.room.create", "");
+        check_auth_events(version, &pdu, &auth_events, create.as_ref())
+            .and_then(|()| check_against_state(version, &pdu, &lookup))
+            .map_err(|rejection| Error::forbidden(format!("Not allowed: {rejection}.")))?;
+
+        let new_state = match pdu.state_key.as_deref() {
+            Some(key) => {
+                let mut next = (*state).clone();
+                next.insert(
+                    self.short_ids
+                        .get_or_create_state_key_short(&pdu.kind, key)?,
+                    pdu.short,
+                );
+                Some(
+                    self.state_snapshots
+                        .save(&self.short_ids, &next, head.state)?,
+                )
+            }
+            None => None,
+        };
+        self.rooms.append(
+            pdu.room_id.as_deref().unwrap_or(room_id),
+            room,
+            head,
+            new_state,
+            &pdu,
+        )?;
+        Ok(pdu)
+    }
+
+    /// Adds the content hash and our signature, and names the event by its
+    /// reference hash (room versions 3 and later). Returns the id and the
+    /// JSON to store (with `event_id`, which clients read).
+    fn hash_sign_and_name(
+        &self,
+        object: JsonValue,
+        rules: &RoomVersionRules,
+    ) -> Result<(String, JsonValue)> {
+        let CanonicalJsonValue::Object(mut object) =
+            CanonicalJsonValue::try_from(object).map_err(|e| Error::bad_json(e.to_string()))?
+        else {
+            return Err(Error::internal("event is not an object"));
+        };
+        self.server_keys
+            .hash_and_sign_event(&mut object, &rules.redaction)?;
+        let hash = ruma::signatures::reference_hash(&object, rules)
+            .map_err(|e| Error::bad_json(e.to_string()))?;
+        let event_id = format!("${hash}");
+        object.insert(
+            "event_id".into(),
+            CanonicalJsonValue::String(event_id.clone()),
+        );
+        let json =
+            serde_json::to_value(CanonicalJsonObject::from(object)).map_err(Error::internal)?;
+        Ok((event_id, json))
+    }
+}

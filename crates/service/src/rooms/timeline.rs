@@ -1,0 +1,186 @@
+//! Rooms and their timelines as stored: a room record, the room's head
+//! (current state, forward extremities, depth), the timeline index and
+//! per-event metadata. Appending an event is one atomic batch under the
+//! room's lock.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use conduit_state_res::{ShortEventId, StateMap};
+use conduit_storage::{Batch, Database};
+use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedMutexGuard;
+
+use super::{pdu::Pdu, short::ShortIds};
+use crate::{Result, tables};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct RoomRecord {
+    pub short: u64,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct RoomHead {
+    /// The current state's snapshot id; `None` before the create event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<u64>,
+    /// Events with no successor yet: the next event's `prev_events`.
+    pub extremities: Vec<ShortEventId>,
+    pub depth: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct EventMeta {
+    pub room: u64,
+    /// Position in the server-wide order of events.
+    pub count: u64,
+    /// The state before the event; `None` for the create event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_before: Option<u64>,
+}
+
+const COUNTER: &str = "next_event_count";
+
+pub struct Rooms {
+    db: Arc<Database>,
+    locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    next_count: Mutex<u64>,
+}
+
+impl Rooms {
+    pub(crate) fn new(db: Arc<Database>) -> Result<Self> {
+        let next = db
+            .get(&tables::GLOBAL_JSON, COUNTER)?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1);
+        Ok(Self {
+            db,
+            locks: Mutex::new(HashMap::new()),
+            next_count: Mutex::new(next),
+        })
+    }
+
+    pub fn room(&self, room_id: &str) -> Result<Option<RoomRecord>> {
+        Ok(self.db.get(&tables::ROOMS, room_id)?)
+    }
+
+    pub fn head(&self, room: u64) -> Result<RoomHead> {
+        Ok(self.db.get(&tables::ROOM_HEADS, room)?.unwrap_or_default())
+    }
+
+    /// The room's lock: every append to a room happens under it, so its
+    /// head moves one event at a time. Different rooms proceed in parallel.
+    pub async fn lock(&self, room: u64) -> OwnedMutexGuard<()> {
+        let mutex = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(room).or_default().clone()
+        };
+        mutex.lock_owned().await
+    }
+
+    pub fn pdu(&self, short: ShortEventId, ids: &ShortIds) -> Result<Option<Pdu>> {
+        self.db
+            .get(&tables::PDUS, short)?
+            .map(|json| Pdu::from_json(short, json, ids))
+            .transpose()
+    }
+
+    pub fn pdu_by_id(&self, event_id: &str, ids: &ShortIds) -> Result<Option<Pdu>> {
+        match ids.event_short(event_id)? {
+            Some(short) => self.pdu(short, ids),
+            None => Ok(None),
+        }
+    }
+
+    pub fn meta(&self, short: ShortEventId) -> Result<Option<EventMeta>> {
+        Ok(self.db.get(&tables::EVENT_META, short)?)
+    }
+
+    /// Takes the next count for an event whose batch is being built.
+    ///
+    /// Counts are handed out in order but batches of different rooms may
+    /// land out of order: a reader that follows counts (sync) must only
+    /// trust counts below the lowest one still being written.
+    fn take_count(&self, batch: &mut Batch<'_>) -> Result<u64> {
+        let mut next = self.next_count.lock().unwrap_or_else(|p| p.into_inner());
+        let count = *next;
+        batch.put(&tables::GLOBAL_JSON, COUNTER, &(count + 1).into())?;
+        *next += 1;
+        Ok(count)
+    }
+
+    /// Appends an accepted event: its JSON, its place in the timeline, its
+    /// metadata, the room's new head and the member index, in one batch.
+    /// The new state snapshot (if any) is already stored: a snapshot nobody
+    /// points to after a crash costs nothing.
+    pub(crate) fn append(
+        &self,
+        room_id: &str,
+        room: &RoomRecord,
+        head: &RoomHead,
+        new_state: Option<u64>,
+        pdu: &Pdu,
+    ) -> Result<u64> {
+        let mut batch = self.db.batch();
+        batch.put(&tables::PDUS, pdu.short, &pdu.json)?;
+        let count = self.take_count(&mut batch)?;
+        batch.put(&tables::TIMELINE, (room.short, count), pdu.short)?;
+        let meta = EventMeta {
+            room: room.short,
+            count,
+            state_before: head.state,
+        };
+        batch.put(&tables::EVENT_META, pdu.short, &meta)?;
+        let next_head = RoomHead {
+            state: new_state.or(head.state),
+            extremities: vec![pdu.short],
+            depth: pdu.depth,
+        };
+        batch.put(&tables::ROOM_HEADS, room.short, &next_head)?;
+        if pdu.kind == "m.room.member"
+            && let (Some(user), Some(membership)) = (
+                pdu.state_key.as_deref(),
+                pdu.content.get("membership").and_then(|m| m.as_str()),
+            )
+        {
+            batch.put(&tables::USER_ROOMS, (user, room_id), &membership.to_owned())?;
+        }
+        self.db.write(batch)?;
+        Ok(count)
+    }
+
+    /// Stores a new room's record.
+    pub(crate) fn insert_room(&self, room_id: &str, record: &RoomRecord) -> Result<()> {
+        let mut batch = self.db.batch();
+        batch.put(&tables::ROOMS, room_id, record)?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// The rooms a user has joined.
+    pub fn joined_rooms(&self, user_id: &str) -> Result<Vec<String>> {
+        let prefix = conduit_storage::KeyPrefix::new().push::<conduit_storage::Str>(user_id);
+        self.db
+            .scan_prefix(&tables::USER_ROOMS, &prefix)?
+            .filter_map(|row| match row {
+                Ok(((_, room), membership)) => (membership == "join").then_some(Ok(room)),
+                Err(e) => Some(Err(e.into())),
+            })
+            .collect()
+    }
+
+    /// The full state of a snapshot, for callers that have the snapshot id.
+    pub fn state_map(
+        &self,
+        snapshots: &super::state_snapshots::StateSnapshots,
+        head: &RoomHead,
+    ) -> Result<Arc<StateMap>> {
+        match head.state {
+            Some(id) => snapshots.load(id),
+            None => Ok(Arc::new(StateMap::new())),
+        }
+    }
+}
