@@ -4,6 +4,7 @@
 mod account;
 pub mod account_data;
 pub mod config;
+mod counter;
 mod error;
 pub mod filters;
 pub mod registration;

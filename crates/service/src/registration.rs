@@ -35,6 +35,22 @@ pub struct Registered {
     pub session: Option<NewSession>,
 }
 
+/// The new account's first device, as the registration asked for it.
+fn first_session<'a>(
+    request: &'a Registration<'a>,
+    user_id: &'a ruma::UserId,
+    is_guest: bool,
+) -> SessionRequest<'a> {
+    SessionRequest {
+        user_id,
+        device_id: request.device_id,
+        display_name: request.display_name,
+        with_refresh_token: request.refresh_token,
+        is_guest,
+        client_ip: request.client_ip,
+    }
+}
+
 impl Services {
     /// The flows `/register` offers, or why registration is closed.
     pub fn registration_flows(&self) -> Result<Vec<AuthFlow>> {
@@ -108,17 +124,9 @@ impl Services {
             if request.inhibit_login {
                 return Ok(None);
             }
-            let session = self.devices.create_session_into(
-                batch,
-                SessionRequest {
-                    user_id: &user_id,
-                    device_id: request.device_id,
-                    display_name: request.display_name,
-                    with_refresh_token: request.refresh_token,
-                    is_guest: false,
-                    client_ip: request.client_ip,
-                },
-            )?;
+            let session = self
+                .devices
+                .create_session_into(batch, first_session(&request, &user_id, false))?;
             Ok(Some(session))
         })?;
         self.uiaa.finish(passed);
@@ -148,17 +156,8 @@ impl Services {
             }
         };
         let session = self.users.create(&user_id, None, true, |batch| {
-            self.devices.create_session_into(
-                batch,
-                SessionRequest {
-                    user_id: &user_id,
-                    device_id: request.device_id,
-                    display_name: request.display_name,
-                    with_refresh_token: request.refresh_token,
-                    is_guest: true,
-                    client_ip: request.client_ip,
-                },
-            )
+            self.devices
+                .create_session_into(batch, first_session(request, &user_id, true))
         })?;
         Ok(Registered {
             user_id,

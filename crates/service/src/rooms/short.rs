@@ -7,36 +7,29 @@ use std::sync::{Arc, Mutex};
 
 use conduit_storage::Database;
 
-use crate::{Error, Result, tables};
+use crate::{Error, Result, counter::Counter, tables};
 
 pub struct ShortIds {
     db: Arc<Database>,
+    ids: Counter,
     /// Held from "is there an id?" to "written", so one name gets one id.
-    allocate: Mutex<u64>,
+    allocate: Mutex<()>,
 }
-
-const COUNTER: &str = "next_short_id";
 
 impl ShortIds {
     pub(crate) fn new(db: Arc<Database>) -> Result<Self> {
-        let next = db
-            .get(&tables::GLOBAL_JSON, COUNTER)?
-            .and_then(|v| v.as_u64())
-            .unwrap_or(1);
         Ok(Self {
+            ids: Counter::load(&db, "next_short_id")?,
             db,
-            allocate: Mutex::new(next),
+            allocate: Mutex::new(()),
         })
     }
 
     /// A fresh id, for names that are new by construction (state snapshots).
     pub fn next_id(&self) -> Result<u64> {
-        let mut next = self.allocate.lock().unwrap_or_else(|p| p.into_inner());
-        let id = *next;
         let mut batch = self.db.batch();
-        batch.put(&tables::GLOBAL_JSON, COUNTER, &(id + 1).into())?;
+        let id = self.ids.take(&mut batch)?;
         self.db.write(batch)?;
-        *next += 1;
         Ok(id)
     }
 
@@ -52,17 +45,15 @@ impl ShortIds {
         if let Some(short) = self.event_short(event_id)? {
             return Ok(short);
         }
-        let mut next = self.allocate.lock().unwrap_or_else(|p| p.into_inner());
+        let _allocating = self.allocate.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(short) = self.event_short(event_id)? {
             return Ok(short);
         }
-        let short = *next;
         let mut batch = self.db.batch();
+        let short = self.ids.take(&mut batch)?;
         batch.put(&tables::EVENTID_SHORT, event_id, short)?;
         batch.put(&tables::SHORT_EVENTID, short, event_id)?;
-        batch.put(&tables::GLOBAL_JSON, COUNTER, &(short + 1).into())?;
         self.db.write(batch)?;
-        *next += 1;
         Ok(short)
     }
 
@@ -83,21 +74,19 @@ impl ShortIds {
         if let Some(short) = self.state_key_short(event_type, state_key)? {
             return Ok(short);
         }
-        let mut next = self.allocate.lock().unwrap_or_else(|p| p.into_inner());
+        let _allocating = self.allocate.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(short) = self.state_key_short(event_type, state_key)? {
             return Ok(short);
         }
-        let short = *next;
         let mut batch = self.db.batch();
+        let short = self.ids.take(&mut batch)?;
         batch.put(&tables::STATEKEY_SHORT, (event_type, state_key), short)?;
         batch.put(
             &tables::SHORT_STATEKEY,
             short,
             &(event_type.to_owned(), state_key.to_owned()),
         )?;
-        batch.put(&tables::GLOBAL_JSON, COUNTER, &(short + 1).into())?;
         self.db.write(batch)?;
-        *next += 1;
         Ok(short)
     }
 }

@@ -9,12 +9,12 @@ use std::{
 };
 
 use conduit_state_res::{ShortEventId, StateMap};
-use conduit_storage::{Batch, Database};
+use conduit_storage::Database;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{pdu::Pdu, short::ShortIds};
-use crate::{Result, tables};
+use crate::{Result, counter::Counter, tables};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct RoomRecord {
@@ -42,24 +42,19 @@ pub struct EventMeta {
     pub state_before: Option<u64>,
 }
 
-const COUNTER: &str = "next_event_count";
-
 pub struct Rooms {
     db: Arc<Database>,
     locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
-    next_count: Mutex<u64>,
+    /// The server-wide order of events.
+    counts: Counter,
 }
 
 impl Rooms {
     pub(crate) fn new(db: Arc<Database>) -> Result<Self> {
-        let next = db
-            .get(&tables::GLOBAL_JSON, COUNTER)?
-            .and_then(|v| v.as_u64())
-            .unwrap_or(1);
         Ok(Self {
+            counts: Counter::load(&db, "next_event_count")?,
             db,
             locks: Mutex::new(HashMap::new()),
-            next_count: Mutex::new(next),
         })
     }
 
@@ -99,19 +94,6 @@ impl Rooms {
         Ok(self.db.get(&tables::EVENT_META, short)?)
     }
 
-    /// Takes the next count for an event whose batch is being built.
-    ///
-    /// Counts are handed out in order but batches of different rooms may
-    /// land out of order: a reader that follows counts (sync) must only
-    /// trust counts below the lowest one still being written.
-    fn take_count(&self, batch: &mut Batch<'_>) -> Result<u64> {
-        let mut next = self.next_count.lock().unwrap_or_else(|p| p.into_inner());
-        let count = *next;
-        batch.put(&tables::GLOBAL_JSON, COUNTER, &(count + 1).into())?;
-        *next += 1;
-        Ok(count)
-    }
-
     /// Appends an accepted event: its JSON, its place in the timeline, its
     /// metadata, the room's new head and the member index, in one batch.
     /// The new state snapshot (if any) is already stored: a snapshot nobody
@@ -126,7 +108,10 @@ impl Rooms {
     ) -> Result<u64> {
         let mut batch = self.db.batch();
         batch.put(&tables::PDUS, pdu.short, &pdu.json)?;
-        let count = self.take_count(&mut batch)?;
+        // Counts are handed out in order but batches of different rooms may
+        // land out of order: a reader that follows counts (sync) must only
+        // trust counts below the lowest one still being written.
+        let count = self.counts.take(&mut batch)?;
         batch.put(&tables::TIMELINE, (room.short, count), pdu.short)?;
         let meta = EventMeta {
             room: room.short,
