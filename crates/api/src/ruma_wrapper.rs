@@ -82,11 +82,14 @@ where
 
     async fn from_request(req: Request, services: &Arc<Services>) -> Result<Self, ApiError> {
         let (mut parts, body) = req.into_parts();
-        let path_args: Vec<String> =
+        let mut path_args: Vec<String> =
             match RawPathParams::from_request_parts(&mut parts, services).await {
                 Ok(params) => params.iter().map(|(_, v)| v.to_owned()).collect(),
                 Err(_) => Vec::new(),
             };
+        if parts.extensions.get::<EmptyStateKey>().is_some() {
+            path_args.push(String::new());
+        }
         let client_ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -165,6 +168,10 @@ fn parse_error(e: FromHttpRequestError) -> ApiError {
     ApiError(error)
 }
 
+/// Marks a request routed without its trailing `{state_key}`: it is empty.
+#[derive(Clone, Copy)]
+struct EmptyStateKey;
+
 /// A typed response, rendered with ruma's serializer.
 pub struct RumaResponse<T>(pub T);
 
@@ -194,6 +201,31 @@ where
         let filter =
             MethodFilter::try_from(T::METHOD).expect("ruma endpoints use standard methods");
         for path in T::PATH_BUILDER.all_paths() {
+            // `.../{state_key}` with an empty state key arrives as `...` or
+            // `.../`, which a path parameter cannot match.
+            if let Some(prefix) = path.strip_suffix("/{state_key}") {
+                for bare in [prefix.to_owned(), format!("{prefix}/")] {
+                    let handler = self.clone();
+                    router = router.route(
+                        &bare,
+                        on(
+                            filter,
+                            move |State(services): State<Arc<Services>>, mut request: Request| {
+                                let handler = handler.clone();
+                                async move {
+                                    request.extensions_mut().insert(EmptyStateKey);
+                                    match Ruma::<T, GUEST>::from_request(request, &services).await {
+                                        Ok(parsed) => {
+                                            handler(State(services), parsed).await.into_response()
+                                        }
+                                        Err(error) => error.into_response(),
+                                    }
+                                }
+                            },
+                        ),
+                    );
+                }
+            }
             let handler = self.clone();
             router = router.route(
                 path,

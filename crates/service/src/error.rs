@@ -25,6 +25,8 @@ pub enum ErrorCode {
     ProfileTooLarge,
     KeyTooLarge,
     LimitExceeded,
+    RoomInUse,
+    UnsupportedRoomVersion,
     Unknown,
 }
 
@@ -48,6 +50,8 @@ impl ErrorCode {
             Self::ProfileTooLarge => "M_PROFILE_TOO_LARGE",
             Self::KeyTooLarge => "M_KEY_TOO_LARGE",
             Self::LimitExceeded => "M_LIMIT_EXCEEDED",
+            Self::RoomInUse => "M_ROOM_IN_USE",
+            Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             Self::Unknown => "M_UNKNOWN",
         }
     }

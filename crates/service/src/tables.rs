@@ -49,6 +49,13 @@ pub const EVENT_META: Table<U64, Json<crate::rooms::timeline::EventMeta>> =
 /// (user id, room id) -> the user's membership there.
 pub const USER_ROOMS: Table<(Str, Str), Json<String>> = Table::new("user_rooms");
 
+/// room alias -> room id.
+pub const ALIASES: Table<Str, Str> = Table::new("aliases");
+/// room id -> published in the room directory.
+pub const PUBLISHED_ROOMS: Table<Str, Json<bool>> = Table::new("published_rooms");
+/// (user id, device id, transaction id) -> the event id it produced.
+pub const TRANSACTIONS: Table<(Str, Str, Str), Str> = Table::new("transactions");
+
 pub const ALL: &[TableDef] = &[
     GLOBAL_JSON.def(),
     ACCOUNTS.def(),
@@ -69,4 +76,7 @@ pub const ALL: &[TableDef] = &[
     TIMELINE.def(),
     EVENT_META.def(),
     USER_ROOMS.def(),
+    ALIASES.def(),
+    PUBLISHED_ROOMS.def(),
+    TRANSACTIONS.def(),
 ];

@@ -5,10 +5,13 @@ mod account_data;
 mod devices;
 mod discovery;
 mod filter;
+mod message;
 mod profile;
 mod push_rules;
 mod register;
+mod room;
 mod session;
+mod state;
 
 use std::sync::Arc;
 
@@ -56,4 +59,11 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(push_rules::set_enabled)
         .ruma_route(push_rules::get_actions)
         .ruma_route(push_rules::set_actions)
+        .ruma_route(room::create_room)
+        .ruma_route(room::joined_rooms)
+        .ruma_route(room::get_event)
+        .ruma_route(message::send)
+        .ruma_route(state::get_all)
+        .ruma_route(state::get_one)
+        .ruma_route(state::put)
 }

@@ -83,6 +83,30 @@ impl Pdu {
     }
 }
 
+impl Pdu {
+    /// The event as clients see it: without the federation fields.
+    pub fn to_client_event(&self) -> JsonValue {
+        let mut event = serde_json::Map::new();
+        for key in [
+            "event_id",
+            "room_id",
+            "sender",
+            "type",
+            "state_key",
+            "content",
+            "origin_server_ts",
+            "redacts",
+        ] {
+            if let Some(value) = self.json.get(key) {
+                event.insert(key.to_owned(), value.clone());
+            }
+        }
+        let age = crate::utils::now_ms().saturating_sub(self.origin_server_ts);
+        event.insert("unsigned".into(), serde_json::json!({ "age": age }));
+        JsonValue::Object(event)
+    }
+}
+
 impl Event for Pdu {
     fn short_id(&self) -> ShortEventId {
         self.short

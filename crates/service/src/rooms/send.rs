@@ -25,6 +25,13 @@ pub struct NewEvent<'a> {
     pub content: JsonValue,
 }
 
+/// A client's transaction: the same `(user, device, txn id)` sends once.
+pub struct Transaction<'a> {
+    pub user_id: &'a UserId,
+    pub device_id: &'a str,
+    pub txn_id: &'a str,
+}
+
 pub(crate) fn version_rules(version: &str) -> Result<(&'static RoomVersion, RoomVersionRules)> {
     let ours = RoomVersion::from_id(version)
         .ok_or_else(|| Error::internal(format!("unknown room version {version}")))?;
@@ -43,18 +50,41 @@ impl Services {
         sender: &UserId,
         event: NewEvent<'_>,
     ) -> Result<Pdu> {
+        self.send_event(room_id, sender, event, None).await
+    }
+
+    /// Sends an event for a client request; a transaction id seen before
+    /// gives back the event it made, without sending again.
+    pub async fn send_event(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        event: NewEvent<'_>,
+        txn: Option<Transaction<'_>>,
+    ) -> Result<Pdu> {
         let room = self
             .rooms
             .room(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room."))?;
         let _lock = self.rooms.lock(room.short).await;
+        if let Some(txn) = &txn
+            && let Some(event_id) = self.rooms.transaction(txn)?
+            && let Some(pdu) = self.rooms.pdu_by_id(&event_id, &self.short_ids)?
+        {
+            return Ok(pdu);
+        }
         let head = self.rooms.head(room.short)?;
-        self.build_check_append(room_id, &room, &head, sender, event)
-            .await
+        let pdu = self
+            .build_check_append(room_id, &room, &head, sender, event)
+            .await?;
+        if let Some(txn) = &txn {
+            self.rooms.record_transaction(txn, &pdu.event_id)?;
+        }
+        Ok(pdu)
     }
 
     /// The state event holding `(kind, state_key)` in `state`.
-    pub(crate) fn state_event(
+    pub fn state_event(
         &self,
         state: &StateMap,
         kind: &str,

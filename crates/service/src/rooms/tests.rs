@@ -7,7 +7,10 @@ use conduit_state_res::Event;
 use ruma::{CanonicalJsonObject, user_id};
 use serde_json::json;
 
-use super::{create::NewRoom, send::NewEvent, send::version_rules};
+use super::{
+    create::{NewRoom, Preset},
+    send::{NewEvent, version_rules},
+};
 use crate::{Config, ErrorCode, Services};
 
 fn services(dir: &std::path::Path) -> Arc<Services> {
@@ -35,9 +38,8 @@ async fn create_send_and_refuse_in_v11_and_v12() {
                 alice,
                 NewRoom {
                     version: Some(version),
-                    public: false,
                     name: Some("Room"),
-                    topic: None,
+                    ..NewRoom::simple(Preset::PrivateChat)
                 },
             )
             .await
@@ -104,9 +106,7 @@ async fn events_are_hashed_signed_and_named_by_their_reference_hash() {
             alice,
             NewRoom {
                 version: Some("11"),
-                public: true,
-                name: None,
-                topic: None,
+                ..NewRoom::simple(Preset::PublicChat)
             },
         )
         .await
@@ -147,10 +147,8 @@ async fn rooms_and_timelines_survive_a_restart() {
             .create_room(
                 alice,
                 NewRoom {
-                    version: None,
-                    public: true,
-                    name: None,
                     topic: Some("t"),
+                    ..NewRoom::simple(Preset::PublicChat)
                 },
             )
             .await

@@ -145,6 +145,60 @@ impl Rooms {
         Ok(())
     }
 
+    pub fn transaction(&self, txn: &super::send::Transaction<'_>) -> Result<Option<String>> {
+        Ok(self.db.get(
+            &tables::TRANSACTIONS,
+            (txn.user_id.as_str(), txn.device_id, txn.txn_id),
+        )?)
+    }
+
+    /// Remembers what a transaction made. Written right after the event, under
+    /// the room's lock: a crash in between lets one retry send again.
+    pub(crate) fn record_transaction(
+        &self,
+        txn: &super::send::Transaction<'_>,
+        event_id: &str,
+    ) -> Result<()> {
+        let mut batch = self.db.batch();
+        batch.put(
+            &tables::TRANSACTIONS,
+            (txn.user_id.as_str(), txn.device_id, txn.txn_id),
+            event_id,
+        )?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    pub fn alias(&self, alias: &str) -> Result<Option<String>> {
+        Ok(self.db.get(&tables::ALIASES, alias)?)
+    }
+
+    pub(crate) fn set_alias(&self, alias: &str, room_id: &str) -> Result<()> {
+        let mut batch = self.db.batch();
+        batch.put(&tables::ALIASES, alias, room_id)?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    pub(crate) fn set_published(&self, room_id: &str, published: bool) -> Result<()> {
+        let mut batch = self.db.batch();
+        if published {
+            batch.put(&tables::PUBLISHED_ROOMS, room_id, &true)?;
+        } else {
+            batch.delete(&tables::PUBLISHED_ROOMS, room_id)?;
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// A user's membership in a room (`leave` when they never were in it).
+    pub fn membership(&self, user_id: &str, room_id: &str) -> Result<String> {
+        Ok(self
+            .db
+            .get(&tables::USER_ROOMS, (user_id, room_id))?
+            .unwrap_or_else(|| "leave".to_owned()))
+    }
+
     /// The rooms a user has joined.
     pub fn joined_rooms(&self, user_id: &str) -> Result<Vec<String>> {
         let prefix = conduit_storage::KeyPrefix::new().push::<conduit_storage::Str>(user_id);

@@ -1,0 +1,94 @@
+//! Room state: `GET /rooms/{id}/state`, `GET/PUT /rooms/{id}/state/{type}/{key}`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use conduit_service::{Error, Services, rooms::send::NewEvent};
+use ruma::{
+    OwnedEventId,
+    api::client::state::{
+        get_state_event_for_key::{self, v3::StateEventFormat},
+        get_state_events, send_state_event,
+    },
+    serde::Raw,
+};
+
+use super::room::require_joined;
+use crate::{Ruma, RumaResponse, error::ApiError};
+
+pub async fn get_all(
+    State(services): State<Arc<Services>>,
+    req: Ruma<get_state_events::v3::Request, true>,
+) -> Result<RumaResponse<get_state_events::v3::Response>, ApiError> {
+    let sender = req.sender()?;
+    let room_id = req.body.room_id.as_str();
+    require_joined(&services, sender.user_id.as_str(), room_id)?;
+    let record = services
+        .rooms
+        .room(room_id)?
+        .ok_or_else(|| Error::not_found("Unknown room."))?;
+    let head = services.rooms.head(record.short)?;
+    let state = services.rooms.state_map(&services.state_snapshots, &head)?;
+    let mut events = Vec::with_capacity(state.len());
+    for &short in state.values() {
+        if let Some(pdu) = services.rooms.pdu(short, &services.short_ids)? {
+            let raw =
+                serde_json::value::to_raw_value(&pdu.to_client_event()).map_err(Error::internal)?;
+            events.push(Raw::from_json(raw));
+        }
+    }
+    Ok(RumaResponse(get_state_events::v3::Response::new(events)))
+}
+
+pub async fn get_one(
+    State(services): State<Arc<Services>>,
+    req: Ruma<get_state_event_for_key::v3::Request, true>,
+) -> Result<RumaResponse<get_state_event_for_key::v3::Response>, ApiError> {
+    let sender = req.sender()?;
+    let room_id = req.body.room_id.as_str();
+    require_joined(&services, sender.user_id.as_str(), room_id)?;
+    let record = services
+        .rooms
+        .room(room_id)?
+        .ok_or_else(|| Error::not_found("Unknown room."))?;
+    let head = services.rooms.head(record.short)?;
+    let state = services.rooms.state_map(&services.state_snapshots, &head)?;
+    let kind = req.body.event_type.to_string();
+    let pdu = services
+        .state_event(&state, &kind, &req.body.state_key)?
+        .ok_or_else(|| Error::not_found("No state event of this type and key."))?;
+    let body = match req.body.format {
+        StateEventFormat::Event => pdu.to_client_event(),
+        _ => pdu.content.clone(),
+    };
+    let raw = serde_json::value::to_raw_value(&body).map_err(Error::internal)?;
+    Ok(RumaResponse(get_state_event_for_key::v3::Response::new(
+        raw,
+    )))
+}
+
+pub async fn put(
+    State(services): State<Arc<Services>>,
+    req: Ruma<send_state_event::v3::Request, true>,
+) -> Result<RumaResponse<send_state_event::v3::Response>, ApiError> {
+    let sender = req.sender()?;
+    let content: serde_json::Value = serde_json::from_str(req.body.body.json().get())
+        .map_err(|e| Error::bad_json(e.to_string()))?;
+    if !content.is_object() {
+        return Err(Error::bad_json("The event content must be an object.").into());
+    }
+    let kind = req.body.event_type.to_string();
+    let pdu = services
+        .send_local_event(
+            req.body.room_id.as_str(),
+            &sender.user_id,
+            NewEvent {
+                kind: &kind,
+                state_key: Some(&req.body.state_key),
+                content,
+            },
+        )
+        .await?;
+    let event_id = OwnedEventId::try_from(pdu.event_id.as_str()).map_err(Error::internal)?;
+    Ok(RumaResponse(send_state_event::v3::Response::new(event_id)))
+}
