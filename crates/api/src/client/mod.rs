@@ -5,6 +5,7 @@ mod account_data;
 mod devices;
 mod discovery;
 mod filter;
+mod membership;
 mod message;
 mod profile;
 mod push_rules;
@@ -66,4 +67,14 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(state::get_all)
         .ruma_route(state::get_one)
         .ruma_route(state::put)
+        .ruma_route(membership::join_by_id)
+        .ruma_route(membership::join_by_id_or_alias)
+        .ruma_route(membership::leave)
+        .ruma_route(membership::invite)
+        .ruma_route(membership::kick)
+        .ruma_route(membership::ban)
+        .ruma_route(membership::unban)
+        .ruma_route(membership::forget)
+        .ruma_route(membership::joined_members)
+        .ruma_route(membership::members)
 }

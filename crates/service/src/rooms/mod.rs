@@ -4,6 +4,7 @@
 //! issue; for now these are reached from tests.
 
 pub mod create;
+pub mod membership;
 pub mod pdu;
 pub mod send;
 pub mod short;

@@ -199,6 +199,14 @@ impl Rooms {
             .unwrap_or_else(|| "leave".to_owned()))
     }
 
+    /// Drops a room from a user's room list.
+    pub(crate) fn forget(&self, user_id: &str, room_id: &str) -> Result<()> {
+        let mut batch = self.db.batch();
+        batch.delete(&tables::USER_ROOMS, (user_id, room_id))?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
     /// The rooms a user has joined.
     pub fn joined_rooms(&self, user_id: &str) -> Result<Vec<String>> {
         let prefix = conduit_storage::KeyPrefix::new().push::<conduit_storage::Str>(user_id);

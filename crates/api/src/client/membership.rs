@@ -1,0 +1,248 @@
+//! Membership: join, leave, invite, kick, ban, unban, forget, and who is in
+//! a room. Rooms of other servers need federation (not yet): 404 / 403.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::extract::State;
+use conduit_service::{
+    Error, Services,
+    rooms::membership::{Change, membership_of},
+};
+use ruma::{
+    OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomOrAliasId,
+    api::client::membership::{
+        ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
+        join_room_by_id_or_alias, joined_members, kick_user, leave_room, unban_user,
+    },
+    serde::Raw,
+};
+
+use super::room::require_joined;
+use crate::{Ruma, RumaResponse, error::ApiError};
+
+fn room_id(id: &str) -> Result<OwnedRoomId, ApiError> {
+    OwnedRoomId::try_from(id).map_err(|e| Error::internal(e).into())
+}
+
+pub async fn join_by_id(
+    State(services): State<Arc<Services>>,
+    req: Ruma<join_room_by_id::v3::Request, true>,
+) -> Result<RumaResponse<join_room_by_id::v3::Response>, ApiError> {
+    let sender = req.sender()?;
+    let room = req.body.room_id.as_str();
+    services
+        .change_membership(
+            room,
+            &sender.user_id,
+            &sender.user_id,
+            Change::Join,
+            req.body.reason.as_deref(),
+        )
+        .await?;
+    Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id(
+        room,
+    )?)))
+}
+
+pub async fn join_by_id_or_alias(
+    State(services): State<Arc<Services>>,
+    req: Ruma<join_room_by_id_or_alias::v3::Request, true>,
+) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>, ApiError> {
+    let sender = req.sender()?;
+    let target: &RoomOrAliasId = &req.body.room_id_or_alias;
+    let room = if target.is_room_alias_id() {
+        services
+            .rooms
+            .alias(target.as_str())?
+            .ok_or_else(|| Error::not_found("No room has this alias on this server."))?
+    } else {
+        target.as_str().to_owned()
+    };
+    services
+        .change_membership(
+            &room,
+            &sender.user_id,
+            &sender.user_id,
+            Change::Join,
+            req.body.reason.as_deref(),
+        )
+        .await?;
+    Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
+        room_id(&room)?,
+    )))
+}
+
+pub async fn leave(
+    State(services): State<Arc<Services>>,
+    req: Ruma<leave_room::v3::Request, true>,
+) -> Result<RumaResponse<leave_room::v3::Response>, ApiError> {
+    let sender = req.sender()?;
+    services
+        .change_membership(
+            req.body.room_id.as_str(),
+            &sender.user_id,
+            &sender.user_id,
+            Change::Leave,
+            req.body.reason.as_deref(),
+        )
+        .await?;
+    Ok(RumaResponse(leave_room::v3::Response::new()))
+}
+
+pub async fn invite(
+    State(services): State<Arc<Services>>,
+    req: Ruma<invite_user::v3::Request>,
+) -> Result<RumaResponse<invite_user::v3::Response>, ApiError> {
+    let sender = req.sender()?;
+    let invite_user::v3::InvitationRecipient::UserId(recipient) = &req.body.recipient else {
+        return Err(
+            Error::invalid_param("Third-party invites are not supported by this server.").into(),
+        );
+    };
+    services
+        .change_membership(
+            req.body.room_id.as_str(),
+            &sender.user_id,
+            &recipient.user_id,
+            Change::Invite,
+            recipient.reason.as_deref(),
+        )
+        .await?;
+    Ok(RumaResponse(invite_user::v3::Response::new()))
+}
+
+/// Kick, ban and unban share their shape: a target, a reason.
+async fn moderate(
+    services: &Services,
+    room: &str,
+    sender: &ruma::UserId,
+    target: &OwnedUserId,
+    change: Change,
+    reason: Option<&str>,
+) -> Result<(), ApiError> {
+    services
+        .change_membership(room, sender, target, change, reason)
+        .await?;
+    Ok(())
+}
+
+pub async fn kick(
+    State(services): State<Arc<Services>>,
+    req: Ruma<kick_user::v3::Request>,
+) -> Result<RumaResponse<kick_user::v3::Response>, ApiError> {
+    let b = &req.body;
+    moderate(
+        &services,
+        b.room_id.as_str(),
+        &req.sender()?.user_id,
+        &b.user_id,
+        Change::Kick,
+        b.reason.as_deref(),
+    )
+    .await?;
+    Ok(RumaResponse(kick_user::v3::Response::new()))
+}
+
+pub async fn ban(
+    State(services): State<Arc<Services>>,
+    req: Ruma<ban_user::v3::Request>,
+) -> Result<RumaResponse<ban_user::v3::Response>, ApiError> {
+    let b = &req.body;
+    moderate(
+        &services,
+        b.room_id.as_str(),
+        &req.sender()?.user_id,
+        &b.user_id,
+        Change::Ban,
+        b.reason.as_deref(),
+    )
+    .await?;
+    Ok(RumaResponse(ban_user::v3::Response::new()))
+}
+
+pub async fn unban(
+    State(services): State<Arc<Services>>,
+    req: Ruma<unban_user::v3::Request>,
+) -> Result<RumaResponse<unban_user::v3::Response>, ApiError> {
+    let b = &req.body;
+    moderate(
+        &services,
+        b.room_id.as_str(),
+        &req.sender()?.user_id,
+        &b.user_id,
+        Change::Unban,
+        b.reason.as_deref(),
+    )
+    .await?;
+    Ok(RumaResponse(unban_user::v3::Response::new()))
+}
+
+pub async fn forget(
+    State(services): State<Arc<Services>>,
+    req: Ruma<forget_room::v3::Request>,
+) -> Result<RumaResponse<forget_room::v3::Response>, ApiError> {
+    services.forget_room(&req.sender()?.user_id, req.body.room_id.as_str())?;
+    Ok(RumaResponse(forget_room::v3::Response::new()))
+}
+
+pub async fn joined_members(
+    State(services): State<Arc<Services>>,
+    req: Ruma<joined_members::v3::Request>,
+) -> Result<RumaResponse<joined_members::v3::Response>, ApiError> {
+    let room = req.body.room_id.as_str();
+    require_joined(&services, req.sender()?.user_id.as_str(), room)?;
+    let mut joined = BTreeMap::new();
+    for pdu in services.members(room)? {
+        let Some(user) = pdu
+            .state_key
+            .as_deref()
+            .and_then(|u| OwnedUserId::try_from(u).ok())
+        else {
+            continue;
+        };
+        if membership_of(&pdu) == "join" {
+            let mut member = joined_members::v3::RoomMember::new();
+            member.display_name = pdu
+                .content
+                .get("displayname")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned);
+            member.avatar_url = pdu
+                .content
+                .get("avatar_url")
+                .and_then(|v| v.as_str())
+                .map(OwnedMxcUri::from);
+            joined.insert(user, member);
+        }
+    }
+    Ok(RumaResponse(joined_members::v3::Response::new(joined)))
+}
+
+/// `GET /members`: the current member events, filtered by membership. (The
+/// `at` parameter needs sync tokens; until then the current state answers.)
+pub async fn members(
+    State(services): State<Arc<Services>>,
+    req: Ruma<get_member_events::v3::Request, true>,
+) -> Result<RumaResponse<get_member_events::v3::Response>, ApiError> {
+    let room = req.body.room_id.as_str();
+    require_joined(&services, req.sender()?.user_id.as_str(), room)?;
+    let wanted = req.body.membership.as_ref().map(|m| m.as_str().to_owned());
+    let unwanted = req
+        .body
+        .not_membership
+        .as_ref()
+        .map(|m| m.as_str().to_owned());
+    let mut chunk = Vec::new();
+    for pdu in services.members(room)? {
+        let membership = membership_of(&pdu);
+        if wanted.as_deref().is_some_and(|w| w != membership)
+            || unwanted.as_deref() == Some(membership)
+        {
+            continue;
+        }
+        let raw =
+            serde_json::value::to_raw_value(&pdu.to_client_event()).map_err(Error::internal)?;
+        chunk.push(Raw::from_json(raw));
+    }
+    Ok(RumaResponse(get_member_events::v3::Response::new(chunk)))
+}

@@ -1,0 +1,123 @@
+//! Membership changes of local users (join, leave, invite, kick, ban,
+//! unban), each a member event through the auth rules, and who is in a room.
+
+use ruma::UserId;
+use serde_json::{Value as JsonValue, json};
+
+use super::{pdu::Pdu, send::NewEvent};
+use crate::{Error, ErrorCode, Result, Services};
+
+/// What a membership request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Join,
+    Leave,
+    Invite,
+    Kick,
+    Ban,
+    Unban,
+}
+
+impl Services {
+    /// Changes `target`'s membership as `sender` asks; the auth rules decide.
+    pub async fn change_membership(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        target: &UserId,
+        change: Change,
+        reason: Option<&str>,
+    ) -> Result<Pdu> {
+        if self.rooms.room(room_id)?.is_none() {
+            return Err(Error::not_found(
+                "This server does not know the room (joining over federation is not supported yet).",
+            ));
+        }
+        if target.server_name() != self.config.server_name {
+            return Err(Error::forbidden(
+                "Memberships of users of other servers need federation, which this server does not do yet.",
+            ));
+        }
+        let current = self.rooms.membership(target.as_str(), room_id)?;
+        // The spec's endpoint rules on top of the auth rules, which would
+        // otherwise read a kick of a stranger or an unban of a member as leaves.
+        match change {
+            Change::Kick if !matches!(current.as_str(), "join" | "invite" | "knock") => {
+                return Err(Error::forbidden("The user is not in the room."));
+            }
+            Change::Unban if current != "ban" => {
+                return Err(Error::forbidden("The user is not banned."));
+            }
+            _ => {}
+        }
+        let membership = match change {
+            Change::Join => "join",
+            Change::Leave | Change::Kick | Change::Unban => "leave",
+            Change::Invite => "invite",
+            Change::Ban => "ban",
+        };
+        let mut content = json!({ "membership": membership });
+        if let Some(reason) = reason {
+            content["reason"] = reason.into();
+        }
+        // Clients show names from member events: joins carry the profile.
+        if change == Change::Join {
+            for field in ["displayname", "avatar_url"] {
+                if let Some(value) = self.users.profile_field(target, field)? {
+                    content[field] = value;
+                }
+            }
+        }
+        self.send_local_event(
+            room_id,
+            sender,
+            NewEvent {
+                kind: "m.room.member",
+                state_key: Some(target.as_str()),
+                content,
+            },
+        )
+        .await
+    }
+
+    /// Forgets a room the user is no longer in: it leaves their room list.
+    pub fn forget_room(&self, user_id: &UserId, room_id: &str) -> Result<()> {
+        if matches!(
+            self.rooms.membership(user_id.as_str(), room_id)?.as_str(),
+            "join" | "invite" | "knock"
+        ) {
+            return Err(
+                Error::new(ErrorCode::Unknown, "Leave the room before forgetting it.")
+                    .with_status(400),
+            );
+        }
+        self.rooms.forget(user_id.as_str(), room_id)
+    }
+
+    /// The current member events of a room.
+    pub fn members(&self, room_id: &str) -> Result<Vec<Pdu>> {
+        let room = self
+            .rooms
+            .room(room_id)?
+            .ok_or_else(|| Error::not_found("Unknown room."))?;
+        let head = self.rooms.head(room.short)?;
+        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
+        let mut members = Vec::new();
+        for (&key, &event) in state.iter() {
+            if self.short_ids.state_key(key)?.0 == "m.room.member"
+                && let Some(pdu) = self.rooms.pdu(event, &self.short_ids)?
+            {
+                members.push(pdu);
+            }
+        }
+        Ok(members)
+    }
+}
+
+/// `content.membership` of a member event.
+pub fn membership_of(pdu: &Pdu) -> &str {
+    pdu.content
+        .get("membership")
+        .and_then(JsonValue::as_str)
+        .unwrap_or("leave")
+}
