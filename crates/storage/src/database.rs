@@ -123,6 +123,46 @@ impl Database {
             }))
     }
 
+    /// Rows within `prefix`, starting at `from` (a full key, or any bytes that
+    /// sort where the scan should begin) and going forward or backward.
+    /// Backward scans start at the last key strictly before `from`.
+    pub fn scan_from<'a, K: Codec, V: Codec>(
+        &'a self,
+        table: &Table<K, V>,
+        prefix: &KeyPrefix,
+        from: &[u8],
+        forward: bool,
+    ) -> Result<impl Iterator<Item = Result<(K::Out, V::Out)>> + 'a> {
+        let name = table.name();
+        let prefix = prefix.as_bytes().to_vec();
+        let direction = if forward {
+            Direction::Forward
+        } else {
+            Direction::Reverse
+        };
+        let mut iter = self
+            .db
+            .iterator_cf(self.cf(name)?, IteratorMode::From(from, direction))
+            .peekable();
+        // A reverse iterator starts at `from` itself when it exists: skip it,
+        // so both directions treat `from` as a boundary between rows.
+        if !forward
+            && let Some(Ok((key, _))) = iter.peek()
+            && key.as_ref() == from
+        {
+            iter.next();
+        }
+        Ok(iter
+            .take_while(move |row| match row {
+                Ok((key, _)) => key.starts_with(&prefix),
+                Err(_) => true,
+            })
+            .map(move |row| {
+                let (key, value) = row?;
+                Ok((decode::<K>(name, &key)?, decode::<V>(name, &value)?))
+            }))
+    }
+
     /// Every row of a table as raw bytes, for inspection tools.
     pub fn scan_raw<'a>(
         &'a self,
@@ -271,6 +311,35 @@ mod tests {
             rows,
             vec![(("a".into(), "1".into()), 1), (("a".into(), "2".into()), 2)]
         );
+    }
+
+    #[test]
+    fn ranged_scans_in_both_directions() {
+        const ROWS: Table<(U64, U64), Str> = Table::new("rows");
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), &[ROWS.def()], 1 << 20).unwrap();
+        let mut batch = db.batch();
+        for (group, n) in [(1, 1), (1, 5), (1, 9), (2, 3)] {
+            batch.put(&ROWS, (group, n), "x").unwrap();
+        }
+        db.write(batch).unwrap();
+        let prefix = KeyPrefix::new().push::<U64>(1);
+        let at = |n: u64| [1u64.to_be_bytes(), n.to_be_bytes()].concat();
+        let keys = |forward, from: Vec<u8>| -> Vec<u64> {
+            db.scan_from(&ROWS, &prefix, &from, forward)
+                .unwrap()
+                .map(|r| r.unwrap().0.1)
+                .collect()
+        };
+        assert_eq!(keys(true, at(5)), vec![5, 9]);
+        assert_eq!(keys(false, at(5)), vec![1], "backward from 5 excludes 5");
+        assert_eq!(keys(false, at(7)), vec![5, 1]);
+        assert_eq!(
+            keys(false, at(u64::MAX)),
+            vec![9, 5, 1],
+            "stays inside the prefix"
+        );
+        assert_eq!(keys(true, at(0)), vec![1, 5, 9]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod discovery;
 mod filter;
 mod membership;
 mod message;
+mod messages;
 mod profile;
 mod push_rules;
 mod register;
@@ -64,6 +65,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(room::joined_rooms)
         .ruma_route(room::get_event)
         .ruma_route(message::send)
+        .ruma_route(messages::get)
         .ruma_route(state::get_all)
         .ruma_route(state::get_one)
         .ruma_route(state::put)

@@ -5,6 +5,7 @@
 
 pub mod create;
 pub mod membership;
+pub mod messages;
 pub mod pdu;
 pub mod send;
 pub mod short;

@@ -199,6 +199,27 @@ impl Rooms {
             .unwrap_or_else(|| "leave".to_owned()))
     }
 
+    /// Up to `limit` timeline entries `(count, event)` of a room from the
+    /// position `from`: forward takes counts `>= from`, backward counts `< from`.
+    pub fn page(
+        &self,
+        room: u64,
+        from: u64,
+        forward: bool,
+        limit: usize,
+    ) -> Result<Vec<(u64, ShortEventId)>> {
+        let prefix = conduit_storage::KeyPrefix::new().push::<conduit_storage::U64>(room);
+        let start = [room.to_be_bytes(), from.to_be_bytes()].concat();
+        self.db
+            .scan_from(&tables::TIMELINE, &prefix, &start, forward)?
+            .take(limit)
+            .map(|row| {
+                let ((_, count), event) = row?;
+                Ok((count, event))
+            })
+            .collect()
+    }
+
     /// Drops a room from a user's room list.
     pub(crate) fn forget(&self, user_id: &str, room_id: &str) -> Result<()> {
         let mut batch = self.db.batch();
