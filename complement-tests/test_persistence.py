@@ -76,3 +76,50 @@ def test_second_server_on_same_database_is_refused(make_server, tmp_path):
     result = subprocess.run([str(binary())], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode != 0
     assert "already in use" in (result.stdout + result.stderr)
+
+
+def test_kill_9_at_random_moments_while_sending_loses_no_acknowledged_message(make_server):
+    """20 rounds: send messages until a kill -9 at a random moment; after the
+    restart every message that got a 200 is in /messages, in order."""
+    import random
+    from urllib.parse import quote
+
+    server = make_server()
+    token = server.register(unique())["access_token"]
+    room = server.request("POST", f"{CS}/createRoom", token=token, json={}).json()["room_id"]
+    acknowledged: list[str] = []
+    rng = random.Random(20261122)
+    for round_no in range(20):
+        stop = threading.Event()
+
+        def sender():
+            i = 0
+            while not stop.is_set():
+                try:
+                    r = server.request("PUT", f"{CS}/rooms/{quote(room)}/send/m.room.message/r{round_no}m{i}", token=token, json={"msgtype": "m.text", "body": f"{round_no}.{i}"})
+                except Exception:
+                    return
+                if r.status_code == 200:
+                    acknowledged.append(r.json()["event_id"])
+                i += 1
+
+        thread = threading.Thread(target=sender)
+        thread.start()
+        time.sleep(rng.uniform(0.05, 0.4))
+        server.kill()
+        stop.set()
+        thread.join()
+        server.start()
+
+    stored: list[str] = []
+    params = {"dir": "f", "limit": 500, "filter": '{"types": ["m.room.message"]}'}
+    while True:
+        r = server.request("GET", f"{CS}/rooms/{quote(room)}/messages", token=token, params=params)
+        assert r.status_code == 200, r.text
+        stored += [e["event_id"] for e in r.json()["chunk"]]
+        if "end" not in r.json():
+            break
+        params["from"] = r.json()["end"]
+    assert len(acknowledged) > 20, "the rounds sent too little to mean anything"
+    positions = [stored.index(event_id) for event_id in acknowledged]  # ValueError = a lost message
+    assert positions == sorted(positions), "acknowledged messages must stay in order"
