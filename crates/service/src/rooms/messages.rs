@@ -85,17 +85,16 @@ impl Services {
         let mut events = Vec::with_capacity(limit);
         let mut cursor = start;
         let mut exhausted = false;
-        // Filtered-out events do not count towards the limit; scan on.
-        while events.len() < limit {
+        // Filtered-out events do not count towards the limit: read on until
+        // the page is full or the timeline (or `to`) ends.
+        'pages: loop {
             let rows = self.rooms.page(room.short, cursor, forward, limit)?;
-            if rows.len() < limit {
-                exhausted = true;
-            }
+            let last_rows = rows.len() < limit;
             for (count, short) in rows {
                 let past_to = to.is_some_and(|to| if forward { count >= to } else { count < to });
                 if past_to {
                     exhausted = true;
-                    break;
+                    break 'pages;
                 }
                 cursor = if forward { count + 1 } else { count };
                 if let Some(pdu) = self.rooms.pdu(short, &self.short_ids)?
@@ -103,11 +102,12 @@ impl Services {
                 {
                     events.push(pdu);
                     if events.len() == limit {
-                        break;
+                        break 'pages;
                     }
                 }
             }
-            if exhausted {
+            if last_rows {
+                exhausted = true;
                 break;
             }
         }
