@@ -10,6 +10,7 @@ mod message;
 mod messages;
 mod profile;
 mod push_rules;
+mod redact;
 mod register;
 mod room;
 mod session;
@@ -66,6 +67,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(room::get_event)
         .ruma_route(message::send)
         .ruma_route(messages::get)
+        .ruma_route(redact::redact)
         .ruma_route(state::get_all)
         .ruma_route(state::get_one)
         .ruma_route(state::put)

@@ -7,6 +7,7 @@ pub mod create;
 pub mod membership;
 pub mod messages;
 pub mod pdu;
+pub mod redact;
 pub mod send;
 pub mod short;
 pub mod state_snapshots;

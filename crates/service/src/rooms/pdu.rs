@@ -102,7 +102,12 @@ impl Pdu {
             }
         }
         let age = crate::utils::now_ms().saturating_sub(self.origin_server_ts);
-        event.insert("unsigned".into(), serde_json::json!({ "age": age }));
+        let mut unsigned = match self.json.get("unsigned") {
+            Some(JsonValue::Object(stored)) => stored.clone(),
+            _ => serde_json::Map::new(),
+        };
+        unsigned.insert("age".into(), age.into());
+        event.insert("unsigned".into(), JsonValue::Object(unsigned));
         JsonValue::Object(event)
     }
 }

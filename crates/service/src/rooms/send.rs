@@ -144,6 +144,16 @@ impl Services {
         if let Some(key) = event.state_key {
             object["state_key"] = key.into();
         }
+        // Redactions name their target in `content.redacts` from v11 on,
+        // at the top level before: callers always give it in the content.
+        if event.kind == "m.room.redaction"
+            && version.redaction < conduit_state_res::room_version::RedactionRules::V11
+            && let Some(target) = object["content"]
+                .as_object_mut()
+                .and_then(|c| c.remove("redacts"))
+        {
+            object["redacts"] = target;
+        }
         if version.room_id_is_create_event && event.kind == "m.room.create" {
             object.as_object_mut().expect("object").remove("room_id");
         }

@@ -90,6 +90,18 @@ impl Rooms {
         }
     }
 
+    /// Replaces a stored PDU's JSON (after a redaction).
+    pub(crate) fn replace_pdu_json(
+        &self,
+        short: ShortEventId,
+        json: &serde_json::Value,
+    ) -> Result<()> {
+        let mut batch = self.db.batch();
+        batch.put(&tables::PDUS, short, json)?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
     pub fn meta(&self, short: ShortEventId) -> Result<Option<EventMeta>> {
         Ok(self.db.get(&tables::EVENT_META, short)?)
     }
