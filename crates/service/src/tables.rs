@@ -49,8 +49,10 @@ pub const EVENT_META: Table<U64, Json<crate::rooms::timeline::EventMeta>> =
 /// (user id, room id) -> the user's membership there.
 pub const USER_ROOMS: Table<(Str, Str), Json<String>> = Table::new("user_rooms");
 
-/// room alias -> room id.
-pub const ALIASES: Table<Str, Str> = Table::new("aliases");
+/// room alias -> the room and who made the alias.
+pub const ALIASES: Table<Str, Json<crate::rooms::aliases::AliasRecord>> = Table::new("aliases");
+/// (room id, alias) -> the room's local aliases, for listing.
+pub const ROOM_ALIASES: Table<(Str, Str), Json<bool>> = Table::new("room_aliases");
 /// room id -> published in the room directory.
 pub const PUBLISHED_ROOMS: Table<Str, Json<bool>> = Table::new("published_rooms");
 /// (user id, device id, transaction id) -> the event id it produced.
@@ -77,6 +79,7 @@ pub const ALL: &[TableDef] = &[
     EVENT_META.def(),
     USER_ROOMS.def(),
     ALIASES.def(),
+    ROOM_ALIASES.def(),
     PUBLISHED_ROOMS.def(),
     TRANSACTIONS.def(),
 ];

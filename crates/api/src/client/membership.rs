@@ -52,7 +52,6 @@ pub async fn join_by_id_or_alias(
     let target: &RoomOrAliasId = &req.body.room_id_or_alias;
     let room = if target.is_room_alias_id() {
         services
-            .rooms
             .alias(target.as_str())?
             .ok_or_else(|| Error::not_found("No room has this alias on this server."))?
     } else {

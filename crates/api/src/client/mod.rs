@@ -2,6 +2,7 @@
 
 mod account;
 mod account_data;
+mod alias;
 mod devices;
 mod discovery;
 mod filter;
@@ -68,6 +69,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(message::send)
         .ruma_route(messages::get)
         .ruma_route(redact::redact)
+        .ruma_route(alias::create)
+        .ruma_route(alias::get)
+        .ruma_route(alias::delete)
+        .ruma_route(alias::room_aliases)
         .ruma_route(state::get_all)
         .ruma_route(state::get_one)
         .ruma_route(state::put)

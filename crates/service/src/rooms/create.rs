@@ -218,7 +218,7 @@ impl Services {
             .await?;
         }
         if let Some(alias) = &alias {
-            self.rooms.set_alias(alias, &room_id)?;
+            self.put_alias(alias, &room_id, creator)?;
         }
         if new.publish {
             self.rooms.set_published(&room_id, true)?;
@@ -239,7 +239,7 @@ impl Services {
             ));
         }
         let alias = format!("#{localpart}:{}", self.config.server_name);
-        if self.rooms.alias(&alias)?.is_some() {
+        if self.alias(&alias)?.is_some() {
             return Err(Error::new(
                 ErrorCode::RoomInUse,
                 "This room alias is already taken.",

@@ -3,6 +3,7 @@
 //! The client endpoints over them come with the "Rooms, timeline and sync"
 //! issue; for now these are reached from tests.
 
+pub mod aliases;
 pub mod create;
 pub mod membership;
 pub mod messages;

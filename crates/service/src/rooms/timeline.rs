@@ -181,17 +181,6 @@ impl Rooms {
         Ok(())
     }
 
-    pub fn alias(&self, alias: &str) -> Result<Option<String>> {
-        Ok(self.db.get(&tables::ALIASES, alias)?)
-    }
-
-    pub(crate) fn set_alias(&self, alias: &str, room_id: &str) -> Result<()> {
-        let mut batch = self.db.batch();
-        batch.put(&tables::ALIASES, alias, room_id)?;
-        self.db.write(batch)?;
-        Ok(())
-    }
-
     pub(crate) fn set_published(&self, room_id: &str, published: bool) -> Result<()> {
         let mut batch = self.db.batch();
         if published {
