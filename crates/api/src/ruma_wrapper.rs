@@ -133,7 +133,14 @@ where
             .into());
         }
 
-        let request = http::Request::from_parts(parts, &bytes[..]);
+        // Clients (matrix-nio among them) POST some endpoints with no body at
+        // all where every field is optional; read that as `{}`, as Synapse does.
+        let body: &[u8] = if bytes.is_empty() && parts.method != http::Method::GET {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let request = http::Request::from_parts(parts, body);
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
         // ruma's parsers are not all panic-free on hostile input; a panic here
         // is a bad request, never a crashed worker.

@@ -25,6 +25,11 @@ impl Counter {
         })
     }
 
+    /// The value the next `take` will hand out.
+    pub(crate) fn peek(&self) -> u64 {
+        *self.next.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Takes the next value and records the one after in `batch`. Values
     /// are never handed out twice, even if that batch is never written.
     pub(crate) fn take(&self, batch: &mut Batch<'_>) -> Result<u64> {

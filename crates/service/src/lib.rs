@@ -11,6 +11,7 @@ pub mod registration;
 pub mod rooms;
 pub mod server_keys;
 pub mod session;
+pub mod sync;
 pub mod tables;
 pub mod uiaa;
 pub mod users;

@@ -16,6 +16,7 @@ mod register;
 mod room;
 mod session;
 mod state;
+mod sync;
 
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(message::send)
         .ruma_route(messages::get)
         .ruma_route(redact::redact)
+        .ruma_route(sync::sync)
         .ruma_route(alias::create)
         .ruma_route(alias::get)
         .ruma_route(alias::delete)

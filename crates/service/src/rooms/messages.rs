@@ -46,7 +46,8 @@ fn matches(pattern: &str, value: &str) -> bool {
 }
 
 impl EventFilter {
-    fn keeps(&self, pdu: &Pdu) -> bool {
+    /// Whether an event passes the filter.
+    pub fn keeps(&self, pdu: &Pdu) -> bool {
         let kind_ok = self
             .types
             .as_ref()

@@ -47,15 +47,52 @@ pub struct Rooms {
     locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     /// The server-wide order of events.
     counts: Counter,
+    /// Counts taken whose batch is not written yet: readers must stop below
+    /// the lowest of them.
+    in_flight: Mutex<std::collections::BTreeSet<u64>>,
+    /// The position readers may trust, announced after every append (sync
+    /// long-polls wait on it).
+    position: tokio::sync::watch::Sender<u64>,
+}
+
+/// Takes a count out of the in-flight set when its write is done (or failed).
+struct InFlight<'a>(&'a Rooms, u64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
 }
 
 impl Rooms {
     pub(crate) fn new(db: Arc<Database>) -> Result<Self> {
+        let counts = Counter::load(&db, "next_event_count")?;
+        let (position, _) = tokio::sync::watch::channel(counts.peek());
         Ok(Self {
-            counts: Counter::load(&db, "next_event_count")?,
+            counts,
             db,
             locks: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(Default::default()),
+            position,
         })
+    }
+
+    /// Every event with a count below this is written: the sync position.
+    pub fn position(&self) -> u64 {
+        let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        in_flight
+            .first()
+            .copied()
+            .unwrap_or_else(|| self.counts.peek())
+    }
+
+    /// Wakes on every new position (sync's long-poll).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.position.subscribe()
     }
 
     pub fn room(&self, room_id: &str) -> Result<Option<RoomRecord>> {
@@ -121,9 +158,15 @@ impl Rooms {
         let mut batch = self.db.batch();
         batch.put(&tables::PDUS, pdu.short, &pdu.json)?;
         // Counts are handed out in order but batches of different rooms may
-        // land out of order: a reader that follows counts (sync) must only
-        // trust counts below the lowest one still being written.
-        let count = self.counts.take(&mut batch)?;
+        // land out of order: until this batch is written, readers (sync)
+        // stop below this count.
+        let count = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let count = self.counts.take(&mut batch)?;
+            in_flight.insert(count);
+            count
+        };
+        let _in_flight = InFlight(self, count);
         batch.put(&tables::TIMELINE, (room.short, count), pdu.short)?;
         let meta = EventMeta {
             room: room.short,
@@ -146,6 +189,8 @@ impl Rooms {
             batch.put(&tables::USER_ROOMS, (user, room_id), &membership.to_owned())?;
         }
         self.db.write(batch)?;
+        drop(_in_flight);
+        self.position.send_replace(self.position());
         Ok(count)
     }
 
@@ -227,6 +272,18 @@ impl Rooms {
         batch.delete(&tables::USER_ROOMS, (user_id, room_id))?;
         self.db.write(batch)?;
         Ok(())
+    }
+
+    /// Every room a user has a membership in, with that membership.
+    pub fn user_rooms(&self, user_id: &str) -> Result<Vec<(String, String)>> {
+        let prefix = conduit_storage::KeyPrefix::new().push::<conduit_storage::Str>(user_id);
+        self.db
+            .scan_prefix(&tables::USER_ROOMS, &prefix)?
+            .map(|row| {
+                let ((_, room), membership) = row?;
+                Ok((room, membership))
+            })
+            .collect()
     }
 
     /// The rooms a user has joined.

@@ -1,0 +1,254 @@
+//! `GET /sync`, first version: joined rooms (timeline, state, `limited`,
+//! `prev_batch`), invites with their stripped state, leaves, global account
+//! data on the first sync, and a long-poll woken by new events. A token is
+//! the server-wide event position; the work grows with the user's rooms and
+//! what changed in them, not with the server.
+
+use std::{sync::Arc, time::Duration};
+
+use conduit_state_res::{ShortEventId, StateMap};
+use ruma::UserId;
+use serde_json::{Map, Value as JsonValue, json};
+
+use crate::{
+    Result, Services,
+    rooms::{messages::EventFilter, pdu::Pdu, timeline::RoomRecord},
+};
+
+/// What a sync asks for.
+pub struct SyncRequest {
+    pub since: Option<u64>,
+    pub full_state: bool,
+    pub timeout: Duration,
+    pub timeline_limit: usize,
+    pub timeline_filter: EventFilter,
+    pub rooms: Option<Vec<String>>,
+    pub not_rooms: Vec<String>,
+}
+
+/// Stripped state shown with an invite.
+const INVITE_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+impl Services {
+    pub async fn sync(&self, user_id: &UserId, request: &SyncRequest) -> Result<JsonValue> {
+        let mut positions = self.rooms.subscribe();
+        let deadline = tokio::time::Instant::now() + request.timeout;
+        loop {
+            let next = self.rooms.position();
+            let (response, changed) = self.sync_once(user_id, request, next)?;
+            if request.since.is_none() || request.full_state || changed {
+                return Ok(response);
+            }
+            // Nothing new for this user: wait for the next event anywhere,
+            // then look again (events of other users' rooms find nothing).
+            let wait = tokio::time::timeout_at(deadline, positions.changed()).await;
+            if !matches!(wait, Ok(Ok(()))) {
+                let next = self.rooms.position();
+                return Ok(self.sync_once(user_id, request, next)?.0);
+            }
+        }
+    }
+
+    fn sync_once(
+        &self,
+        user_id: &UserId,
+        request: &SyncRequest,
+        next: u64,
+    ) -> Result<(JsonValue, bool)> {
+        let since = request.since.unwrap_or(0);
+        let mut join = Map::new();
+        let mut invite = Map::new();
+        let mut leave = Map::new();
+        for (room_id, membership) in self.rooms.user_rooms(user_id.as_str())? {
+            let wanted = request.rooms.as_ref().is_none_or(|r| r.contains(&room_id))
+                && !request.not_rooms.contains(&room_id);
+            let Some(room) = self.rooms.room(&room_id)?.filter(|_| wanted) else {
+                continue;
+            };
+            match membership.as_str() {
+                "join" => {
+                    if let Some(joined) = self.joined_room(user_id, &room, request, since, next)? {
+                        join.insert(room_id, joined);
+                    }
+                }
+                "invite" => {
+                    if let Some(invited) = self.invited_room(user_id, &room, since)? {
+                        invite.insert(room_id, invited);
+                    }
+                }
+                _ if request.since.is_some() => {
+                    if let Some(member) = self.own_member_event(user_id, &room)?
+                        && self.count_of(&member)? >= since
+                    {
+                        leave.insert(
+                            room_id,
+                            json!({ "timeline": { "events": [member.to_client_event()] }, "state": { "events": [] } }),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        let changed = !join.is_empty() || !invite.is_empty() || !leave.is_empty();
+        let mut response = json!({
+            "next_batch": next.to_string(),
+            "rooms": { "join": join, "invite": invite, "leave": leave },
+        });
+        if request.since.is_none() {
+            let events: Vec<JsonValue> = self
+                .account_data
+                .global(user_id)?
+                .into_iter()
+                .map(|(kind, content)| json!({ "type": kind, "content": content }))
+                .collect();
+            response["account_data"] = json!({ "events": events });
+        }
+        Ok((response, changed))
+    }
+
+    fn count_of(&self, pdu: &Pdu) -> Result<u64> {
+        Ok(self.rooms.meta(pdu.short)?.map_or(0, |m| m.count))
+    }
+
+    fn own_member_event(&self, user_id: &UserId, room: &RoomRecord) -> Result<Option<Pdu>> {
+        let head = self.rooms.head(room.short)?;
+        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
+        self.state_event(&state, "m.room.member", user_id.as_str())
+    }
+
+    /// The state of a room just before position `position` (after the last
+    /// event below it).
+    fn state_at(&self, room: &RoomRecord, position: u64) -> Result<Arc<StateMap>> {
+        let Some(&(_, last)) = self.rooms.page(room.short, position, false, 1)?.first() else {
+            return Ok(Arc::new(StateMap::new()));
+        };
+        self.state_after(last)
+    }
+
+    fn state_after(&self, event: ShortEventId) -> Result<Arc<StateMap>> {
+        let before = match self.rooms.meta(event)?.and_then(|m| m.state_before) {
+            Some(snapshot) => self.state_snapshots.load(snapshot)?,
+            None => Arc::new(StateMap::new()),
+        };
+        let Some(pdu) = self.rooms.pdu(event, &self.short_ids)? else {
+            return Ok(before);
+        };
+        match pdu.state_key.as_deref() {
+            Some(key) => {
+                let mut after = (*before).clone();
+                after.insert(
+                    self.short_ids
+                        .get_or_create_state_key_short(&pdu.kind, key)?,
+                    event,
+                );
+                Ok(Arc::new(after))
+            }
+            None => Ok(before),
+        }
+    }
+
+    fn joined_room(
+        &self,
+        user_id: &UserId,
+        room: &RoomRecord,
+        request: &SyncRequest,
+        since: u64,
+        next: u64,
+    ) -> Result<Option<JsonValue>> {
+        let limit = request.timeline_limit.max(1);
+        // The newest `limit + 1` events before `next`; those at or after
+        // `since` form the timeline, one more means it was cut.
+        let mut rows = self.rooms.page(room.short, next, false, limit + 1)?;
+        rows.retain(|(count, _)| *count >= since);
+        let limited = rows.len() > limit;
+        rows.truncate(limit);
+        rows.reverse();
+
+        let joined_since = match self.own_member_event(user_id, room)? {
+            Some(member) => request.since.is_some() && self.count_of(&member)? >= since,
+            None => false,
+        };
+        let whole_state = request.since.is_none() || request.full_state || joined_since;
+        if rows.is_empty() && !whole_state {
+            return Ok(None);
+        }
+
+        let timeline_start = rows.first().map_or(next, |(count, _)| *count);
+        let start_state = self.state_at(room, timeline_start)?;
+        let state_events: Vec<ShortEventId> = if whole_state {
+            start_state.values().copied().collect()
+        } else if limited {
+            let before = self.state_at(room, since)?;
+            start_state
+                .iter()
+                .filter(|(key, event)| before.get(key) != Some(event))
+                .map(|(_, event)| *event)
+                .collect()
+        } else {
+            Vec::new()
+        };
+
+        let mut timeline = Vec::with_capacity(rows.len());
+        for (_, short) in &rows {
+            if let Some(pdu) = self.rooms.pdu(*short, &self.short_ids)?
+                && request.timeline_filter.keeps(&pdu)
+            {
+                timeline.push(pdu.to_client_event());
+            }
+        }
+        let mut state = Vec::with_capacity(state_events.len());
+        for short in state_events {
+            if let Some(pdu) = self.rooms.pdu(short, &self.short_ids)? {
+                state.push(pdu.to_client_event());
+            }
+        }
+        Ok(Some(json!({
+            "timeline": { "events": timeline, "limited": limited, "prev_batch": timeline_start.to_string() },
+            "state": { "events": state },
+            "ephemeral": { "events": [] },
+            "account_data": { "events": [] },
+        })))
+    }
+
+    fn invited_room(
+        &self,
+        user_id: &UserId,
+        room: &RoomRecord,
+        since: u64,
+    ) -> Result<Option<JsonValue>> {
+        let head = self.rooms.head(room.short)?;
+        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
+        let Some(member) = self.state_event(&state, "m.room.member", user_id.as_str())? else {
+            return Ok(None);
+        };
+        if self.count_of(&member)? < since {
+            return Ok(None);
+        }
+        let mut events = Vec::new();
+        for kind in INVITE_STATE {
+            if let Some(pdu) = self.state_event(&state, kind, "")? {
+                events.push(stripped(&pdu));
+            }
+        }
+        events.push(stripped(&member));
+        Ok(Some(json!({ "invite_state": { "events": events } })))
+    }
+}
+
+/// The stripped form of a state event shown to invitees.
+fn stripped(pdu: &Pdu) -> JsonValue {
+    json!({
+        "type": pdu.kind,
+        "state_key": pdu.state_key,
+        "sender": pdu.sender,
+        "content": pdu.content,
+    })
+}
