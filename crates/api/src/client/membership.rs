@@ -14,7 +14,6 @@ use ruma::{
         ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
         join_room_by_id_or_alias, joined_members, kick_user, leave_room, unban_user,
     },
-    serde::Raw,
 };
 
 use super::room::require_joined;
@@ -239,9 +238,7 @@ pub async fn members(
         {
             continue;
         }
-        let raw =
-            serde_json::value::to_raw_value(&pdu.to_client_event()).map_err(Error::internal)?;
-        chunk.push(Raw::from_json(raw));
+        chunk.push(super::room::client_event(&pdu)?);
     }
     Ok(RumaResponse(get_member_events::v3::Response::new(chunk)))
 }

@@ -7,10 +7,7 @@ use conduit_service::{
     Error, Services,
     rooms::messages::{EventFilter, PageRequest},
 };
-use ruma::{
-    api::{Direction, client::message::get_message_events},
-    serde::Raw,
-};
+use ruma::api::{Direction, client::message::get_message_events};
 
 use crate::{Ruma, RumaResponse, error::ApiError};
 
@@ -59,9 +56,7 @@ pub async fn get(
     )?;
     let mut chunk = Vec::with_capacity(page.events.len());
     for pdu in &page.events {
-        let raw =
-            serde_json::value::to_raw_value(&pdu.to_client_event()).map_err(Error::internal)?;
-        chunk.push(Raw::from_json(raw));
+        chunk.push(super::room::client_event(pdu)?);
     }
     let mut response = get_message_events::v3::Response::new();
     response.start = page.start.to_string();

@@ -131,10 +131,15 @@ pub async fn get_event(
         .pdu_by_id(req.body.event_id.as_str(), &services.short_ids)?
         .filter(|pdu| pdu.room_id.as_deref() == Some(room_id))
         .ok_or_else(not_found)?;
-    let raw = serde_json::value::to_raw_value(&pdu.to_client_event()).map_err(Error::internal)?;
     Ok(RumaResponse(get_room_event::v3::Response::new(
-        Raw::from_json(raw),
+        client_event(&pdu)?,
     )))
+}
+
+/// An event in the client format, as the raw JSON ruma's responses hold.
+pub(super) fn client_event<T>(pdu: &conduit_service::rooms::pdu::Pdu) -> Result<Raw<T>, ApiError> {
+    let raw = serde_json::value::to_raw_value(&pdu.to_client_event()).map_err(Error::internal)?;
+    Ok(Raw::from_json(raw))
 }
 
 /// `M_FORBIDDEN` unless the user is joined to the room.

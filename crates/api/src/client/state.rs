@@ -10,7 +10,6 @@ use ruma::{
         get_state_event_for_key::{self, v3::StateEventFormat},
         get_state_events, send_state_event,
     },
-    serde::Raw,
 };
 
 use super::room::require_joined;
@@ -32,9 +31,7 @@ pub async fn get_all(
     let mut events = Vec::with_capacity(state.len());
     for &short in state.values() {
         if let Some(pdu) = services.rooms.pdu(short, &services.short_ids)? {
-            let raw =
-                serde_json::value::to_raw_value(&pdu.to_client_event()).map_err(Error::internal)?;
-            events.push(Raw::from_json(raw));
+            events.push(super::room::client_event(&pdu)?);
         }
     }
     Ok(RumaResponse(get_state_events::v3::Response::new(events)))

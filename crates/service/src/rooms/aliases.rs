@@ -1,11 +1,10 @@
 //! Local room aliases (`#name:server`): create, look up, delete, list.
 
-use conduit_state_res::power_levels::{Power, RoomPower};
+use conduit_state_res::power_levels::Power;
 use conduit_storage::{KeyPrefix, Str};
 use ruma::UserId;
 use serde::{Deserialize, Serialize};
 
-use super::send::version_rules;
 use crate::{Error, ErrorCode, Result, Services, tables};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -76,12 +75,7 @@ impl Services {
                 .rooms
                 .room(&record.room_id)?
                 .ok_or_else(|| Error::not_found("Unknown room."))?;
-            let (version, _) = version_rules(&room.version)?;
-            let head = self.rooms.head(room.short)?;
-            let state = self.rooms.state_map(&self.state_snapshots, &head)?;
-            let create = self.state_event(&state, "m.room.create", "")?;
-            let levels = self.state_event(&state, "m.room.power_levels", "")?;
-            let power = RoomPower::new(create.as_ref(), levels.as_ref(), version);
+            let power = self.room_power(&room)?;
             let needed = power.levels.required_for("m.room.canonical_alias", true);
             if power.of(sender.as_str()) < Power::Level(needed) {
                 return Err(Error::forbidden(

@@ -2,11 +2,7 @@
 //! what its room version keeps (the one redaction algorithm in
 //! `crates/state-res`). The original content is gone from the database.
 
-use conduit_state_res::{
-    Event,
-    power_levels::{Power, RoomPower},
-    redact,
-};
+use conduit_state_res::{Event, power_levels::Power, redact};
 use ruma::UserId;
 use serde_json::json;
 
@@ -38,11 +34,7 @@ impl Services {
 
         // Anyone may redact their own events; others need the redact level.
         if target.sender != sender.as_str() {
-            let head = self.rooms.head(room.short)?;
-            let state = self.rooms.state_map(&self.state_snapshots, &head)?;
-            let create = self.state_event(&state, "m.room.create", "")?;
-            let levels = self.state_event(&state, "m.room.power_levels", "")?;
-            let power = RoomPower::new(create.as_ref(), levels.as_ref(), version);
+            let power = self.room_power(&room)?;
             if power.of(sender.as_str()) < Power::Level(power.levels.redact) {
                 return Err(Error::forbidden(
                     "You may only redact your own events without the redact level.",

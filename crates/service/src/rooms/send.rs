@@ -83,6 +83,23 @@ impl Services {
         Ok(pdu)
     }
 
+    /// The power levels and creators in force in a room now.
+    pub fn room_power(
+        &self,
+        room: &RoomRecord,
+    ) -> Result<conduit_state_res::power_levels::RoomPower> {
+        let (version, _) = version_rules(&room.version)?;
+        let head = self.rooms.head(room.short)?;
+        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
+        let create = self.state_event(&state, "m.room.create", "")?;
+        let levels = self.state_event(&state, "m.room.power_levels", "")?;
+        Ok(conduit_state_res::power_levels::RoomPower::new(
+            create.as_ref(),
+            levels.as_ref(),
+            version,
+        ))
+    }
+
     /// The state event holding `(kind, state_key)` in `state`.
     pub fn state_event(
         &self,
