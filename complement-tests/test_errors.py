@@ -388,3 +388,13 @@ def test_discovery(server):
     assert caps.get("m.change_password", {"enabled": True}) == {"enabled": True}
     assert caps["m.3pid_changes"] == {"enabled": False}
     assert server.request("GET", f"{CS}/account/3pid", token=token).json() == {"threepids": []}
+
+
+def test_one_log_line_per_request_without_tokens(server):
+    server.request("GET", f"{CS}/account/whoami", params={"access_token": "secret-token-value"})
+    log = server.log()
+    lines = [line for line in log.splitlines() if "conduit::request" in line and "/account/whoami" in line]
+    assert lines, log
+    assert "GET /_matrix/client/v3/account/whoami 401" in lines[-1]
+    assert "ms" in lines[-1].split(" 401 ")[-1], "the time taken is logged"
+    assert "secret-token-value" not in log, "tokens in query strings must never reach the log"
