@@ -398,3 +398,24 @@ def test_one_log_line_per_request_without_tokens(server):
     assert "GET /_matrix/client/v3/account/whoami 401" in lines[-1]
     assert "ms" in lines[-1].split(" 401 ")[-1], "the time taken is logged"
     assert "secret-token-value" not in log, "tokens in query strings must never reach the log"
+
+
+def test_password_change_and_deactivation_without_a_token(server):
+    """The spec lets a user who lost every session change the password or
+    deactivate with the password alone: the password stage says who they are."""
+    name = unique()
+    token = server.register(name)["access_token"]
+    r = server.request("POST", f"{CS}/account/password", json={"new_password": "fresh"})
+    assert r.status_code == 401 and r.json()["flows"] == [{"stages": ["m.login.password"]}]
+    auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": name}, "password": "correct horse battery", "session": r.json()["session"]}
+    r = server.request("POST", f"{CS}/account/password", json={"new_password": "fresh", "auth": auth})
+    assert r.status_code == 200, r.text
+    # Every device is logged out: no token said which one to keep.
+    assert_error(server.request("GET", f"{CS}/account/whoami", token=token), 401, "M_UNKNOWN_TOKEN")
+    assert server.login(name, "fresh").status_code == 200
+    wrong = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": name}, "password": "nope"}
+    r = server.request("POST", f"{CS}/account/deactivate", json={"auth": wrong})
+    assert r.status_code == 401 and r.json()["errcode"] == "M_FORBIDDEN"
+    right = dict(wrong, password="fresh")
+    assert server.request("POST", f"{CS}/account/deactivate", json={"auth": right}).status_code == 200
+    assert_error(server.login(name, "fresh"), 403, "M_FORBIDDEN")

@@ -13,7 +13,7 @@ impl Services {
     pub async fn change_password(
         &self,
         user_id: &UserId,
-        keep_device: &DeviceId,
+        keep_device: Option<&DeviceId>,
         new_password: &str,
         logout_devices: bool,
     ) -> Result<()> {
@@ -24,7 +24,7 @@ impl Services {
             .set_password_hash_into(&mut batch, user_id, hash)?;
         if logout_devices {
             self.devices
-                .remove_all_into(&mut batch, user_id, Some(keep_device))?;
+                .remove_all_into(&mut batch, user_id, keep_device)?;
         }
         self.db.write(batch)?;
         tracing::info!(%user_id, "password changed");

@@ -67,6 +67,8 @@ struct UiaaSession {
     /// The body of the request that opened the session: clients may leave
     /// parameters out of later requests, and Synapse uses the first ones then.
     first_body: JsonValue,
+    /// The user a password stage proved, for sessions opened without one.
+    proven_user: Option<OwnedUserId>,
 }
 
 /// Open user-interactive auth sessions, kept in memory: a session lives for
@@ -92,6 +94,9 @@ pub struct UiaaRequest<'a> {
 pub struct UiaaPassed {
     /// What the first request of the session said (the parameters kept).
     pub first_body: JsonValue,
+    /// Who authenticated: the session's user, or the one a password stage
+    /// proved when the request carried no access token.
+    pub user_id: Option<OwnedUserId>,
     session: String,
 }
 
@@ -124,6 +129,7 @@ impl Uiaa {
                 completed: Vec::new(),
                 expires_at: now + SESSION_LIFETIME,
                 first_body: remembered(body),
+                proven_user: None,
             },
         );
         Ok(id)
@@ -198,27 +204,39 @@ impl Services {
             let why = format!("The auth stage {stage} is not offered here.");
             return Err(self.uiaa_challenge(&id, Some(why)));
         }
-        if let Err(why) = self.check_stage(auth, request.user_id).await {
-            return Err(self.uiaa_challenge(&id, Some(why)));
-        }
-        if let Some(session) = self.uiaa.lock().get_mut(&id)
-            && !session.completed.contains(&stage)
-        {
-            session.completed.push(stage);
+        let proven = match self.check_stage(auth, request.user_id).await {
+            Ok(proven) => proven,
+            Err(why) => return Err(self.uiaa_challenge(&id, Some(why))),
+        };
+        if let Some(session) = self.uiaa.lock().get_mut(&id) {
+            if let Some(user) = proven {
+                if session.proven_user.as_ref().is_some_and(|u| *u != user) {
+                    return Err(Error::forbidden(
+                        "This auth session belongs to another user.",
+                    ));
+                }
+                session.proven_user = Some(user);
+            }
+            if !session.completed.contains(&stage) {
+                session.completed.push(stage);
+            }
         }
         self.finish_if_complete(&id)
     }
 
     /// Asks a logged-in user to prove it is them (by password) before a
     /// sensitive change: deleting devices, changing the password, deactivating.
+    ///
+    /// Without an access token (`user_id` is `None`) the password stage
+    /// itself says who the user is: [`UiaaPassed::user_id`].
     pub async fn reauthenticate(
         &self,
-        user_id: &UserId,
+        user_id: Option<&UserId>,
         auth: Option<&AuthData>,
         body: Option<&JsonValue>,
     ) -> Result<UiaaPassed> {
         self.user_interactive_auth(UiaaRequest {
-            user_id: Some(user_id),
+            user_id,
             flows: vec![AuthFlow::new(vec![AuthType::Password])],
             auth,
             body,
@@ -226,10 +244,15 @@ impl Services {
         .await
     }
 
-    /// Checks one stage. `Err` holds what to tell the user.
-    async fn check_stage(&self, auth: &AuthData, user_id: Option<&UserId>) -> Result<(), String> {
+    /// Checks one stage: `Ok` with the user a password proved, `Err` with
+    /// what to tell the user.
+    async fn check_stage(
+        &self,
+        auth: &AuthData,
+        user_id: Option<&UserId>,
+    ) -> Result<Option<OwnedUserId>, String> {
         match auth {
-            AuthData::Dummy(_) => Ok(()),
+            AuthData::Dummy(_) => Ok(None),
             AuthData::Password(password) => {
                 let UserIdentifier::Matrix(id) = &password.identifier else {
                     return Err("Only user-id identifiers are supported.".into());
@@ -244,6 +267,7 @@ impl Services {
                 self.users
                     .check_password(&claimed, &password.password)
                     .await
+                    .map(|()| Some(claimed))
                     .map_err(|e| match e {
                         Error::Matrix { message, .. } => message,
                         Error::Uiaa(_) => "Authentication failed.".into(),
@@ -251,7 +275,7 @@ impl Services {
             }
             AuthData::RegistrationToken(token) => {
                 if self.registration_token_is_valid(&token.token) {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err("Invalid registration token.".into())
                 }
@@ -270,6 +294,10 @@ impl Services {
         if let Some(session) = sessions.get(id).filter(|_| done) {
             return Ok(UiaaPassed {
                 first_body: session.first_body.clone(),
+                user_id: session
+                    .user_id
+                    .clone()
+                    .or_else(|| session.proven_user.clone()),
                 session: id.to_owned(),
             });
         }

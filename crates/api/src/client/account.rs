@@ -3,9 +3,12 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use conduit_service::Services;
-use ruma::api::client::account::{
-    ThirdPartyIdRemovalStatus, change_password, deactivate, get_3pids, whoami,
+use conduit_service::{Error, ErrorCode, Services, uiaa::UiaaPassed};
+use ruma::{
+    OwnedUserId,
+    api::client::account::{
+        ThirdPartyIdRemovalStatus, change_password, deactivate, get_3pids, whoami,
+    },
 };
 
 use crate::{Ruma, RumaResponse, error::ApiError};
@@ -20,18 +23,32 @@ pub async fn whoami(
     Ok(RumaResponse(response))
 }
 
+/// Who a password-protected change is for: the token's user, or (the spec
+/// allows these endpoints without a token) the user the password proved.
+fn authenticated_user(passed: &UiaaPassed) -> Result<OwnedUserId, ApiError> {
+    passed
+        .user_id
+        .clone()
+        .ok_or_else(|| Error::new(ErrorCode::MissingToken, "Missing access token.").into())
+}
+
 pub async fn change_password(
     State(services): State<Arc<Services>>,
     req: Ruma<change_password::v3::Request>,
 ) -> Result<RumaResponse<change_password::v3::Response>, ApiError> {
-    let sender = req.sender()?;
+    let session = req.session.as_ref();
     let passed = services
-        .reauthenticate(&sender.user_id, req.body.auth.as_ref(), req.json.as_ref())
+        .reauthenticate(
+            session.map(|s| &*s.user_id),
+            req.body.auth.as_ref(),
+            req.json.as_ref(),
+        )
         .await?;
+    let user_id = authenticated_user(&passed)?;
     services
         .change_password(
-            &sender.user_id,
-            &sender.device_id,
+            &user_id,
+            session.map(|s| &*s.device_id),
             &req.body.new_password,
             req.body.logout_devices,
         )
@@ -44,11 +61,16 @@ pub async fn deactivate(
     State(services): State<Arc<Services>>,
     req: Ruma<deactivate::v3::Request>,
 ) -> Result<RumaResponse<deactivate::v3::Response>, ApiError> {
-    let sender = req.sender()?;
+    let session = req.session.as_ref();
     let passed = services
-        .reauthenticate(&sender.user_id, req.body.auth.as_ref(), req.json.as_ref())
+        .reauthenticate(
+            session.map(|s| &*s.user_id),
+            req.body.auth.as_ref(),
+            req.json.as_ref(),
+        )
         .await?;
-    services.deactivate(&sender.user_id).await?;
+    let user_id = authenticated_user(&passed)?;
+    services.deactivate(&user_id).await?;
     services.uiaa.finish(passed);
     // No identity server holds this user's third-party ids: there was
     // nothing to unbind, which the spec calls success.

@@ -71,7 +71,11 @@ pub async fn delete(
 ) -> Result<RumaResponse<delete_device::v3::Response>, ApiError> {
     let sender = req.sender()?;
     let passed = services
-        .reauthenticate(&sender.user_id, req.body.auth.as_ref(), req.json.as_ref())
+        .reauthenticate(
+            Some(&sender.user_id),
+            req.body.auth.as_ref(),
+            req.json.as_ref(),
+        )
         .await?;
     services
         .delete_known_device(&sender.user_id, &req.body.device_id)
@@ -86,7 +90,11 @@ pub async fn delete_many(
 ) -> Result<RumaResponse<delete_devices::v3::Response>, ApiError> {
     let sender = req.sender()?;
     let passed = services
-        .reauthenticate(&sender.user_id, req.body.auth.as_ref(), req.json.as_ref())
+        .reauthenticate(
+            Some(&sender.user_id),
+            req.body.auth.as_ref(),
+            req.json.as_ref(),
+        )
         .await?;
     services
         .delete_devices(&sender.user_id, &req.body.devices)
