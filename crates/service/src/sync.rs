@@ -119,8 +119,7 @@ impl Services {
     }
 
     fn own_member_event(&self, user_id: &UserId, room: &RoomRecord) -> Result<Option<Pdu>> {
-        let head = self.rooms.head(room.short)?;
-        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
+        let state = self.current_state(room)?;
         self.state_event(&state, "m.room.member", user_id.as_str())
     }
 
@@ -224,8 +223,7 @@ impl Services {
         room: &RoomRecord,
         since: u64,
     ) -> Result<Option<JsonValue>> {
-        let head = self.rooms.head(room.short)?;
-        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
+        let state = self.current_state(room)?;
         let Some(member) = self.state_event(&state, "m.room.member", user_id.as_str())? else {
             return Ok(None);
         };

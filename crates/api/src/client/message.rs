@@ -16,11 +16,7 @@ pub async fn send(
     req: Ruma<send_message_event::v3::Request, true>,
 ) -> Result<RumaResponse<send_message_event::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    let content: serde_json::Value = serde_json::from_str(req.body.body.json().get())
-        .map_err(|e| Error::bad_json(e.to_string()))?;
-    if !content.is_object() {
-        return Err(Error::bad_json("The event content must be an object.").into());
-    }
+    let content = super::room::content(&req.body.body)?;
     let kind = req.body.event_type.to_string();
     let pdu = services
         .send_event(

@@ -136,6 +136,11 @@ pub async fn get_event(
     )))
 }
 
+/// An event's content from a request: a JSON object, or `M_BAD_JSON`.
+pub(super) fn content<T>(raw: &Raw<T>) -> Result<JsonValue, ApiError> {
+    object(raw, "content").map(JsonValue::Object)
+}
+
 /// An event in the client format, as the raw JSON ruma's responses hold.
 pub(super) fn client_event<T>(pdu: &conduit_service::rooms::pdu::Pdu) -> Result<Raw<T>, ApiError> {
     let raw = serde_json::value::to_raw_value(&pdu.to_client_event()).map_err(Error::internal)?;

@@ -22,12 +22,7 @@ pub async fn get_all(
     let sender = req.sender()?;
     let room_id = req.body.room_id.as_str();
     require_joined(&services, sender.user_id.as_str(), room_id)?;
-    let record = services
-        .rooms
-        .room(room_id)?
-        .ok_or_else(|| Error::not_found("Unknown room."))?;
-    let head = services.rooms.head(record.short)?;
-    let state = services.rooms.state_map(&services.state_snapshots, &head)?;
+    let state = services.current_state_of(room_id)?;
     let mut events = Vec::with_capacity(state.len());
     for &short in state.values() {
         if let Some(pdu) = services.rooms.pdu(short, &services.short_ids)? {
@@ -44,12 +39,7 @@ pub async fn get_one(
     let sender = req.sender()?;
     let room_id = req.body.room_id.as_str();
     require_joined(&services, sender.user_id.as_str(), room_id)?;
-    let record = services
-        .rooms
-        .room(room_id)?
-        .ok_or_else(|| Error::not_found("Unknown room."))?;
-    let head = services.rooms.head(record.short)?;
-    let state = services.rooms.state_map(&services.state_snapshots, &head)?;
+    let state = services.current_state_of(room_id)?;
     let kind = req.body.event_type.to_string();
     let pdu = services
         .state_event(&state, &kind, &req.body.state_key)?
@@ -69,11 +59,7 @@ pub async fn put(
     req: Ruma<send_state_event::v3::Request, true>,
 ) -> Result<RumaResponse<send_state_event::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    let content: serde_json::Value = serde_json::from_str(req.body.body.json().get())
-        .map_err(|e| Error::bad_json(e.to_string()))?;
-    if !content.is_object() {
-        return Err(Error::bad_json("The event content must be an object.").into());
-    }
+    let content = super::room::content(&req.body.body)?;
     let kind = req.body.event_type.to_string();
     let pdu = services
         .send_local_event(

@@ -96,12 +96,7 @@ impl Services {
 
     /// The current member events of a room.
     pub fn members(&self, room_id: &str) -> Result<Vec<Pdu>> {
-        let room = self
-            .rooms
-            .room(room_id)?
-            .ok_or_else(|| Error::not_found("Unknown room."))?;
-        let head = self.rooms.head(room.short)?;
-        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
+        let state = self.current_state_of(room_id)?;
         let mut members = Vec::new();
         for (&key, &event) in state.iter() {
             if self.short_ids.state_key(key)?.0 == "m.room.member"

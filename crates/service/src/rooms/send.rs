@@ -83,14 +83,28 @@ impl Services {
         Ok(pdu)
     }
 
+    /// A room's current state.
+    pub fn current_state(&self, room: &RoomRecord) -> Result<std::sync::Arc<StateMap>> {
+        let head = self.rooms.head(room.short)?;
+        self.rooms.state_map(&self.state_snapshots, &head)
+    }
+
+    /// A local room's current state, by id (`404` for rooms we do not have).
+    pub fn current_state_of(&self, room_id: &str) -> Result<std::sync::Arc<StateMap>> {
+        let room = self
+            .rooms
+            .room(room_id)?
+            .ok_or_else(|| Error::not_found("Unknown room."))?;
+        self.current_state(&room)
+    }
+
     /// The power levels and creators in force in a room now.
     pub fn room_power(
         &self,
         room: &RoomRecord,
     ) -> Result<conduit_state_res::power_levels::RoomPower> {
         let (version, _) = version_rules(&room.version)?;
-        let head = self.rooms.head(room.short)?;
-        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
+        let state = self.current_state(room)?;
         let create = self.state_event(&state, "m.room.create", "")?;
         let levels = self.state_event(&state, "m.room.power_levels", "")?;
         Ok(conduit_state_res::power_levels::RoomPower::new(
