@@ -106,21 +106,7 @@ impl Database {
         table: &Table<K, V>,
         prefix: &KeyPrefix,
     ) -> Result<impl Iterator<Item = Result<(K::Out, V::Out)>> + 'a> {
-        let name = table.name();
-        let prefix = prefix.as_bytes().to_vec();
-        let iter = self.db.iterator_cf(
-            self.cf(name)?,
-            IteratorMode::From(&prefix, Direction::Forward),
-        );
-        Ok(iter
-            .take_while(move |row| match row {
-                Ok((key, _)) => key.starts_with(&prefix),
-                Err(_) => true,
-            })
-            .map(move |row| {
-                let (key, value) = row?;
-                Ok((decode::<K>(name, &key)?, decode::<V>(name, &value)?))
-            }))
+        self.scan_from(table, prefix, prefix.as_bytes(), true)
     }
 
     /// Rows within `prefix`, starting at `from` (a full key, or any bytes that

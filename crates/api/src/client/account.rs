@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use conduit_service::{Error, ErrorCode, Services, uiaa::UiaaPassed};
+use conduit_service::{Error, ErrorCode, Services, uiaa::UiaaPassed, users::Session};
 use ruma::{
     OwnedUserId,
     api::client::account::{
@@ -23,13 +23,23 @@ pub async fn whoami(
     Ok(RumaResponse(response))
 }
 
-/// Who a password-protected change is for: the token's user, or (the spec
-/// allows these endpoints without a token) the user the password proved.
-fn authenticated_user(passed: &UiaaPassed) -> Result<OwnedUserId, ApiError> {
-    passed
+/// Runs the password stage for a change, and says whom it is for: the
+/// token's user, or (the spec allows these endpoints without a token) the
+/// user the password proved.
+async fn confirm_by_password(
+    services: &Services,
+    session: Option<&Session>,
+    auth: Option<&ruma::api::client::uiaa::AuthData>,
+    json: Option<&serde_json::Value>,
+) -> Result<(UiaaPassed, OwnedUserId), ApiError> {
+    let passed = services
+        .reauthenticate(session.map(|s| &*s.user_id), auth, json)
+        .await?;
+    let user_id = passed
         .user_id
         .clone()
-        .ok_or_else(|| Error::new(ErrorCode::MissingToken, "Missing access token.").into())
+        .ok_or_else(|| ApiError(Error::new(ErrorCode::MissingToken, "Missing access token.")))?;
+    Ok((passed, user_id))
 }
 
 pub async fn change_password(
@@ -37,14 +47,13 @@ pub async fn change_password(
     req: Ruma<change_password::v3::Request>,
 ) -> Result<RumaResponse<change_password::v3::Response>, ApiError> {
     let session = req.session.as_ref();
-    let passed = services
-        .reauthenticate(
-            session.map(|s| &*s.user_id),
-            req.body.auth.as_ref(),
-            req.json.as_ref(),
-        )
-        .await?;
-    let user_id = authenticated_user(&passed)?;
+    let (passed, user_id) = confirm_by_password(
+        &services,
+        session,
+        req.body.auth.as_ref(),
+        req.json.as_ref(),
+    )
+    .await?;
     services
         .change_password(
             &user_id,
@@ -62,14 +71,13 @@ pub async fn deactivate(
     req: Ruma<deactivate::v3::Request>,
 ) -> Result<RumaResponse<deactivate::v3::Response>, ApiError> {
     let session = req.session.as_ref();
-    let passed = services
-        .reauthenticate(
-            session.map(|s| &*s.user_id),
-            req.body.auth.as_ref(),
-            req.json.as_ref(),
-        )
-        .await?;
-    let user_id = authenticated_user(&passed)?;
+    let (passed, user_id) = confirm_by_password(
+        &services,
+        session,
+        req.body.auth.as_ref(),
+        req.json.as_ref(),
+    )
+    .await?;
     services.deactivate(&user_id).await?;
     services.uiaa.finish(passed);
     // No identity server holds this user's third-party ids: there was

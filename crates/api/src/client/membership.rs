@@ -109,35 +109,20 @@ pub async fn invite(
     Ok(RumaResponse(invite_user::v3::Response::new()))
 }
 
-/// Kick, ban and unban share their shape: a target, a reason.
-async fn moderate(
-    services: &Services,
-    room: &str,
-    sender: &ruma::UserId,
-    target: &OwnedUserId,
-    change: Change,
-    reason: Option<&str>,
-) -> Result<(), ApiError> {
-    services
-        .change_membership(room, sender, target, change, reason)
-        .await?;
-    Ok(())
-}
-
 pub async fn kick(
     State(services): State<Arc<Services>>,
     req: Ruma<kick_user::v3::Request>,
 ) -> Result<RumaResponse<kick_user::v3::Response>, ApiError> {
     let b = &req.body;
-    moderate(
-        &services,
-        b.room_id.as_str(),
-        &req.sender()?.user_id,
-        &b.user_id,
-        Change::Kick,
-        b.reason.as_deref(),
-    )
-    .await?;
+    services
+        .change_membership(
+            b.room_id.as_str(),
+            &req.sender()?.user_id,
+            &b.user_id,
+            Change::Kick,
+            b.reason.as_deref(),
+        )
+        .await?;
     Ok(RumaResponse(kick_user::v3::Response::new()))
 }
 
@@ -146,15 +131,15 @@ pub async fn ban(
     req: Ruma<ban_user::v3::Request>,
 ) -> Result<RumaResponse<ban_user::v3::Response>, ApiError> {
     let b = &req.body;
-    moderate(
-        &services,
-        b.room_id.as_str(),
-        &req.sender()?.user_id,
-        &b.user_id,
-        Change::Ban,
-        b.reason.as_deref(),
-    )
-    .await?;
+    services
+        .change_membership(
+            b.room_id.as_str(),
+            &req.sender()?.user_id,
+            &b.user_id,
+            Change::Ban,
+            b.reason.as_deref(),
+        )
+        .await?;
     Ok(RumaResponse(ban_user::v3::Response::new()))
 }
 
@@ -163,15 +148,15 @@ pub async fn unban(
     req: Ruma<unban_user::v3::Request>,
 ) -> Result<RumaResponse<unban_user::v3::Response>, ApiError> {
     let b = &req.body;
-    moderate(
-        &services,
-        b.room_id.as_str(),
-        &req.sender()?.user_id,
-        &b.user_id,
-        Change::Unban,
-        b.reason.as_deref(),
-    )
-    .await?;
+    services
+        .change_membership(
+            b.room_id.as_str(),
+            &req.sender()?.user_id,
+            &b.user_id,
+            Change::Unban,
+            b.reason.as_deref(),
+        )
+        .await?;
     Ok(RumaResponse(unban_user::v3::Response::new()))
 }
 
