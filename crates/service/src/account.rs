@@ -98,6 +98,7 @@ impl Services {
         let mut rules = self.account_data.push_rules(user_id)?;
         let result = change(&mut rules)?;
         self.account_data.set_push_rules(user_id, &rules)?;
+        self.push_cache.forget_rules(user_id);
         Ok(result)
     }
 }

@@ -3,22 +3,31 @@
 
 use std::sync::Arc;
 
-use conduit_storage::{Database, KeyPrefix, Str};
+use conduit_storage::{Database, KeyPrefix, Str, U64};
 use ruma::{RoomId, UserId, push::Ruleset};
 use serde_json::{Value as JsonValue, json};
 
-use crate::{Error, Result, tables};
+use crate::{Error, Result, stream::Stream, tables};
 
 pub struct AccountData {
     db: Arc<Database>,
+    stream: Arc<Stream>,
+}
+
+/// Account data that changed, as sync shows it.
+pub struct Changed {
+    /// The room, or `None` for global account data.
+    pub room_id: Option<String>,
+    pub event_type: String,
+    pub content: JsonValue,
 }
 
 /// Account data types a client may not write directly: the server owns them.
 const SERVER_MANAGED: &[&str] = &["m.push_rules", "m.fully_read"];
 
 impl AccountData {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
-        Self { db }
+    pub(crate) fn new(db: Arc<Database>, stream: Arc<Stream>) -> Self {
+        Self { db, stream }
     }
 
     fn room_key(room_id: Option<&RoomId>) -> &str {
@@ -57,25 +66,72 @@ impl AccountData {
         self.set(user_id, room_id, event_type, content)
     }
 
-    fn set(
+    /// Stores account data and records the change for incremental sync.
+    pub(crate) fn set(
         &self,
         user_id: &UserId,
         room_id: Option<&RoomId>,
         event_type: &str,
         content: &JsonValue,
     ) -> Result<()> {
-        let key = (user_id.as_str(), Self::room_key(room_id), event_type);
+        let room = Self::room_key(room_id);
+        let key = (user_id.as_str(), room, event_type);
         let mut batch = self.db.batch();
         batch.put(&tables::ACCOUNT_DATA, key, content)?;
+        if let Some(old) = self.db.get(&tables::ACCOUNT_DATA_POSITIONS, key)? {
+            batch.delete(&tables::ACCOUNT_DATA_CHANGES, (user_id.as_str(), old))?;
+        }
+        let reserved = self.stream.reserve(&mut batch)?;
+        batch.put(
+            &tables::ACCOUNT_DATA_CHANGES,
+            (user_id.as_str(), reserved.count),
+            &(room.to_owned(), event_type.to_owned()),
+        )?;
+        batch.put(&tables::ACCOUNT_DATA_POSITIONS, key, reserved.count)?;
         self.db.write(batch)?;
+        self.stream.publish(reserved, None);
         Ok(())
     }
 
-    /// All global account data of a user, `(type, content)`.
-    pub fn global(&self, user_id: &UserId) -> Result<Vec<(String, JsonValue)>> {
+    /// Account data changed at positions in `since..until`, as it is now.
+    pub fn changed(&self, user_id: &UserId, since: u64, until: u64) -> Result<Vec<Changed>> {
+        let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
+        let start = KeyPrefix::new()
+            .push::<Str>(user_id.as_str())
+            .push::<U64>(since);
+        let mut changed = Vec::new();
+        for row in self.db.scan_from(
+            &tables::ACCOUNT_DATA_CHANGES,
+            &prefix,
+            start.as_bytes(),
+            true,
+        )? {
+            let ((_, position), (room, event_type)) = row?;
+            if position >= until {
+                break;
+            }
+            let room_id = (!room.is_empty()).then_some(room);
+            let key = (
+                user_id.as_str(),
+                room_id.as_deref().unwrap_or(""),
+                event_type.as_str(),
+            );
+            if let Some(content) = self.db.get(&tables::ACCOUNT_DATA, key)? {
+                changed.push(Changed {
+                    room_id,
+                    event_type,
+                    content,
+                });
+            }
+        }
+        Ok(changed)
+    }
+
+    /// All account data a user keeps in one room, `(type, content)`.
+    pub fn in_room(&self, user_id: &UserId, room_id: &str) -> Result<Vec<(String, JsonValue)>> {
         let prefix = KeyPrefix::new()
             .push::<Str>(user_id.as_str())
-            .push::<Str>("");
+            .push::<Str>(room_id);
         self.db
             .scan_prefix(&tables::ACCOUNT_DATA, &prefix)?
             .map(|row| {
@@ -83,6 +139,11 @@ impl AccountData {
                 Ok((event_type, content))
             })
             .collect()
+    }
+
+    /// All global account data of a user, `(type, content)`.
+    pub fn global(&self, user_id: &UserId) -> Result<Vec<(String, JsonValue)>> {
+        self.in_room(user_id, "")
     }
 
     /// The user's push rules: what they stored, or the spec's defaults.
@@ -110,7 +171,8 @@ mod tests {
     fn global_and_room_data_are_apart_and_server_types_refused() {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(Database::open(dir.path(), tables::ALL, 1 << 20).unwrap());
-        let data = AccountData::new(db);
+        let stream = Arc::new(Stream::new(&db).unwrap());
+        let data = AccountData::new(db, stream);
         let alice = user_id!("@alice:x");
         let room = ruma::room_id!("!r:x");
         data.set_from_client(alice, None, "a.b", &json!({"g": 1}))

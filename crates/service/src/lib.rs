@@ -7,10 +7,12 @@ pub mod config;
 mod counter;
 mod error;
 pub mod filters;
+pub mod presence;
 pub mod registration;
 pub mod rooms;
 pub mod server_keys;
 pub mod session;
+pub mod stream;
 pub mod sync;
 pub mod tables;
 pub mod uiaa;
@@ -24,8 +26,13 @@ use conduit_storage::Database;
 use self::{
     account_data::AccountData,
     filters::Filters,
-    rooms::{short::ShortIds, state_snapshots::StateSnapshots, timeline::Rooms},
+    presence::Presence,
+    rooms::{
+        push::PushCache, short::ShortIds, state_snapshots::StateSnapshots, timeline::Rooms,
+        typing::Typing,
+    },
     server_keys::ServerKeys,
+    stream::Stream,
     uiaa::Uiaa,
     users::devices::Devices,
     users::{Users, locks::UserLocks},
@@ -59,6 +66,10 @@ pub struct Services {
     pub user_locks: UserLocks,
     pub state_snapshots: StateSnapshots,
     pub rooms: Rooms,
+    pub stream: Arc<Stream>,
+    pub typing: Typing,
+    pub push_cache: PushCache,
+    pub presence: Presence,
 }
 
 impl Services {
@@ -73,17 +84,22 @@ impl Services {
         let server_keys = ServerKeys::load_or_create(&db, &config.server_name)
             .map_err(|e| StartError::SigningKey(e.to_string()))?;
         let short_ids = ShortIds::new(db.clone()).map_err(|e| StartError::Load(e.to_string()))?;
-        let rooms = Rooms::new(db.clone()).map_err(|e| StartError::Load(e.to_string()))?;
+        let stream = Arc::new(Stream::new(&db).map_err(|e| StartError::Load(e.to_string()))?);
+        let rooms = Rooms::new(db.clone(), stream.clone());
         Ok(Arc::new(Self {
             server_keys,
             short_ids,
             user_locks: UserLocks::new(256),
             state_snapshots: StateSnapshots::new(db.clone(), config.state_cache_entries),
             rooms,
+            stream: stream.clone(),
+            typing: Typing::default(),
+            push_cache: PushCache::default(),
+            presence: Presence::default(),
             users: Users::new(db.clone(), &config.server_name),
             devices: Devices::new(db.clone(), config.refreshable_access_token_lifetime * 1000),
             uiaa: Uiaa::default(),
-            account_data: AccountData::new(db.clone()),
+            account_data: AccountData::new(db.clone(), stream.clone()),
             filters: Filters::new(db.clone()),
             db,
             config,

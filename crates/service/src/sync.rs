@@ -4,7 +4,7 @@
 //! the server-wide event position; the work grows with the user's rooms and
 //! what changed in them, not with the server.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use conduit_state_res::{ShortEventId, StateMap};
 use ruma::UserId;
@@ -24,6 +24,16 @@ pub struct SyncRequest {
     pub timeline_filter: EventFilter,
     pub rooms: Option<Vec<String>>,
     pub not_rooms: Vec<String>,
+    /// `set_presence`: `None` for `offline` (the sync does not touch presence).
+    pub set_presence: Option<String>,
+    /// Unread counts per thread (`unread_thread_notifications` in the filter).
+    pub unread_by_thread: bool,
+}
+
+/// What a sync shows of one joined room besides its timeline and state.
+#[derive(Default)]
+struct RoomExtras {
+    account_data: Vec<JsonValue>,
 }
 
 /// Stripped state shown with an invite.
@@ -39,10 +49,13 @@ const INVITE_STATE: &[&str] = &[
 
 impl Services {
     pub async fn sync(&self, user_id: &UserId, request: &SyncRequest) -> Result<JsonValue> {
-        let mut positions = self.rooms.subscribe();
+        if let Some(state) = &request.set_presence {
+            self.set_presence(user_id, state, None)?;
+        }
+        let mut positions = self.stream.subscribe();
         let deadline = tokio::time::Instant::now() + request.timeout;
         loop {
-            let next = self.rooms.position();
+            let next = self.stream.position();
             let (response, changed) = self.sync_once(user_id, request, next)?;
             if request.since.is_none() || request.full_state || changed {
                 return Ok(response);
@@ -51,7 +64,7 @@ impl Services {
             // then look again (events of other users' rooms find nothing).
             let wait = tokio::time::timeout_at(deadline, positions.changed()).await;
             if !matches!(wait, Ok(Ok(()))) {
-                let next = self.rooms.position();
+                let next = self.stream.position();
                 return Ok(self.sync_once(user_id, request, next)?.0);
             }
         }
@@ -64,18 +77,62 @@ impl Services {
         next: u64,
     ) -> Result<(JsonValue, bool)> {
         let since = request.since.unwrap_or(0);
+        // Account data: everything on the first sync, what changed after.
+        let mut global_data = Vec::new();
+        let mut room_extras: HashMap<String, RoomExtras> = HashMap::new();
+        if request.since.is_none() {
+            for (kind, content) in self.account_data.global(user_id)? {
+                global_data.push(json!({ "type": kind, "content": content }));
+            }
+        } else {
+            for change in self.account_data.changed(user_id, since, next)? {
+                let event = json!({ "type": change.event_type, "content": change.content });
+                match change.room_id {
+                    Some(room_id) => room_extras
+                        .entry(room_id)
+                        .or_default()
+                        .account_data
+                        .push(event),
+                    None => global_data.push(event),
+                }
+            }
+        }
+
         let mut join = Map::new();
         let mut invite = Map::new();
         let mut leave = Map::new();
         for (room_id, membership) in self.rooms.user_rooms(user_id.as_str())? {
             let wanted = request.rooms.as_ref().is_none_or(|r| r.contains(&room_id))
                 && !request.not_rooms.contains(&room_id);
+            let extras = room_extras.remove(&room_id);
             let Some(room) = self.rooms.room(&room_id)?.filter(|_| wanted) else {
                 continue;
             };
+            // Quiet rooms cost one lookup in memory.
+            if request.since.is_some()
+                && !request.full_state
+                && extras.is_none()
+                && !self.stream.room_changed_since(room.short, since)
+            {
+                continue;
+            }
             match membership.as_str() {
                 "join" => {
-                    if let Some(joined) = self.joined_room(user_id, &room, request, since, next)? {
+                    let extras = match extras {
+                        Some(extras) => extras,
+                        None if request.since.is_none() => RoomExtras {
+                            account_data: self
+                                .account_data
+                                .in_room(user_id, &room_id)?
+                                .into_iter()
+                                .map(|(kind, content)| json!({ "type": kind, "content": content }))
+                                .collect(),
+                        },
+                        None => RoomExtras::default(),
+                    };
+                    if let Some(joined) =
+                        self.joined_room(user_id, &room, request, since, next, extras)?
+                    {
                         join.insert(room_id, joined);
                     }
                 }
@@ -97,20 +154,18 @@ impl Services {
                 _ => {}
             }
         }
-        let changed = !join.is_empty() || !invite.is_empty() || !leave.is_empty();
-        let mut response = json!({
+        let presence = self.presence_events(user_id, request.since, next)?;
+        let changed = !join.is_empty()
+            || !invite.is_empty()
+            || !leave.is_empty()
+            || !global_data.is_empty()
+            || !presence.is_empty();
+        let response = json!({
             "next_batch": next.to_string(),
             "rooms": { "join": join, "invite": invite, "leave": leave },
+            "account_data": { "events": global_data },
+            "presence": { "events": presence },
         });
-        if request.since.is_none() {
-            let events: Vec<JsonValue> = self
-                .account_data
-                .global(user_id)?
-                .into_iter()
-                .map(|(kind, content)| json!({ "type": kind, "content": content }))
-                .collect();
-            response["account_data"] = json!({ "events": events });
-        }
         Ok((response, changed))
     }
 
@@ -161,6 +216,7 @@ impl Services {
         request: &SyncRequest,
         since: u64,
         next: u64,
+        extras: RoomExtras,
     ) -> Result<Option<JsonValue>> {
         let limit = request.timeline_limit.max(1);
         // The newest `limit + 1` events before `next`; those at or after
@@ -176,7 +232,9 @@ impl Services {
             None => false,
         };
         let whole_state = request.since.is_none() || request.full_state || joined_since;
-        if rows.is_empty() && !whole_state {
+        let ephemeral = self.ephemeral(user_id, room.short, request.since, next)?;
+        if rows.is_empty() && !whole_state && ephemeral.is_empty() && extras.account_data.is_empty()
+        {
             return Ok(None);
         }
 
@@ -209,12 +267,55 @@ impl Services {
                 state.push(pdu.to_client_event());
             }
         }
-        Ok(Some(json!({
+        let unread = self.unread_counts(user_id, room.short, request.unread_by_thread)?;
+        let mut joined = json!({
             "timeline": { "events": timeline, "limited": limited, "prev_batch": timeline_start.to_string() },
             "state": { "events": state },
-            "ephemeral": { "events": [] },
-            "account_data": { "events": [] },
-        })))
+            "ephemeral": { "events": ephemeral },
+            "account_data": { "events": extras.account_data },
+            "unread_notifications": {
+                "notification_count": unread.main.0,
+                "highlight_count": unread.main.1,
+            },
+        });
+        if request.unread_by_thread {
+            let threads: Map<String, JsonValue> = unread
+                .threads
+                .into_iter()
+                .map(|(root, (notes, highlights))| {
+                    (
+                        root,
+                        json!({ "notification_count": notes, "highlight_count": highlights }),
+                    )
+                })
+                .collect();
+            joined["unread_thread_notifications"] = threads.into();
+        }
+        Ok(Some(joined))
+    }
+
+    /// A joined room's ephemeral events: who types (when that changed, or
+    /// anyone types on a first sync) and the receipts since the token.
+    fn ephemeral(
+        &self,
+        user_id: &UserId,
+        room: u64,
+        since: Option<u64>,
+        next: u64,
+    ) -> Result<Vec<JsonValue>> {
+        let mut events = Vec::new();
+        let (typing, changed_at) = self.typing.in_room(room);
+        let typing_news = match since {
+            Some(since) => changed_at >= since,
+            None => !typing.is_empty(),
+        };
+        if typing_news {
+            events.push(json!({ "type": "m.typing", "content": { "user_ids": typing } }));
+        }
+        if let Some(receipts) = self.receipt_event(user_id, room, since.unwrap_or(0), next)? {
+            events.push(receipts);
+        }
+        Ok(events)
     }
 
     fn invited_room(

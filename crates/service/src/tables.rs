@@ -55,6 +55,26 @@ pub const ALIASES: Table<Str, Json<crate::rooms::aliases::AliasRecord>> = Table:
 pub const ROOM_ALIASES: Table<(Str, Str), Json<bool>> = Table::new("room_aliases");
 /// room id -> published in the room directory.
 pub const PUBLISHED_ROOMS: Table<Str, Json<bool>> = Table::new("published_rooms");
+/// (room short id, position) -> a receipt. Only each user's latest receipt
+/// per type and thread is kept, so a room's rows are its current receipts
+/// and the rows since a sync token are what changed.
+pub const RECEIPTS: Table<(U64, U64), Json<crate::rooms::receipts::ReceiptRecord>> =
+    Table::new("receipts");
+/// (room short id, user id, "type thread") -> (position, receipted event's
+/// count) of that user's latest receipt of that type and thread.
+pub const RECEIPT_LATEST: Table<(U64, Str, Str), Json<(u64, u64)>> = Table::new("receipt_latest");
+/// (user id, room short id, event count) -> an event that notifies the user
+/// and that their receipts do not cover yet: the unread counts.
+pub const NOTIFICATIONS: Table<(Str, U64, U64), Json<crate::rooms::push::Notification>> =
+    Table::new("notifications");
+/// (user id, position) -> (room id or "", type) of account data changed
+/// then; incremental sync reads the rows after its token.
+pub const ACCOUNT_DATA_CHANGES: Table<(Str, U64), Json<(String, String)>> =
+    Table::new("account_data_changes");
+/// (user id, room id or "", type) -> the position of its last change, so
+/// the older change row can go.
+pub const ACCOUNT_DATA_POSITIONS: Table<(Str, Str, Str), U64> =
+    Table::new("account_data_positions");
 /// (user id, device id, transaction id) -> the event id it produced.
 pub const TRANSACTIONS: Table<(Str, Str, Str), Str> = Table::new("transactions");
 
@@ -82,4 +102,9 @@ pub const ALL: &[TableDef] = &[
     ROOM_ALIASES.def(),
     PUBLISHED_ROOMS.def(),
     TRANSACTIONS.def(),
+    RECEIPTS.def(),
+    RECEIPT_LATEST.def(),
+    NOTIFICATIONS.def(),
+    ACCOUNT_DATA_CHANGES.def(),
+    ACCOUNT_DATA_POSITIONS.def(),
 ];

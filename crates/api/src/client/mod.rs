@@ -9,8 +9,10 @@ mod filter;
 mod membership;
 mod message;
 mod messages;
+mod presence;
 mod profile;
 mod push_rules;
+mod receipts;
 mod redact;
 mod register;
 mod room;
@@ -71,6 +73,11 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(messages::get)
         .ruma_route(redact::redact)
         .ruma_route(sync::sync)
+        .ruma_route(receipts::typing)
+        .ruma_route(presence::set)
+        .ruma_route(presence::get)
+        .ruma_route(receipts::receipt)
+        .ruma_route(receipts::read_markers)
         .ruma_route(alias::create)
         .ruma_route(alias::get)
         .ruma_route(alias::delete)

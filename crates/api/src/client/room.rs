@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use conduit_service::{
-    Error, ErrorCode, Services,
+    Error, Services,
     rooms::create::{NewRoom, Preset},
 };
 use ruma::{
@@ -153,9 +153,6 @@ pub(super) fn require_joined(
     user_id: &str,
     room_id: &str,
 ) -> Result<(), ApiError> {
-    if services.rooms.membership(user_id, room_id)? == "join" {
-        Ok(())
-    } else {
-        Err(Error::new(ErrorCode::Forbidden, "You are not joined to this room.").into())
-    }
+    services.rooms.require_joined(user_id, room_id)?;
+    Ok(())
 }

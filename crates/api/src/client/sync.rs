@@ -76,6 +76,11 @@ pub async fn sync(
             .iter()
             .map(ToString::to_string)
             .collect(),
+        unread_by_thread: room_filter.timeline.unread_thread_notifications,
+        set_presence: match body.set_presence.as_str() {
+            "offline" => None,
+            state => Some(state.to_owned()),
+        },
     };
     Ok(Json(services.sync(&sender.user_id, &request).await?))
 }

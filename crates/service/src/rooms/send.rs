@@ -212,13 +212,12 @@ impl Services {
             }
             None => None,
         };
-        self.rooms.append(
-            pdu.room_id.as_deref().unwrap_or(room_id),
-            room,
-            head,
-            new_state,
-            &pdu,
-        )?;
+        let room_id = pdu.room_id.as_deref().unwrap_or(room_id);
+        let notifications = self
+            .notifications_for(room_id, room, head.state, &state, &pdu)
+            .await?;
+        self.rooms
+            .append(room_id, room, head, new_state, &pdu, &notifications)?;
         Ok(pdu)
     }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{pdu::Pdu, short::ShortIds};
-use crate::{Result, counter::Counter, tables};
+use crate::{Error, Result, stream::Stream, tables};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct RoomRecord {
@@ -45,54 +45,18 @@ pub struct EventMeta {
 pub struct Rooms {
     db: Arc<Database>,
     locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
-    /// The server-wide order of events.
-    counts: Counter,
-    /// Counts taken whose batch is not written yet: readers must stop below
-    /// the lowest of them.
-    in_flight: Mutex<std::collections::BTreeSet<u64>>,
-    /// The position readers may trust, announced after every append (sync
-    /// long-polls wait on it).
-    position: tokio::sync::watch::Sender<u64>,
-}
-
-/// Takes a count out of the in-flight set when its write is done (or failed).
-struct InFlight<'a>(&'a Rooms, u64);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.1);
-    }
+    /// Where each event's count (its position in the server-wide order)
+    /// comes from.
+    stream: Arc<Stream>,
 }
 
 impl Rooms {
-    pub(crate) fn new(db: Arc<Database>) -> Result<Self> {
-        let counts = Counter::load(&db, "next_event_count")?;
-        let (position, _) = tokio::sync::watch::channel(counts.peek());
-        Ok(Self {
-            counts,
+    pub(crate) fn new(db: Arc<Database>, stream: Arc<Stream>) -> Self {
+        Self {
             db,
             locks: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(Default::default()),
-            position,
-        })
-    }
-
-    /// Every event with a count below this is written: the sync position.
-    pub fn position(&self) -> u64 {
-        let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        in_flight
-            .first()
-            .copied()
-            .unwrap_or_else(|| self.counts.peek())
-    }
-
-    /// Wakes on every new position (sync's long-poll).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.position.subscribe()
+            stream,
+        }
     }
 
     pub fn room(&self, room_id: &str) -> Result<Option<RoomRecord>> {
@@ -144,7 +108,8 @@ impl Rooms {
     }
 
     /// Appends an accepted event: its JSON, its place in the timeline, its
-    /// metadata, the room's new head and the member index, in one batch.
+    /// metadata, the room's new head, the member index and whom it
+    /// notifies, in one batch.
     /// The new state snapshot (if any) is already stored: a snapshot nobody
     /// points to after a crash costs nothing.
     pub(crate) fn append(
@@ -154,20 +119,20 @@ impl Rooms {
         head: &RoomHead,
         new_state: Option<u64>,
         pdu: &Pdu,
+        notifications: &[(ruma::OwnedUserId, super::push::Notification)],
     ) -> Result<u64> {
         let mut batch = self.db.batch();
         batch.put(&tables::PDUS, pdu.short, &pdu.json)?;
-        // Counts are handed out in order but batches of different rooms may
-        // land out of order: until this batch is written, readers (sync)
-        // stop below this count.
-        let count = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            let count = self.counts.take(&mut batch)?;
-            in_flight.insert(count);
-            count
-        };
-        let _in_flight = InFlight(self, count);
+        let reserved = self.stream.reserve(&mut batch)?;
+        let count = reserved.count;
         batch.put(&tables::TIMELINE, (room.short, count), pdu.short)?;
+        for (user, notification) in notifications {
+            batch.put(
+                &tables::NOTIFICATIONS,
+                (user.as_str(), room.short, count),
+                notification,
+            )?;
+        }
         let meta = EventMeta {
             room: room.short,
             count,
@@ -189,8 +154,7 @@ impl Rooms {
             batch.put(&tables::USER_ROOMS, (user, room_id), &membership.to_owned())?;
         }
         self.db.write(batch)?;
-        drop(_in_flight);
-        self.position.send_replace(self.position());
+        self.stream.publish(reserved, Some(room.short));
         Ok(count)
     }
 
@@ -235,6 +199,15 @@ impl Rooms {
         }
         self.db.write(batch)?;
         Ok(())
+    }
+
+    /// The room, if the user is joined to it; `403` otherwise.
+    pub fn require_joined(&self, user_id: &str, room_id: &str) -> Result<RoomRecord> {
+        if self.membership(user_id, room_id)? != "join" {
+            return Err(Error::forbidden("You are not joined to this room."));
+        }
+        self.room(room_id)?
+            .ok_or_else(|| Error::not_found("Unknown room."))
     }
 
     /// A user's membership in a room (`leave` when they never were in it).

@@ -1,0 +1,198 @@
+//! Presence, kept in memory (after a restart everyone starts offline, as
+//! after any absence). A user is `online` while they sync or set it;
+//! without activity for [`IDLE_AFTER`] an `online` user shows as
+//! `unavailable`. Only real state changes take a stream position, so a
+//! busy syncing client does not wake everyone else's long-polls.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use ruma::{OwnedUserId, UserId};
+use serde_json::{Value as JsonValue, json};
+
+use crate::{Error, Result, Services};
+
+/// How long without activity before `online` shows as `unavailable`.
+pub const IDLE_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// Longest accepted `status_msg`, in bytes.
+const MAX_STATUS_BYTES: usize = 1024;
+
+#[derive(Default)]
+pub struct Presence {
+    users: Mutex<HashMap<OwnedUserId, UserPresence>>,
+}
+
+#[derive(Clone)]
+struct UserPresence {
+    state: String,
+    status_msg: Option<String>,
+    last_active: Instant,
+    /// The position at which `state` or `status_msg` last changed.
+    changed_at: u64,
+}
+
+/// A user's presence as clients see it.
+pub struct PresenceView {
+    pub presence: String,
+    pub status_msg: Option<String>,
+    pub last_active_ago: u64,
+    pub currently_active: bool,
+}
+
+impl UserPresence {
+    fn view(&self, now: Instant) -> PresenceView {
+        let idle = now.duration_since(self.last_active);
+        let presence = if self.state == "online" && idle >= IDLE_AFTER {
+            "unavailable".to_owned()
+        } else {
+            self.state.clone()
+        };
+        PresenceView {
+            currently_active: presence == "online",
+            presence,
+            status_msg: self.status_msg.clone(),
+            last_active_ago: u64::try_from(idle.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl PresenceView {
+    pub fn to_event(&self, user_id: &str) -> JsonValue {
+        let mut content = json!({
+            "presence": self.presence,
+            "last_active_ago": self.last_active_ago,
+            "currently_active": self.currently_active,
+        });
+        if let Some(status) = &self.status_msg {
+            content["status_msg"] = status.clone().into();
+        }
+        json!({ "type": "m.presence", "sender": user_id, "content": content })
+    }
+}
+
+impl Services {
+    /// `PUT /presence/{userId}/status`, and `set_presence` on sync (which
+    /// keeps the status message: `status_msg` `None` leaves it as it is).
+    pub fn set_presence(
+        &self,
+        user_id: &UserId,
+        state: &str,
+        status_msg: Option<Option<String>>,
+    ) -> Result<()> {
+        if !matches!(state, "online" | "offline" | "unavailable") {
+            return Err(Error::invalid_param(format!("Unknown presence {state}.")));
+        }
+        if let Some(Some(status)) = &status_msg
+            && status.len() > MAX_STATUS_BYTES
+        {
+            return Err(Error::invalid_param("status_msg is too long."));
+        }
+        let now = Instant::now();
+        let changed = {
+            let mut users = self
+                .presence
+                .users
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let entry = users
+                .entry(user_id.to_owned())
+                .or_insert_with(|| UserPresence {
+                    state: "offline".to_owned(),
+                    status_msg: None,
+                    last_active: now,
+                    changed_at: 0,
+                });
+            let was = entry.view(now);
+            if state != "offline" {
+                entry.last_active = now;
+            }
+            entry.state = state.to_owned();
+            if let Some(status) = status_msg {
+                entry.status_msg = status;
+            }
+            let is = entry.view(now);
+            was.presence != is.presence || was.status_msg != is.status_msg
+        };
+        if changed {
+            self.stream.bump(&self.db, None, |position| {
+                let mut users = self
+                    .presence
+                    .users
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if let Some(entry) = users.get_mut(user_id) {
+                    entry.changed_at = position;
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A user's presence (`offline` when never seen).
+    pub fn presence_of(&self, user_id: &UserId) -> PresenceView {
+        let users = self
+            .presence
+            .users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match users.get(user_id) {
+            Some(presence) => presence.view(Instant::now()),
+            None => PresenceView {
+                presence: "offline".to_owned(),
+                status_msg: None,
+                last_active_ago: 0,
+                currently_active: false,
+            },
+        }
+    }
+
+    /// Whether two users share a joined room (presence is visible then).
+    pub fn share_a_room(&self, a: &UserId, b: &UserId) -> Result<bool> {
+        if a == b {
+            return Ok(true);
+        }
+        let mine = self.rooms.joined_rooms(a.as_str())?;
+        Ok(self
+            .rooms
+            .joined_rooms(b.as_str())?
+            .iter()
+            .any(|room| mine.contains(room)))
+    }
+
+    /// Presence events for sync: users sharing a room with `user_id` whose
+    /// presence changed at positions `since..until` (all on a first sync).
+    pub(crate) fn presence_events(
+        &self,
+        user_id: &UserId,
+        since: Option<u64>,
+        until: u64,
+    ) -> Result<Vec<JsonValue>> {
+        let now = Instant::now();
+        let changed: Vec<(OwnedUserId, PresenceView)> = {
+            let users = self
+                .presence
+                .users
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            users
+                .iter()
+                .filter(|(_, p)| p.changed_at < until && since.is_none_or(|s| p.changed_at >= s))
+                .map(|(user, p)| (user.clone(), p.view(now)))
+                .collect()
+        };
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut events = Vec::new();
+        for (other, view) in changed {
+            if self.share_a_room(user_id, &other)? {
+                events.push(view.to_event(other.as_str()));
+            }
+        }
+        Ok(events)
+    }
+}

@@ -1,0 +1,235 @@
+//! Push-rule evaluation for unread counts: when an event is appended, each
+//! local joined member's push rules decide whether it notifies them (and
+//! whether it highlights); the answers are stored with the event, in its
+//! batch. Receipts delete what they cover, so a room's unread counts are
+//! the rows left.
+//!
+//! A send must not cost more per member than evaluating that member's
+//! rules: the members, their display names and the power levels are built
+//! once per room state and cached, the rule sets once per user.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use conduit_state_res::StateMap;
+use ruma::{
+    OwnedRoomId, OwnedUserId, UInt, UserId,
+    events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsSource},
+    push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    serde::Raw,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{membership::membership_of, pdu::Pdu, send::version_rules, timeline::RoomRecord};
+use crate::{Error, Result, Services};
+
+/// An event that notifies a user, until a receipt covers it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Notification {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub highlight: bool,
+    /// The thread root, for events in a thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+}
+
+/// What evaluating the rules of a room's members needs, for one room state.
+struct RoomContext {
+    snapshot: Option<u64>,
+    /// Local joined members and their display names in the room.
+    members: Vec<(OwnedUserId, String)>,
+    member_count: UInt,
+    power_levels: Option<PushConditionPowerLevelsCtx>,
+}
+
+#[derive(Default)]
+pub struct PushCache {
+    rooms: Mutex<HashMap<u64, Arc<RoomContext>>>,
+    rulesets: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
+}
+
+impl PushCache {
+    pub(crate) fn forget_rules(&self, user_id: &UserId) {
+        self.rulesets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user_id);
+    }
+}
+
+/// The thread an event belongs to, from its `m.relates_to`.
+pub fn thread_of(pdu: &Pdu) -> Option<String> {
+    let relation = pdu.content.get("m.relates_to")?;
+    (relation.get("rel_type")?.as_str()? == "m.thread")
+        .then(|| relation.get("event_id")?.as_str().map(str::to_owned))
+        .flatten()
+}
+
+impl Services {
+    /// Whom `pdu` notifies among the room's local joined members, given the
+    /// state before it (`snapshot` names that state, for the cache).
+    pub(crate) async fn notifications_for(
+        &self,
+        room_id: &str,
+        room: &RoomRecord,
+        snapshot: Option<u64>,
+        state: &StateMap,
+        pdu: &Pdu,
+    ) -> Result<Vec<(OwnedUserId, Notification)>> {
+        let context = self.push_context(room_id, room, snapshot, state)?;
+        if context.members.iter().all(|(user, _)| user == &pdu.sender) {
+            return Ok(Vec::new());
+        }
+        let room_id = OwnedRoomId::try_from(room_id).map_err(Error::internal)?;
+        let raw = Raw::new(&pdu.to_client_event()).map_err(Error::internal)?;
+        let thread = thread_of(pdu);
+        let mut notified = Vec::new();
+        for (user, display_name) in &context.members {
+            if user == &pdu.sender {
+                continue;
+            }
+            let rules = self.push_rules_cached(user)?;
+            let mut ctx = PushConditionRoomCtx::new(
+                room_id.clone(),
+                context.member_count,
+                user.clone(),
+                display_name.clone(),
+            );
+            if let Some(levels) = &context.power_levels {
+                ctx = ctx.with_power_levels(levels.clone());
+            }
+            let actions = rules.get_actions(&raw, &ctx).await;
+            if actions.iter().any(Action::should_notify) {
+                let highlight = actions.iter().any(Action::is_highlight);
+                notified.push((
+                    user.clone(),
+                    Notification {
+                        highlight,
+                        thread: thread.clone(),
+                    },
+                ));
+            }
+        }
+        Ok(notified)
+    }
+
+    fn push_rules_cached(&self, user_id: &UserId) -> Result<Arc<Ruleset>> {
+        if let Some(rules) = self
+            .push_cache
+            .rulesets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user_id)
+        {
+            return Ok(rules.clone());
+        }
+        let rules = Arc::new(self.account_data.push_rules(user_id)?);
+        self.push_cache
+            .rulesets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user_id.to_owned(), rules.clone());
+        Ok(rules)
+    }
+
+    fn push_context(
+        &self,
+        room_id: &str,
+        room: &RoomRecord,
+        snapshot: Option<u64>,
+        state: &StateMap,
+    ) -> Result<Arc<RoomContext>> {
+        if let Some(context) = self
+            .push_cache
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&room.short)
+            .filter(|c| c.snapshot == snapshot && snapshot.is_some())
+        {
+            return Ok(context.clone());
+        }
+        let mut members = Vec::new();
+        let mut joined = 0u32;
+        for (&key, &event) in state.iter() {
+            let (kind, state_key) = self.short_ids.state_key(key)?;
+            if kind != "m.room.member" {
+                continue;
+            }
+            let Some(member) = self.rooms.pdu(event, &self.short_ids)? else {
+                continue;
+            };
+            if membership_of(&member) != "join" {
+                continue;
+            }
+            joined += 1;
+            let Ok(user) = OwnedUserId::try_from(state_key.as_str()) else {
+                continue;
+            };
+            if user.server_name() != self.config.server_name {
+                continue;
+            }
+            let name = member
+                .content
+                .get("displayname")
+                .and_then(|n| n.as_str())
+                .unwrap_or(user.localpart())
+                .to_owned();
+            members.push((user, name));
+        }
+        let context = Arc::new(RoomContext {
+            snapshot,
+            members,
+            member_count: UInt::from(joined),
+            power_levels: self.push_power_levels(room_id, room, state)?,
+        });
+        self.push_cache
+            .rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(room.short, context.clone());
+        Ok(context)
+    }
+
+    /// The power levels as ruma's push conditions read them (`@room`
+    /// notifications need the sender's level).
+    fn push_power_levels(
+        &self,
+        room_id: &str,
+        room: &RoomRecord,
+        state: &StateMap,
+    ) -> Result<Option<PushConditionPowerLevelsCtx>> {
+        let (_, version) = version_rules(&room.version)?;
+        let rules = version.authorization;
+        let source = match self.state_event(state, "m.room.power_levels", "")? {
+            Some(levels) => match serde_json::from_value(levels.content.clone()) {
+                Ok(content) => RoomPowerLevelsSource::Original(content),
+                Err(e) => {
+                    tracing::debug!(room_id, "power levels unreadable for push rules: {e}");
+                    return Ok(None);
+                }
+            },
+            None => RoomPowerLevelsSource::None,
+        };
+        let mut creators = Vec::new();
+        if rules.explicitly_privilege_room_creators
+            && let Some(create) = self.state_event(state, "m.room.create", "")?
+        {
+            creators.extend(OwnedUserId::try_from(create.sender.as_str()).ok());
+            if let Some(more) = create
+                .content
+                .get("additional_creators")
+                .and_then(|c| c.as_array())
+            {
+                creators.extend(
+                    more.iter()
+                        .filter_map(|u| u.as_str())
+                        .filter_map(|u| OwnedUserId::try_from(u).ok()),
+                );
+            }
+        }
+        Ok(Some(RoomPowerLevels::new(source, &rules, creators).into()))
+    }
+}
