@@ -81,15 +81,16 @@ impl AccountData {
         if let Some(old) = self.db.get(&tables::ACCOUNT_DATA_POSITIONS, key)? {
             batch.delete(&tables::ACCOUNT_DATA_CHANGES, (user_id.as_str(), old))?;
         }
-        let reserved = self.stream.reserve(&mut batch)?;
-        batch.put(
-            &tables::ACCOUNT_DATA_CHANGES,
-            (user_id.as_str(), reserved.count),
-            &(room.to_owned(), event_type.to_owned()),
-        )?;
-        batch.put(&tables::ACCOUNT_DATA_POSITIONS, key, reserved.count)?;
-        self.db.write(batch)?;
-        self.stream.publish(reserved, None);
+        let fill = |batch: &mut conduit_storage::Batch<'_>, position: u64| {
+            batch.put(
+                &tables::ACCOUNT_DATA_CHANGES,
+                (user_id.as_str(), position),
+                &(room.to_owned(), event_type.to_owned()),
+            )?;
+            batch.put(&tables::ACCOUNT_DATA_POSITIONS, key, position)?;
+            Ok(())
+        };
+        self.stream.write(&self.db, batch, None, fill, |_| {})?;
         Ok(())
     }
 

@@ -1,5 +1,8 @@
-//! Persistent counters (short ids, event counts): the next value lives in
-//! the `global` table and is written in the same batch as whatever uses it.
+//! Persistent counters (short ids, stream positions): the next value lives
+//! in the `global` table and is written in the same batch as whatever uses
+//! it. Batches that take values are written one at a time, in order, so the
+//! stored value never goes back (two batches landing out of order would let
+//! a restart hand out a value twice).
 
 use std::sync::Mutex;
 
@@ -30,13 +33,26 @@ impl Counter {
         *self.next.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the next value and records the one after in `batch`. Values
-    /// are never handed out twice, even if that batch is never written.
-    pub(crate) fn take(&self, batch: &mut Batch<'_>) -> Result<u64> {
+    /// Takes the next value, lets `fill` add the rows that use it to
+    /// `batch`, and writes the batch with the counter. `written` runs after
+    /// the write, before anyone can see the new value through [`peek`].
+    /// A batch that fails to build or write takes no value.
+    ///
+    /// [`peek`]: Self::peek
+    pub(crate) fn write_next(
+        &self,
+        db: &Database,
+        mut batch: Batch<'_>,
+        fill: impl FnOnce(&mut Batch<'_>, u64) -> Result<()>,
+        written: impl FnOnce(u64),
+    ) -> Result<u64> {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let value = *next;
+        fill(&mut batch, value)?;
         batch.put(&tables::GLOBAL_JSON, self.name, &(value + 1).into())?;
-        *next += 1;
+        db.write(batch)?;
+        written(value);
+        *next = value + 1;
         Ok(value)
     }
 }

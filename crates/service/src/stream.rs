@@ -1,20 +1,17 @@
 //! The server-wide stream position that sync tokens are made of. Events,
-//! receipts, typing changes and account data all take their position from
-//! one counter, so a sync token is one number and "what changed since" is a
-//! range scan in every table that records positions.
+//! receipts, typing changes, presence and account data all take their
+//! position from one counter, so a sync token is one number and "what
+//! changed since" is a range scan in every table that records positions.
 //!
-//! Positions are handed out in order, but the batches that use them may land
-//! out of order: until a batch is written its position stays "in flight" and
-//! readers stop below it.
+//! Writes that take a position are written in position order (the counter
+//! holds its lock across the write), so every position below the current
+//! one is on disk: that is the token a sync hands out.
 //!
 //! Sync asks, per room, whether anything happened there since a token; the
 //! answer comes from memory, so an incremental sync over many quiet rooms
 //! costs a hash lookup per room rather than a database read.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::Mutex,
-};
+use std::{collections::HashMap, sync::Mutex};
 
 use conduit_storage::{Batch, Database};
 use tokio::sync::watch;
@@ -23,7 +20,6 @@ use crate::{Result, counter::Counter};
 
 pub struct Stream {
     counts: Counter,
-    in_flight: Mutex<BTreeSet<u64>>,
     /// The position readers may trust, announced after every change.
     position: watch::Sender<u64>,
     /// Room short id -> the last position at which something happened there.
@@ -33,23 +29,6 @@ pub struct Stream {
     started_at: u64,
 }
 
-/// A position taken for a batch not written yet. Dropping it without
-/// [`Stream::publish`] (the write failed) takes it out of flight all the same.
-pub struct Reserved<'a> {
-    stream: &'a Stream,
-    pub count: u64,
-}
-
-impl Drop for Reserved<'_> {
-    fn drop(&mut self) {
-        self.stream
-            .in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.count);
-    }
-}
-
 impl Stream {
     pub(crate) fn new(db: &Database) -> Result<Self> {
         let counts = Counter::load(db, "next_event_count")?;
@@ -57,61 +36,49 @@ impl Stream {
         let (position, _) = watch::channel(started_at);
         Ok(Self {
             counts,
-            in_flight: Mutex::default(),
             position,
             room_changes: Mutex::default(),
             started_at,
         })
     }
 
-    /// Takes the next position for `batch` (which also records the counter).
-    pub(crate) fn reserve(&self, batch: &mut Batch<'_>) -> Result<Reserved<'_>> {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let count = self.counts.take(batch)?;
-        in_flight.insert(count);
-        Ok(Reserved {
-            stream: self,
-            count,
-        })
+    /// Writes `batch` at the next position: `fill` adds the rows keyed by
+    /// it, `written` records in-memory state at it (before any sync can see
+    /// the position). Marks `room` as changed and wakes waiting syncs.
+    pub(crate) fn write(
+        &self,
+        db: &Database,
+        batch: Batch<'_>,
+        room: Option<u64>,
+        fill: impl FnOnce(&mut Batch<'_>, u64) -> Result<()>,
+        written: impl FnOnce(u64),
+    ) -> Result<u64> {
+        let position = self.counts.write_next(db, batch, fill, |position| {
+            if let Some(room) = room {
+                let mut changes = self.room_changes.lock().unwrap_or_else(|p| p.into_inner());
+                changes.insert(room, position);
+            }
+            written(position);
+        })?;
+        self.position.send_replace(position + 1);
+        Ok(position)
     }
 
-    /// Announces a written batch: marks `room` as changed at its position
-    /// and wakes the waiting syncs.
-    pub(crate) fn publish(&self, reserved: Reserved<'_>, room: Option<u64>) {
-        if let Some(room) = room {
-            let mut changes = self.room_changes.lock().unwrap_or_else(|p| p.into_inner());
-            let last = changes.entry(room).or_default();
-            *last = (*last).max(reserved.count);
-        }
-        drop(reserved);
-        self.position.send_replace(self.position());
-    }
-
-    /// A change that lives in memory only (typing): takes a position,
-    /// records the counter, lets `apply` store the change at that position,
-    /// then publishes it (so no sync sees the position before the change).
+    /// A change that lives in memory only (typing, presence): takes a
+    /// position (recording the counter) and lets `apply` store the change
+    /// at it.
     pub(crate) fn bump(
         &self,
         db: &Database,
         room: Option<u64>,
         apply: impl FnOnce(u64),
     ) -> Result<u64> {
-        let mut batch = db.batch();
-        let reserved = self.reserve(&mut batch)?;
-        db.write(batch)?;
-        let count = reserved.count;
-        apply(count);
-        self.publish(reserved, room);
-        Ok(count)
+        self.write(db, db.batch(), room, |_, _| Ok(()), apply)
     }
 
     /// Every change with a position below this is written: the sync token.
     pub fn position(&self) -> u64 {
-        let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        in_flight
-            .first()
-            .copied()
-            .unwrap_or_else(|| self.counts.peek())
+        self.counts.peek()
     }
 
     /// Wakes on every new position (sync's long-poll).
@@ -133,7 +100,7 @@ mod tests {
     use crate::tables;
 
     #[test]
-    fn positions_stop_below_unwritten_batches_and_rooms_remember_changes() {
+    fn positions_grow_survive_reopen_and_rooms_remember_changes() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path(), tables::ALL, 1 << 20).unwrap();
         let stream = Stream::new(&db).unwrap();
@@ -142,20 +109,28 @@ mod tests {
         assert!(stream.room_changed_since(7, start - 1));
         assert!(!stream.room_changed_since(7, start + 1));
 
-        let mut first = db.batch();
-        let a = stream.reserve(&mut first).unwrap();
-        let b_count = stream.bump(&db, Some(7), |_| {}).unwrap();
-        assert_eq!(stream.position(), a.count, "stops below the open batch");
-        db.write(first).unwrap();
-        stream.publish(a, Some(8));
-        assert_eq!(stream.position(), b_count + 1);
-        assert!(stream.room_changed_since(7, b_count));
-        assert!(!stream.room_changed_since(7, b_count + 1));
-        assert!(stream.room_changed_since(8, start));
+        let mut seen = 0;
+        let a = stream.bump(&db, Some(7), |p| seen = p).unwrap();
+        assert_eq!(seen, a);
+        assert_eq!(stream.position(), a + 1);
+        // A batch that fails to build takes no position.
+        let failed = stream.write(
+            &db,
+            db.batch(),
+            Some(8),
+            |_, _| Err(crate::Error::internal("no")),
+            |_| {},
+        );
+        assert!(failed.is_err());
+        assert!(!stream.room_changed_since(8, start + 1));
+        let b = stream.bump(&db, Some(8), |_| {}).unwrap();
+        assert_eq!(b, a + 1);
+        assert!(stream.room_changed_since(7, a) && !stream.room_changed_since(7, a + 1));
+        assert!(stream.room_changed_since(8, b));
 
         // The counter is persistent: a new stream continues after it.
         drop(stream);
         let again = Stream::new(&db).unwrap();
-        assert_eq!(again.position(), b_count + 1);
+        assert_eq!(again.position(), b + 1);
     }
 }

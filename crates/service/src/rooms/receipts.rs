@@ -77,7 +77,6 @@ impl Services {
         if let Some((position, _)) = previous {
             batch.delete(&tables::RECEIPTS, (room.short, position))?;
         }
-        let reserved = self.stream.reserve(&mut batch)?;
         let record = ReceiptRecord {
             user: user_id.to_string(),
             kind: kind.to_owned(),
@@ -85,15 +84,18 @@ impl Services {
             event_id: event_id.to_owned(),
             ts: utils::now_ms(),
         };
-        batch.put(&tables::RECEIPTS, (room.short, reserved.count), &record)?;
-        batch.put(
-            &tables::RECEIPT_LATEST,
-            latest_key,
-            &(reserved.count, event_count),
-        )?;
         self.clear_notifications(&mut batch, user_id, room.short, event_count, thread)?;
-        self.db.write(batch)?;
-        self.stream.publish(reserved, Some(room.short));
+        let fill = |batch: &mut conduit_storage::Batch<'_>, position: u64| {
+            batch.put(&tables::RECEIPTS, (room.short, position), &record)?;
+            batch.put(
+                &tables::RECEIPT_LATEST,
+                latest_key,
+                &(position, event_count),
+            )?;
+            Ok(())
+        };
+        self.stream
+            .write(&self.db, batch, Some(room.short), fill, |_| {})?;
         Ok(())
     }
 

@@ -27,10 +27,8 @@ impl ShortIds {
 
     /// A fresh id, for names that are new by construction (state snapshots).
     pub fn next_id(&self) -> Result<u64> {
-        let mut batch = self.db.batch();
-        let id = self.ids.take(&mut batch)?;
-        self.db.write(batch)?;
-        Ok(id)
+        self.ids
+            .write_next(&self.db, self.db.batch(), |_, _| Ok(()), |_| {})
     }
 
     pub fn event_short(&self, event_id: &str) -> Result<Option<u64>> {
@@ -49,12 +47,16 @@ impl ShortIds {
         if let Some(short) = self.event_short(event_id)? {
             return Ok(short);
         }
-        let mut batch = self.db.batch();
-        let short = self.ids.take(&mut batch)?;
-        batch.put(&tables::EVENTID_SHORT, event_id, short)?;
-        batch.put(&tables::SHORT_EVENTID, short, event_id)?;
-        self.db.write(batch)?;
-        Ok(short)
+        self.ids.write_next(
+            &self.db,
+            self.db.batch(),
+            |batch, short| {
+                batch.put(&tables::EVENTID_SHORT, event_id, short)?;
+                batch.put(&tables::SHORT_EVENTID, short, event_id)?;
+                Ok(())
+            },
+            |_| {},
+        )
     }
 
     pub fn state_key_short(&self, event_type: &str, state_key: &str) -> Result<Option<u64>> {
@@ -78,16 +80,20 @@ impl ShortIds {
         if let Some(short) = self.state_key_short(event_type, state_key)? {
             return Ok(short);
         }
-        let mut batch = self.db.batch();
-        let short = self.ids.take(&mut batch)?;
-        batch.put(&tables::STATEKEY_SHORT, (event_type, state_key), short)?;
-        batch.put(
-            &tables::SHORT_STATEKEY,
-            short,
-            &(event_type.to_owned(), state_key.to_owned()),
-        )?;
-        self.db.write(batch)?;
-        Ok(short)
+        self.ids.write_next(
+            &self.db,
+            self.db.batch(),
+            |batch, short| {
+                batch.put(&tables::STATEKEY_SHORT, (event_type, state_key), short)?;
+                batch.put(
+                    &tables::SHORT_STATEKEY,
+                    short,
+                    &(event_type.to_owned(), state_key.to_owned()),
+                )?;
+                Ok(())
+            },
+            |_| {},
+        )
     }
 }
 

@@ -123,22 +123,6 @@ impl Rooms {
     ) -> Result<u64> {
         let mut batch = self.db.batch();
         batch.put(&tables::PDUS, pdu.short, &pdu.json)?;
-        let reserved = self.stream.reserve(&mut batch)?;
-        let count = reserved.count;
-        batch.put(&tables::TIMELINE, (room.short, count), pdu.short)?;
-        for (user, notification) in notifications {
-            batch.put(
-                &tables::NOTIFICATIONS,
-                (user.as_str(), room.short, count),
-                notification,
-            )?;
-        }
-        let meta = EventMeta {
-            room: room.short,
-            count,
-            state_before: head.state,
-        };
-        batch.put(&tables::EVENT_META, pdu.short, &meta)?;
         let next_head = RoomHead {
             state: new_state.or(head.state),
             extremities: vec![pdu.short],
@@ -153,8 +137,26 @@ impl Rooms {
         {
             batch.put(&tables::USER_ROOMS, (user, room_id), &membership.to_owned())?;
         }
-        self.db.write(batch)?;
-        self.stream.publish(reserved, Some(room.short));
+        let fill = |batch: &mut conduit_storage::Batch<'_>, count: u64| {
+            batch.put(&tables::TIMELINE, (room.short, count), pdu.short)?;
+            let meta = EventMeta {
+                room: room.short,
+                count,
+                state_before: head.state,
+            };
+            batch.put(&tables::EVENT_META, pdu.short, &meta)?;
+            for (user, notification) in notifications {
+                batch.put(
+                    &tables::NOTIFICATIONS,
+                    (user.as_str(), room.short, count),
+                    notification,
+                )?;
+            }
+            Ok(())
+        };
+        let count = self
+            .stream
+            .write(&self.db, batch, Some(room.short), fill, |_| {})?;
         Ok(count)
     }
 
