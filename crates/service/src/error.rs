@@ -27,6 +27,7 @@ pub enum ErrorCode {
     LimitExceeded,
     RoomInUse,
     UnsupportedRoomVersion,
+    DuplicateAnnotation,
     Unknown,
 }
 
@@ -52,6 +53,7 @@ impl ErrorCode {
             Self::LimitExceeded => "M_LIMIT_EXCEEDED",
             Self::RoomInUse => "M_ROOM_IN_USE",
             Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            Self::DuplicateAnnotation => "M_DUPLICATE_ANNOTATION",
             Self::Unknown => "M_UNKNOWN",
         }
     }

@@ -187,7 +187,8 @@ impl Services {
         self.state_after(last)
     }
 
-    fn state_after(&self, event: ShortEventId) -> Result<Arc<StateMap>> {
+    /// The room state after an event.
+    pub(crate) fn state_after(&self, event: ShortEventId) -> Result<Arc<StateMap>> {
         let before = match self.rooms.meta(event)?.and_then(|m| m.state_before) {
             Some(snapshot) => self.state_snapshots.load(snapshot)?,
             None => Arc::new(StateMap::new()),
@@ -258,7 +259,7 @@ impl Services {
             if let Some(pdu) = self.rooms.pdu(*short, &self.short_ids)?
                 && request.timeline_filter.keeps(&pdu)
             {
-                timeline.push(pdu.to_client_event());
+                timeline.push(self.serve_event(user_id, &pdu)?);
             }
         }
         let mut state = Vec::with_capacity(state_events.len());

@@ -75,6 +75,13 @@ pub const ACCOUNT_DATA_CHANGES: Table<(Str, U64), Json<(String, String)>> =
 /// the older change row can go.
 pub const ACCOUNT_DATA_POSITIONS: Table<(Str, Str, Str), U64> =
     Table::new("account_data_positions");
+/// (parent event short id, position) -> an event relating to the parent.
+pub const RELATIONS: Table<(U64, U64), U64> = Table::new("relations");
+/// thread root short id -> the thread's summary.
+pub const THREADS: Table<U64, Json<crate::rooms::relations::ThreadSummary>> = Table::new("threads");
+/// (room short id, position of a thread's latest event) -> the thread root:
+/// a room's threads by latest activity.
+pub const THREAD_ROOTS: Table<(U64, U64), U64> = Table::new("thread_roots");
 /// (user id, device id, transaction id) -> the event id it produced.
 pub const TRANSACTIONS: Table<(Str, Str, Str), Str> = Table::new("transactions");
 
@@ -107,4 +114,7 @@ pub const ALL: &[TableDef] = &[
     NOTIFICATIONS.def(),
     ACCOUNT_DATA_CHANGES.def(),
     ACCOUNT_DATA_POSITIONS.def(),
+    RELATIONS.def(),
+    THREADS.def(),
+    THREAD_ROOTS.def(),
 ];

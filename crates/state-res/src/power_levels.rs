@@ -288,6 +288,11 @@ impl RoomPower {
     pub fn of(&self, user: &str) -> Power {
         user_power(user, self.has_levels_event, &self.levels, &self.creators)
     }
+
+    /// Whether `user` has the level to send an event of this type.
+    pub fn may_send(&self, user: &str, event_type: &str, is_state: bool) -> bool {
+        self.of(user) >= Power::Level(self.levels.required_for(event_type, is_state))
+    }
 }
 
 #[cfg(test)]

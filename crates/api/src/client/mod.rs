@@ -4,6 +4,7 @@ mod account;
 mod account_data;
 mod alias;
 mod devices;
+mod directory;
 mod discovery;
 mod filter;
 mod membership;
@@ -15,6 +16,7 @@ mod push_rules;
 mod receipts;
 mod redact;
 mod register;
+mod relations;
 mod room;
 mod session;
 mod state;
@@ -71,9 +73,18 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(room::get_event)
         .ruma_route(message::send)
         .ruma_route(messages::get)
+        .ruma_route(messages::context)
         .ruma_route(redact::redact)
         .ruma_route(sync::sync)
         .ruma_route(receipts::typing)
+        .ruma_route(directory::get_visibility)
+        .ruma_route(directory::set_visibility)
+        .ruma_route(directory::get_public)
+        .ruma_route(directory::post_public)
+        .ruma_route(relations::all)
+        .ruma_route(relations::with_rel_type)
+        .ruma_route(relations::with_rel_type_and_event_type)
+        .ruma_route(relations::threads)
         .ruma_route(presence::set)
         .ruma_route(presence::get)
         .ruma_route(receipts::receipt)

@@ -132,7 +132,7 @@ pub async fn get_event(
         .filter(|pdu| pdu.room_id.as_deref() == Some(room_id))
         .ok_or_else(not_found)?;
     Ok(RumaResponse(get_room_event::v3::Response::new(
-        client_event(&pdu)?,
+        served_event(&services, &sender.user_id, &pdu)?,
     )))
 }
 
@@ -143,7 +143,21 @@ pub(super) fn content<T>(raw: &Raw<T>) -> Result<JsonValue, ApiError> {
 
 /// An event in the client format, as the raw JSON ruma's responses hold.
 pub(super) fn client_event<T>(pdu: &conduit_service::rooms::pdu::Pdu) -> Result<Raw<T>, ApiError> {
-    let raw = serde_json::value::to_raw_value(&pdu.to_client_event()).map_err(Error::internal)?;
+    raw_json(&pdu.to_client_event())
+}
+
+/// A timeline event as served to `user_id`, with its bundled aggregations.
+pub(super) fn served_event<T>(
+    services: &Services,
+    user_id: &ruma::UserId,
+    pdu: &conduit_service::rooms::pdu::Pdu,
+) -> Result<Raw<T>, ApiError> {
+    raw_json(&services.serve_event(user_id, pdu)?)
+}
+
+/// Any JSON as a ruma `Raw`.
+pub(super) fn raw_json<T>(json: &JsonValue) -> Result<Raw<T>, ApiError> {
+    let raw = serde_json::value::to_raw_value(json).map_err(Error::internal)?;
     Ok(Raw::from_json(raw))
 }
 

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{Json, extract::State};
 use conduit_service::{Error, Services, rooms::messages::EventFilter, sync::SyncRequest};
 use ruma::api::client::{
-    filter::{FilterDefinition, RoomEventFilter},
+    filter::FilterDefinition,
     sync::sync_events::{self, v3::Filter},
 };
 use serde_json::Value as JsonValue;
@@ -15,18 +15,6 @@ use crate::{Ruma, error::ApiError};
 /// The longest a sync waits, whatever the client asks.
 const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
-
-fn event_filter(filter: &RoomEventFilter) -> EventFilter {
-    EventFilter {
-        types: filter.types.clone(),
-        not_types: filter.not_types.clone(),
-        senders: filter
-            .senders
-            .as_ref()
-            .map(|s| s.iter().map(ToString::to_string).collect()),
-        not_senders: filter.not_senders.iter().map(ToString::to_string).collect(),
-    }
-}
 
 pub async fn sync(
     State(services): State<Arc<Services>>,
@@ -66,7 +54,7 @@ pub async fn sync(
                 usize::try_from(u64::from(l)).unwrap_or(usize::MAX)
             })
             .min(conduit_service::rooms::messages::MAX_PAGE),
-        timeline_filter: event_filter(&room_filter.timeline),
+        timeline_filter: EventFilter::from(&room_filter.timeline),
         rooms: room_filter
             .rooms
             .as_ref()

@@ -1,6 +1,5 @@
 //! Local room aliases (`#name:server`): create, look up, delete, list.
 
-use conduit_state_res::power_levels::Power;
 use conduit_storage::{KeyPrefix, Str};
 use ruma::UserId;
 use serde::{Deserialize, Serialize};
@@ -76,8 +75,7 @@ impl Services {
                 .room(&record.room_id)?
                 .ok_or_else(|| Error::not_found("Unknown room."))?;
             let power = self.room_power(&room)?;
-            let needed = power.levels.required_for("m.room.canonical_alias", true);
-            if power.of(sender.as_str()) < Power::Level(needed) {
+            if !power.may_send(sender.as_str(), "m.room.canonical_alias", true) {
                 return Err(Error::forbidden(
                     "Only the alias's creator or a room moderator may delete it.",
                 ));

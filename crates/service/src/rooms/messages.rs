@@ -29,7 +29,7 @@ pub struct PageRequest<'a> {
 }
 
 /// Which events a page keeps (the event fields of a room event filter).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct EventFilter {
     pub types: Option<Vec<String>>,
     pub not_types: Vec<String>,
@@ -42,6 +42,18 @@ fn matches(pattern: &str, value: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => value.starts_with(prefix),
         None => pattern == value,
+    }
+}
+
+impl From<&ruma::api::client::filter::RoomEventFilter> for EventFilter {
+    fn from(filter: &ruma::api::client::filter::RoomEventFilter) -> Self {
+        let users = |list: &[ruma::OwnedUserId]| list.iter().map(ToString::to_string).collect();
+        Self {
+            types: filter.types.clone(),
+            not_types: filter.not_types.clone(),
+            senders: filter.senders.as_deref().map(users),
+            not_senders: users(&filter.not_senders),
+        }
     }
 }
 
@@ -116,6 +128,98 @@ impl Services {
             events,
             start,
             end: (!exhausted).then_some(cursor),
+        })
+    }
+}
+
+/// `GET /context/{eventId}`: an event, the events around it, and the room
+/// state at the end of the returned window.
+pub struct Context {
+    pub before: Vec<Pdu>,
+    pub event: Pdu,
+    pub after: Vec<Pdu>,
+    pub state: Vec<Pdu>,
+    /// Token to paginate back from the first event before.
+    pub start: u64,
+    /// Token to paginate forward from the last event after.
+    pub end: u64,
+}
+
+impl Services {
+    /// The context of an event for a joined member: up to `limit` events
+    /// split around it (half before), and the state after the last one —
+    /// only the senders' member events with `lazy_members`.
+    pub fn context(
+        &self,
+        user_id: &UserId,
+        room_id: &str,
+        event_id: &str,
+        limit: usize,
+        filter: EventFilter,
+        lazy_members: bool,
+    ) -> Result<Context> {
+        let room = self.rooms.require_joined(user_id.as_str(), room_id)?;
+        let not_found = || Error::not_found("Event not found.");
+        let event = self
+            .rooms
+            .pdu_by_id(event_id, &self.short_ids)?
+            .ok_or_else(not_found)?;
+        let meta = self.rooms.meta(event.short)?.ok_or_else(not_found)?;
+        if meta.room != room.short {
+            return Err(not_found());
+        }
+        let before_limit = limit / 2;
+        let after_limit = limit - before_limit;
+        let page = |from: u64, forward: bool, limit: usize| -> Result<Page> {
+            if limit == 0 {
+                return Ok(Page {
+                    events: Vec::new(),
+                    start: from,
+                    end: Some(from),
+                });
+            }
+            self.messages(
+                user_id,
+                &PageRequest {
+                    room_id,
+                    from: Some(from),
+                    to: None,
+                    forward,
+                    limit,
+                    filter: filter.clone(),
+                },
+            )
+        };
+        let before = page(meta.count, false, before_limit)?;
+        let after = page(meta.count + 1, true, after_limit)?;
+        let last = after.events.last().unwrap_or(&event);
+        let state_map = self.state_after(last.short)?;
+        let senders: std::collections::HashSet<&str> = before
+            .events
+            .iter()
+            .chain(&after.events)
+            .chain([&event])
+            .map(|e| e.sender.as_str())
+            .collect();
+        let mut state = Vec::with_capacity(state_map.len());
+        for (&key, &short) in state_map.iter() {
+            if lazy_members {
+                let (kind, state_key) = self.short_ids.state_key(key)?;
+                if kind == "m.room.member" && !senders.contains(state_key.as_str()) {
+                    continue;
+                }
+            }
+            if let Some(pdu) = self.rooms.pdu(short, &self.short_ids)? {
+                state.push(pdu);
+            }
+        }
+        Ok(Context {
+            start: before.end.unwrap_or(before.start.min(meta.count)),
+            end: after.end.unwrap_or(meta.count + 1),
+            before: before.events,
+            after: after.events,
+            event,
+            state,
         })
     }
 }

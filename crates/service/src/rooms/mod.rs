@@ -4,12 +4,14 @@
 
 pub mod aliases;
 pub mod create;
+pub mod directory;
 pub mod membership;
 pub mod messages;
 pub mod pdu;
 pub mod push;
 pub mod receipts;
 pub mod redact;
+pub mod relations;
 pub mod send;
 pub mod short;
 pub mod state_snapshots;

@@ -101,6 +101,19 @@ impl Pdu {
                 event.insert(key.to_owned(), value.clone());
             }
         }
+        // Redactions name their target at the top level before room v11 and
+        // in the content from v11 on; clients read either (nio and
+        // matrix-js-sdk the top level), so serve both, as the spec advises.
+        if self.kind == "m.room.redaction"
+            && let Some(target) = &self.redacts
+        {
+            event.insert("redacts".into(), target.as_str().into());
+            if let Some(JsonValue::Object(content)) = event.get_mut("content") {
+                content
+                    .entry("redacts")
+                    .or_insert_with(|| target.as_str().into());
+            }
+        }
         let age = crate::utils::now_ms().saturating_sub(self.origin_server_ts);
         let mut unsigned = match self.json.get("unsigned") {
             Some(JsonValue::Object(stored)) => stored.clone(),

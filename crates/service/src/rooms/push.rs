@@ -17,7 +17,7 @@ use conduit_state_res::StateMap;
 use ruma::{
     OwnedRoomId, OwnedUserId, UInt, UserId,
     events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsSource},
-    push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    push::{Action, FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
     serde::Raw,
 };
 use serde::{Deserialize, Serialize};
@@ -83,7 +83,19 @@ impl Services {
             return Ok(Vec::new());
         }
         let room_id = OwnedRoomId::try_from(room_id).map_err(Error::internal)?;
+        // The event is flattened once and one context is reused: per member
+        // only the rules themselves run.
         let raw = Raw::new(&pdu.to_client_event()).map_err(Error::internal)?;
+        let event = FlattenedJson::from_raw(&raw);
+        let mut ctx = PushConditionRoomCtx::new(
+            room_id,
+            context.member_count,
+            OwnedUserId::try_from(pdu.sender.as_str()).map_err(Error::internal)?,
+            String::new(),
+        );
+        if let Some(levels) = &context.power_levels {
+            ctx = ctx.with_power_levels(levels.clone());
+        }
         let thread = thread_of(pdu);
         let mut notified = Vec::new();
         for (user, display_name) in &context.members {
@@ -91,22 +103,20 @@ impl Services {
                 continue;
             }
             let rules = self.push_rules_cached(user)?;
-            let mut ctx = PushConditionRoomCtx::new(
-                room_id.clone(),
-                context.member_count,
-                user.clone(),
-                display_name.clone(),
-            );
-            if let Some(levels) = &context.power_levels {
-                ctx = ctx.with_power_levels(levels.clone());
+            ctx.user_id.clone_from(user);
+            ctx.user_display_name.clone_from(display_name);
+            let mut actions: &[Action] = &[];
+            for rule in &*rules {
+                if rule.applies(&event, &ctx).await {
+                    actions = rule.actions();
+                    break;
+                }
             }
-            let actions = rules.get_actions(&raw, &ctx).await;
             if actions.iter().any(Action::should_notify) {
-                let highlight = actions.iter().any(Action::is_highlight);
                 notified.push((
                     user.clone(),
                     Notification {
-                        highlight,
+                        highlight: actions.iter().any(Action::is_highlight),
                         thread: thread.clone(),
                     },
                 ));

@@ -14,7 +14,8 @@ use serde_json::{Value as JsonValue, json};
 
 use super::{
     pdu::Pdu,
-    timeline::{RoomHead, RoomRecord},
+    relations::RelationRows,
+    timeline::{Append, RoomHead, RoomRecord},
 };
 use crate::{Error, Result, Services, utils};
 
@@ -73,6 +74,7 @@ impl Services {
         {
             return Ok(pdu);
         }
+        self.check_annotation(sender, event.kind, &event.content)?;
         let head = self.rooms.head(room.short)?;
         let pdu = self
             .build_check_append(room_id, &room, &head, sender, event)
@@ -216,8 +218,15 @@ impl Services {
         let notifications = self
             .notifications_for(room_id, room, head.state, &state, &pdu)
             .await?;
-        self.rooms
-            .append(room_id, room, head, new_state, &pdu, &notifications)?;
+        self.rooms.append(Append {
+            room_id,
+            room,
+            head,
+            new_state,
+            pdu: &pdu,
+            notifications: &notifications,
+            relation: RelationRows::prepare(&self.db, &self.short_ids, room.short, &pdu)?,
+        })?;
         Ok(pdu)
     }
 

@@ -13,7 +13,7 @@ use conduit_storage::Database;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 
-use super::{pdu::Pdu, short::ShortIds};
+use super::{pdu::Pdu, relations::RelationRows, short::ShortIds};
 use crate::{Error, Result, stream::Stream, tables};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -40,6 +40,20 @@ pub struct EventMeta {
     /// The state before the event; `None` for the create event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_before: Option<u64>,
+}
+
+/// An accepted event and what its append changes.
+pub(crate) struct Append<'a> {
+    pub room_id: &'a str,
+    pub room: &'a RoomRecord,
+    pub head: &'a RoomHead,
+    /// The state snapshot after the event, for state events.
+    pub new_state: Option<u64>,
+    pub pdu: &'a Pdu,
+    /// Whom the event notifies.
+    pub notifications: &'a [(ruma::OwnedUserId, super::push::Notification)],
+    /// The relation index rows, when the event relates to another.
+    pub relation: Option<RelationRows>,
 }
 
 pub struct Rooms {
@@ -112,15 +126,16 @@ impl Rooms {
     /// notifies, in one batch.
     /// The new state snapshot (if any) is already stored: a snapshot nobody
     /// points to after a crash costs nothing.
-    pub(crate) fn append(
-        &self,
-        room_id: &str,
-        room: &RoomRecord,
-        head: &RoomHead,
-        new_state: Option<u64>,
-        pdu: &Pdu,
-        notifications: &[(ruma::OwnedUserId, super::push::Notification)],
-    ) -> Result<u64> {
+    pub(crate) fn append(&self, entry: Append<'_>) -> Result<u64> {
+        let Append {
+            room_id,
+            room,
+            head,
+            new_state,
+            pdu,
+            notifications,
+            relation,
+        } = entry;
         let mut batch = self.db.batch();
         batch.put(&tables::PDUS, pdu.short, &pdu.json)?;
         let next_head = RoomHead {
@@ -137,14 +152,34 @@ impl Rooms {
         {
             batch.put(&tables::USER_ROOMS, (user, room_id), &membership.to_owned())?;
         }
+        let sender_read: Vec<u64> = {
+            let prefix = conduit_storage::KeyPrefix::new()
+                .push::<conduit_storage::Str>(&pdu.sender)
+                .push::<conduit_storage::U64>(room.short);
+            self.db
+                .scan_prefix(&tables::NOTIFICATIONS, &prefix)?
+                .map(|row| Ok(row?.0.2))
+                .collect::<Result<_>>()?
+        };
         let fill = |batch: &mut conduit_storage::Batch<'_>, count: u64| {
             batch.put(&tables::TIMELINE, (room.short, count), pdu.short)?;
+            if let Some(relation) = relation {
+                relation.write(batch, pdu, count)?;
+            }
             let meta = EventMeta {
                 room: room.short,
                 count,
                 state_before: head.state,
             };
             batch.put(&tables::EVENT_META, pdu.short, &meta)?;
+            // Sending is reading: the sender's notifications in the room
+            // end with their own event, as the spec asks.
+            for count in &sender_read {
+                batch.delete(
+                    &tables::NOTIFICATIONS,
+                    (pdu.sender.as_str(), room.short, *count),
+                )?;
+            }
             for (user, notification) in notifications {
                 batch.put(
                     &tables::NOTIFICATIONS,

@@ -1,0 +1,384 @@
+"""Benchmark of the release binary (not a test); `scripts/bench` runs it.
+
+Each section starts a fresh server (conftest's `Server`: a free port, a new
+data directory, `CONDUIT_*` variables, no config file), measures, and stops
+it with SIGTERM. Server CPU is utime+stime from /proc/<pid>/stat, memory is
+VmRSS from /proc/<pid>/status. docs/benchmarks.md explains every figure.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from conftest import ROOT, Server  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SENDERS = 16
+DEFAULT_PLAY = ROOT.parent / "shared" / "bench" / "romeo-and-juliet.txt"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Client:
+    """One Matrix user; every thread that uses it gets its own keep-alive connection."""
+
+    def __init__(self, server: Server, token: str | None = None, user_id: str | None = None):
+        self.port = server.port
+        self.token = token
+        self.user_id = user_id
+        self.local = threading.local()
+
+    @classmethod
+    def register(cls, server: Server, username: str) -> "Client":
+        body = {"username": username, "password": "bench password", "auth": {"type": "m.login.dummy"}}
+        r = cls(server).call("POST", "/_matrix/client/v3/register", body)
+        return cls(server, r["access_token"], r["user_id"])
+
+    def call(self, method: str, path: str, body: dict | None = None, **query) -> dict:
+        if query:
+            path += "?" + urlencode(query)
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        for attempt in range(2):
+            conn = getattr(self.local, "conn", None)
+            if conn is None:
+                conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            try:
+                conn.request(method, path, data, headers)
+                response = conn.getresponse()
+                payload = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                conn.close()
+                self.local.conn = None
+                if attempt:
+                    raise
+        if response.status != 200:
+            raise RuntimeError(f"{method} {path}: {response.status} {payload[:500]!r}")
+        return json.loads(payload)
+
+    def create_room(self, **body) -> str:
+        return self.call("POST", "/_matrix/client/v3/createRoom", body)["room_id"]
+
+    def join(self, room_id: str) -> None:
+        self.call("POST", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/join", {})
+
+    def set_displayname(self, name: str) -> None:
+        self.call("PUT", f"/_matrix/client/v3/profile/{quote(self.user_id, safe='')}/displayname", {"displayname": name})
+
+    def send(self, room_id: str, text: str) -> str:
+        path = f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/m.room.message/{uuid.uuid4().hex}"
+        return self.call("PUT", path, {"msgtype": "m.text", "body": text})["event_id"]
+
+    def sync(self, since: str | None = None, timeout_ms: int = 0) -> dict:
+        query = {"timeout": timeout_ms} | ({"since": since} if since else {})
+        return self.call("GET", "/_matrix/client/v3/sync", **query)
+
+
+@contextmanager
+def running_server(section: str):
+    """A fresh server over a fresh temporary database, stopped (SIGTERM) at the end."""
+    with tempfile.TemporaryDirectory(prefix=f"conduit-bench-{section}-") as data_dir:
+        server = Server(Path(data_dir), {}, f"bench-{section}")
+        server.log_path.unlink(missing_ok=True)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def sample(server: Server) -> tuple[float, float]:
+    """The server's CPU seconds so far (utime+stime) and its resident memory in MiB."""
+    pid = server.proc.pid
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # fields[0] is field 3, `state`
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    with open(f"/proc/{pid}/status") as f:
+        rss_kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return cpu, rss_kib / 1024
+
+
+def measure(server: Server, events: int, work) -> dict:
+    """Runs `work`, which makes `events` events, and reports rate and server CPU per event."""
+    cpu0, _ = sample(server)
+    start = time.perf_counter()
+    work()
+    seconds = time.perf_counter() - start
+    cpu1, rss = sample(server)
+    return {
+        "events": events,
+        "seconds": seconds,
+        "events_per_s": events / seconds,
+        "cpu_ms_per_event": (cpu1 - cpu0) * 1000 / events,
+        "rss_mib": rss,
+    }
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds."""
+    cuts = statistics.quantiles(seconds, n=100, method="inclusive")
+    return cuts[49] * 1000, cuts[98] * 1000
+
+
+def bench_idle(args) -> dict:
+    with running_server("idle") as server:
+        Client.register(server, "idle")
+        time.sleep(2)
+        return {"idle_rss_mib": sample(server)[1]}
+
+
+def bench_sequential(args) -> dict:
+    with running_server("sequential") as server:
+        user = Client.register(server, "alice")
+        room = user.create_room()
+        return measure(server, args.sends, lambda: [user.send(room, f"message {i}") for i in range(args.sends)])
+
+
+def bench_concurrent(args) -> dict:
+    per_sender = args.sends // SENDERS
+    with running_server("concurrent") as server, ThreadPoolExecutor(SENDERS) as pool:
+        users = list(pool.map(lambda i: Client.register(server, f"user{i}"), range(SENDERS)))
+        rooms = list(pool.map(lambda user: user.create_room(), users))
+
+        def sender(user: Client, room: str) -> None:
+            for i in range(per_sender):
+                user.send(room, f"message {i}")
+
+        return measure(server, per_sender * SENDERS, lambda: list(pool.map(sender, users, rooms)))
+
+
+def bench_rooms(args) -> dict:
+    with running_server("rooms") as server:
+        user = Client.register(server, "busy")
+        log(f"  creating {args.rooms} rooms")
+        start = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            rooms = list(pool.map(lambda i: user.create_room(name=f"room {i}"), range(args.rooms)))
+        create_s = time.perf_counter() - start
+
+        start = time.perf_counter()
+        since = user.sync()["next_batch"]
+        initial_s = time.perf_counter() - start
+
+        sync_times = []
+        for i in range(args.sync_samples):
+            user.send(random.choice(rooms), f"sync {i}")
+            start = time.perf_counter()
+            since = user.sync(since)["next_batch"]
+            sync_times.append(time.perf_counter() - start)
+
+        # One long-poll at a time on a thread of its own. The main thread sends
+        # once the poll has had time to reach the server, find nothing new (as
+        # long as the slowest incremental sync above) and wait.
+        sync_p50, sync_p99 = percentiles(sync_times)
+        settle = 0.05 + sync_p99 / 1000
+        wake_times, missed = [], 0
+        with ThreadPoolExecutor(1) as poller:
+            for i in range(args.wake_samples):
+                poll = poller.submit(lambda s=since: (user.sync(s, timeout_ms=30_000), time.perf_counter()))
+                time.sleep(settle)
+                room = random.choice(rooms)
+                start = time.perf_counter()
+                user.send(room, f"wake {i}")
+                response, woke = poll.result()
+                since = response["next_batch"]
+                if woke < start or room not in response.get("rooms", {}).get("join", {}):
+                    missed += 1
+                else:
+                    wake_times.append(woke - start)
+
+        wake_p50, wake_p99 = percentiles(wake_times)
+        return {
+            "rooms": args.rooms,
+            "create_rooms_s": create_s,
+            "initial_sync_ms": initial_s * 1000,
+            "sync_samples": len(sync_times),
+            "sync_p50_ms": sync_p50,
+            "sync_p99_ms": sync_p99,
+            "wake_samples": len(wake_times),
+            "wake_missed": missed,
+            "wake_p50_ms": wake_p50,
+            "wake_p99_ms": wake_p99,
+            "rss_mib": sample(server)[1],
+        }
+
+
+ACT_OR_SCENE = re.compile(r"(ACT [IVX]+|SCENE [IVX]+\..*)$")
+ENTRANCE_OR_EXIT = re.compile(r"(Enter|Re-enter|Exit|Exeunt)\b")
+
+
+def parse_play(text: str) -> tuple[list[tuple[str, str]], int]:
+    """The spoken lines as (speaker, line) in play order, and how many stage directions were skipped.
+
+    An unindented line is a heading: ACT and SCENE headings start stage
+    directions, PROLOGUE starts the Chorus, any other heading (ROMEO, Nurse,
+    First Musician) starts that speaker. Indented paragraphs follow. The first
+    paragraph after a speaker's heading is speech unless it starts with
+    Enter/Exit/Exeunt/Re-enter; in every later paragraph the first line is a
+    stage direction ("They fight", "Exit Servant") and the rest is still the
+    speaker's. Stage directions are not sent.
+    """
+    spoken, directions = [], 0
+    speaker, first_paragraph, paragraph_start = None, False, True
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            paragraph_start = True
+        elif not raw[0].isspace():
+            speaker = "Chorus" if line == "PROLOGUE" else None if ACT_OR_SCENE.match(line) else line
+            first_paragraph = True
+        elif paragraph_start and (not first_paragraph or ENTRANCE_OR_EXIT.match(line)) or speaker is None:
+            directions += 1
+            paragraph_start = first_paragraph = False
+        else:
+            spoken.append((speaker, line))
+            paragraph_start = first_paragraph = False
+    return spoken, directions
+
+
+def bench_play(args) -> dict | None:
+    if not args.play.is_file():
+        log(f"  {args.play} is missing: Romeo & Juliet skipped")
+        return None
+    spoken, directions = parse_play(args.play.read_text())
+    if args.quick:
+        spoken = spoken[: args.play_lines]
+    # Speakers in order of their first line; "Nurse" and "NURSE" are one.
+    names = {speaker.upper(): speaker.title() for speaker, _ in spoken}
+    with running_server("play") as server:
+        cpu0, _ = sample(server)
+        start = time.perf_counter()
+        users, room = {}, None
+        for key in names:
+            user = users[key] = Client.register(server, re.sub(r"[^a-z0-9]+", "_", key.lower()))
+            user.set_displayname(names[key])
+            if room is None:
+                room = user.create_room(preset="public_chat", name="Verona", visibility="public")
+            else:
+                user.join(room)
+        setup_s = time.perf_counter() - start
+        sends = measure(server, len(spoken), lambda: [users[s.upper()].send(room, line) for s, line in spoken])
+        cpu1, rss = sample(server)
+        return {
+            "speakers": len(names),
+            "directions_skipped": directions,
+            "setup_s": setup_s,
+            "events": len(spoken),
+            "send_s": sends["seconds"],
+            "total_s": time.perf_counter() - start,
+            "events_per_s": sends["events_per_s"],
+            "cpu_ms_per_event": sends["cpu_ms_per_event"],
+            "total_cpu_s": cpu1 - cpu0,
+            "rss_mib": rss,
+        }
+
+
+SECTIONS = {
+    "idle": ("idle", bench_idle),
+    "sequential": ("1 sender", bench_sequential),
+    "concurrent": (f"{SENDERS} senders", bench_concurrent),
+    "rooms": ("many rooms", bench_rooms),
+    "play": ("Romeo & Juliet", bench_play),
+}
+
+LABELS = {
+    "idle_rss_mib": ("RSS, one user, after 2 s idle", "MiB"),
+    "rss_mib": ("RSS after", "MiB"),
+    "events": ("events", ""),
+    "seconds": ("time", "s"),
+    "events_per_s": ("events/s", ""),
+    "cpu_ms_per_event": ("server CPU per event", "ms"),
+    "rooms": ("rooms joined", ""),
+    "create_rooms_s": ("creating them, 4 threads (setup)", "s"),
+    "initial_sync_ms": ("initial sync", "ms"),
+    "sync_samples": ("incremental syncs", ""),
+    "sync_p50_ms": ("incremental sync p50", "ms"),
+    "sync_p99_ms": ("incremental sync p99", "ms"),
+    "wake_samples": ("long-poll wakes", ""),
+    "wake_missed": ("long-polls that missed the send", ""),
+    "wake_p50_ms": ("send -> long-poll wake p50", "ms"),
+    "wake_p99_ms": ("send -> long-poll wake p99", "ms"),
+    "speakers": ("speakers (users)", ""),
+    "directions_skipped": ("stage-direction lines in the play, not sent", ""),
+    "setup_s": ("register + display name + join", "s"),
+    "send_s": ("sends", "s"),
+    "total_s": ("total time", "s"),
+    "total_cpu_s": ("server CPU, whole workload", "s"),
+}
+
+
+def machine() -> dict:
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    return {"cpus": os.cpu_count(), "cpu_model": model, "binary": os.environ["CONDUIT_BIN"]}
+
+
+def print_table(results: dict) -> None:
+    info = results["machine"]
+    quick = " (--quick)" if results["quick"] else ""
+    print(f"\nconduit benchmark{quick}: {info['binary']}\n{info['cpus']} x {info['cpu_model']}\n")
+    print(f"{'section':<16} {'figure':<40} {'value':>10}")
+    for key, (title, _) in SECTIONS.items():
+        figures = results.get(key)
+        if not figures or "error" in figures:
+            print(f"{title:<16} {'(failed)' if figures else '(skipped)'}")
+            continue
+        for i, (name, value) in enumerate(figures.items()):
+            label, unit = LABELS[name]
+            shown = f"{value:.{3 if value < 10 else 1}f}" if isinstance(value, float) else str(value)
+            print(f"{title if i == 0 else '':<16} {label:<40} {shown:>10} {unit}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    parser.add_argument("--play", type=Path, default=DEFAULT_PLAY, help="the Romeo & Juliet text")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections")
+    args = parser.parse_args()
+    args.sends, args.rooms, args.sync_samples, args.wake_samples, args.play_lines = (
+        (320, 100, 50, 20, 300) if args.quick else (1000, 1000, 200, 100, None)
+    )
+    target = os.environ.get("CARGO_TARGET_DIR") or Path.home() / ".cache" / "conduit" / "target"
+    os.environ.setdefault("CONDUIT_BIN", str(Path(target) / "release" / "conduit"))
+    if not Path(os.environ["CONDUIT_BIN"]).is_file():
+        sys.exit(f"no binary at {os.environ['CONDUIT_BIN']}: build it or set CONDUIT_BIN")
+
+    results = {"machine": machine(), "quick": args.quick}
+    for key, (title, run) in SECTIONS.items():
+        if args.only and key not in args.only:
+            continue
+        log(f"== {title}")
+        try:
+            results[key] = run(args)
+        except Exception as e:  # report it and go on with the other sections
+            log(f"  failed: {e}")
+            results[key] = {"error": str(e)}
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print_table(results)
+    sys.exit(any("error" in results[key] for key in SECTIONS if results.get(key)))
+
+
+if __name__ == "__main__":
+    main()
