@@ -94,3 +94,36 @@ def test_kick_ban_unban_and_power(server):
     assert post(server, bob["access_token"], f"/rooms/{quote(room)}/join").status_code == 200
     # Non-members do not see the member list.
     forbidden(server.request("GET", f"{CS}/rooms/{quote(room)}/members", token=stranger["access_token"]), "not joined")
+
+
+def test_knock_and_members_at_a_token(server):
+    """Knocking (room v7+ with the `knock` join rule), the knock section of
+    sync, and `/members?at=` answering from the state at a sync token."""
+    alice, bob = server.register(unique("alice")), server.register(unique("bob"))
+    a, b = alice["access_token"], bob["access_token"]
+    room = server.request("POST", f"{CS}/createRoom", token=a, json={"initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]}).json()["room_id"]
+    before = server.request("GET", f"{CS}/sync", token=a).json()["next_batch"]
+    r = server.request("POST", f"{CS}/knock/{quote(room)}", token=b, json={"reason": "let me in"})
+    assert r.status_code == 200, r.text
+    assert r.json()["room_id"] == room
+    knocked = server.request("GET", f"{CS}/sync", token=b).json()["rooms"]["knock"][room]["knock_state"]["events"]
+    assert any(e["type"] == "m.room.member" and e["content"]["membership"] == "knock" for e in knocked)
+    assert any(e["type"] == "m.room.join_rules" for e in knocked)
+    members = server.request("GET", f"{CS}/rooms/{quote(room)}/members", token=a, params={"membership": "knock"}).json()["chunk"]
+    assert [m["state_key"] for m in members] == [bob["user_id"]]
+    # At the earlier token Bob was not there yet.
+    then = server.request("GET", f"{CS}/rooms/{quote(room)}/members", token=a, params={"at": before}).json()["chunk"]
+    assert [m["state_key"] for m in then] == [alice["user_id"]]
+    # The admin lets Bob in by inviting him; he joins.
+    assert server.request("POST", f"{CS}/rooms/{quote(room)}/invite", token=a, json={"user_id": bob["user_id"]}).status_code == 200
+    assert server.request("POST", f"{CS}/rooms/{quote(room)}/join", token=b, json={}).status_code == 200
+
+    # Knocking where the join rule does not allow it is refused.
+    public = server.request("POST", f"{CS}/createRoom", token=a, json={"preset": "public_chat"}).json()["room_id"]
+    carol = server.register(unique("carol"))
+    r = server.request("POST", f"{CS}/knock/{quote(public)}", token=carol["access_token"], json={})
+    assert (r.status_code, r.json()["errcode"]) == (403, "M_FORBIDDEN")
+    old = server.request("POST", f"{CS}/createRoom", token=a, json={"room_version": "6", "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]})
+    if old.status_code == 200:
+        r = server.request("POST", f"{CS}/knock/{quote(old.json()['room_id'])}", token=carol["access_token"], json={})
+        assert r.status_code == 403, "room version 6 has no knocking"

@@ -36,7 +36,7 @@ struct RoomExtras {
     account_data: Vec<JsonValue>,
 }
 
-/// Stripped state shown with an invite.
+/// Stripped state shown with an invite or a knock.
 const INVITE_STATE: &[&str] = &[
     "m.room.create",
     "m.room.join_rules",
@@ -101,6 +101,7 @@ impl Services {
         let mut join = Map::new();
         let mut invite = Map::new();
         let mut leave = Map::new();
+        let mut knock = Map::new();
         for (room_id, membership) in self.rooms.user_rooms(user_id.as_str())? {
             let wanted = request.rooms.as_ref().is_none_or(|r| r.contains(&room_id))
                 && !request.not_rooms.contains(&room_id);
@@ -137,8 +138,13 @@ impl Services {
                     }
                 }
                 "invite" => {
-                    if let Some(invited) = self.invited_room(user_id, &room, since)? {
-                        invite.insert(room_id, invited);
+                    if let Some(events) = self.stripped_room(user_id, &room, since)? {
+                        invite.insert(room_id, json!({ "invite_state": { "events": events } }));
+                    }
+                }
+                "knock" => {
+                    if let Some(events) = self.stripped_room(user_id, &room, since)? {
+                        knock.insert(room_id, json!({ "knock_state": { "events": events } }));
                     }
                 }
                 _ if request.since.is_some() => {
@@ -158,11 +164,12 @@ impl Services {
         let changed = !join.is_empty()
             || !invite.is_empty()
             || !leave.is_empty()
+            || !knock.is_empty()
             || !global_data.is_empty()
             || !presence.is_empty();
         let response = json!({
             "next_batch": next.to_string(),
-            "rooms": { "join": join, "invite": invite, "leave": leave },
+            "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
             "account_data": { "events": global_data },
             "presence": { "events": presence },
         });
@@ -180,7 +187,7 @@ impl Services {
 
     /// The state of a room just before position `position` (after the last
     /// event below it).
-    fn state_at(&self, room: &RoomRecord, position: u64) -> Result<Arc<StateMap>> {
+    pub(crate) fn state_at(&self, room: &RoomRecord, position: u64) -> Result<Arc<StateMap>> {
         let Some(&(_, last)) = self.rooms.page(room.short, position, false, 1)?.first() else {
             return Ok(Arc::new(StateMap::new()));
         };
@@ -189,10 +196,7 @@ impl Services {
 
     /// The room state after an event.
     pub(crate) fn state_after(&self, event: ShortEventId) -> Result<Arc<StateMap>> {
-        let before = match self.rooms.meta(event)?.and_then(|m| m.state_before) {
-            Some(snapshot) => self.state_snapshots.load(snapshot)?,
-            None => Arc::new(StateMap::new()),
-        };
+        let before = self.state_before(event)?;
         let Some(pdu) = self.rooms.pdu(event, &self.short_ids)? else {
             return Ok(before);
         };
@@ -258,6 +262,7 @@ impl Services {
         for (_, short) in &rows {
             if let Some(pdu) = self.rooms.pdu(*short, &self.short_ids)?
                 && request.timeline_filter.keeps(&pdu)
+                && self.may_see(user_id, true, &pdu)?
             {
                 timeline.push(self.serve_event(user_id, &pdu)?);
             }
@@ -319,12 +324,14 @@ impl Services {
         Ok(events)
     }
 
-    fn invited_room(
+    /// The stripped state an invitee or knocker sees, with their own member
+    /// event; `None` when that membership is older than `since`.
+    fn stripped_room(
         &self,
         user_id: &UserId,
         room: &RoomRecord,
         since: u64,
-    ) -> Result<Option<JsonValue>> {
+    ) -> Result<Option<Vec<JsonValue>>> {
         let state = self.current_state(room)?;
         let Some(member) = self.state_event(&state, "m.room.member", user_id.as_str())? else {
             return Ok(None);
@@ -339,7 +346,7 @@ impl Services {
             }
         }
         events.push(stripped(&member));
-        Ok(Some(json!({ "invite_state": { "events": events } })))
+        Ok(Some(events))
     }
 }
 

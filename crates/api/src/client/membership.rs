@@ -1,4 +1,4 @@
-//! Membership: join, leave, invite, kick, ban, unban, forget, and who is in
+//! Membership: join, leave, invite, kick, ban, unban, knock, forget, and who is in
 //! a room. Rooms of other servers need federation (not yet): 404 / 403.
 
 use std::{collections::BTreeMap, sync::Arc};
@@ -10,9 +10,12 @@ use conduit_service::{
 };
 use ruma::{
     OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomOrAliasId,
-    api::client::membership::{
-        ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
-        join_room_by_id_or_alias, joined_members, kick_user, leave_room, unban_user,
+    api::client::{
+        knock::knock_room,
+        membership::{
+            ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
+            join_room_by_id_or_alias, joined_members, kick_user, leave_room, unban_user,
+        },
     },
 };
 
@@ -48,14 +51,7 @@ pub async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request, true>,
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    let target: &RoomOrAliasId = &req.body.room_id_or_alias;
-    let room = if target.is_room_alias_id() {
-        services
-            .alias(target.as_str())?
-            .ok_or_else(|| Error::not_found("No room has this alias on this server."))?
-    } else {
-        target.as_str().to_owned()
-    };
+    let room = resolve(&services, &req.body.room_id_or_alias)?;
     services
         .change_membership(
             &room,
@@ -68,6 +64,37 @@ pub async fn join_by_id_or_alias(
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id(&room)?,
     )))
+}
+
+/// A room id, or the room a local alias names.
+fn resolve(services: &Services, target: &RoomOrAliasId) -> Result<String, ApiError> {
+    if target.is_room_alias_id() {
+        Ok(services
+            .alias(target.as_str())?
+            .ok_or_else(|| Error::not_found("No room has this alias on this server."))?)
+    } else {
+        Ok(target.as_str().to_owned())
+    }
+}
+
+/// `POST /knock/{roomIdOrAlias}`: the auth rules allow it only in rooms
+/// whose version and join rule do.
+pub async fn knock(
+    State(services): State<Arc<Services>>,
+    req: Ruma<knock_room::v3::Request>,
+) -> Result<RumaResponse<knock_room::v3::Response>, ApiError> {
+    let sender = req.sender()?;
+    let room = resolve(&services, &req.body.room_id_or_alias)?;
+    services
+        .change_membership(
+            &room,
+            &sender.user_id,
+            &sender.user_id,
+            Change::Knock,
+            req.body.reason.as_deref(),
+        )
+        .await?;
+    Ok(RumaResponse(knock_room::v3::Response::new(room_id(&room)?)))
 }
 
 pub async fn leave(
@@ -201,8 +228,8 @@ pub async fn joined_members(
     Ok(RumaResponse(joined_members::v3::Response::new(joined)))
 }
 
-/// `GET /members`: the current member events, filtered by membership. (The
-/// `at` parameter needs sync tokens; until then the current state answers.)
+/// `GET /members`: the member events now, or at a sync token (`at`),
+/// filtered by membership.
 pub async fn members(
     State(services): State<Arc<Services>>,
     req: Ruma<get_member_events::v3::Request, true>,
@@ -216,7 +243,8 @@ pub async fn members(
         .as_ref()
         .map(|m| m.as_str().to_owned());
     let mut chunk = Vec::new();
-    for pdu in services.members(room)? {
+    let at = super::messages::token(req.body.at.as_deref())?;
+    for pdu in services.members_at(room, at)? {
         let membership = membership_of(&pdu);
         if wanted.as_deref().is_some_and(|w| w != membership)
             || unwanted.as_deref() == Some(membership)

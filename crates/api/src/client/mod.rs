@@ -99,6 +99,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(membership::join_by_id)
         .ruma_route(membership::join_by_id_or_alias)
         .ruma_route(membership::leave)
+        .ruma_route(membership::knock)
         .ruma_route(membership::invite)
         .ruma_route(membership::kick)
         .ruma_route(membership::ban)

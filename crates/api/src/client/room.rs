@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use conduit_service::{
-    Error, Services,
+    Error, ErrorCode, Services,
     rooms::create::{NewRoom, Preset},
 };
 use ruma::{
@@ -109,28 +109,24 @@ pub async fn joined_rooms(
     Ok(RumaResponse(joined_rooms::v3::Response::new(rooms)))
 }
 
-/// Members see a room's events; everyone else gets `404`, as the spec asks
-/// so that event ids cannot be probed. (History visibility for former
-/// members comes with the timeline endpoints.)
+/// Whoever history visibility lets read the event sees it; everyone else
+/// gets `404`, as the spec asks, so that event ids cannot be probed.
 pub async fn get_event(
     State(services): State<Arc<Services>>,
     req: Ruma<get_room_event::v3::Request, true>,
 ) -> Result<RumaResponse<get_room_event::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    let room_id = req.body.room_id.as_str();
-    let not_found = || ApiError(Error::not_found("Event not found."));
-    if services
-        .rooms
-        .membership(sender.user_id.as_str(), room_id)?
-        != "join"
-    {
-        return Err(not_found());
-    }
-    let pdu = services
-        .rooms
-        .pdu_by_id(req.body.event_id.as_str(), &services.short_ids)?
-        .filter(|pdu| pdu.room_id.as_deref() == Some(room_id))
-        .ok_or_else(not_found)?;
+    // Strangers get 404 like everyone who may not see the event.
+    let (pdu, _) = services
+        .readable_event(
+            &sender.user_id,
+            req.body.room_id.as_str(),
+            req.body.event_id.as_str(),
+        )
+        .map_err(|e| match e.code() {
+            Some(ErrorCode::Forbidden) => Error::not_found("Event not found."),
+            _ => e,
+        })?;
     Ok(RumaResponse(get_room_event::v3::Response::new(
         served_event(&services, &sender.user_id, &pdu)?,
     )))

@@ -1,5 +1,6 @@
 //! Membership changes of local users (join, leave, invite, kick, ban,
-//! unban), each a member event through the auth rules, and who is in a room.
+//! unban, knock), each a member event through the auth rules, and who is
+//! in a room.
 
 use ruma::UserId;
 use serde_json::{Value as JsonValue, json};
@@ -16,6 +17,8 @@ pub enum Change {
     Kick,
     Ban,
     Unban,
+    /// Asking to be let in (room versions 7 and later, `knock` join rule).
+    Knock,
 }
 
 impl Services {
@@ -55,13 +58,15 @@ impl Services {
             Change::Leave | Change::Kick | Change::Unban => "leave",
             Change::Invite => "invite",
             Change::Ban => "ban",
+            Change::Knock => "knock",
         };
         let mut content = json!({ "membership": membership });
         if let Some(reason) = reason {
             content["reason"] = reason.into();
         }
-        // Clients show names from member events: joins carry the profile.
-        if change == Change::Join {
+        // Clients show names from member events: joins (and knocks, which
+        // moderators look at) carry the profile.
+        if matches!(change, Change::Join | Change::Knock) {
             for field in ["displayname", "avatar_url"] {
                 if let Some(value) = self.users.profile_field(target, field)? {
                     content[field] = value;
@@ -96,7 +101,22 @@ impl Services {
 
     /// The current member events of a room.
     pub fn members(&self, room_id: &str) -> Result<Vec<Pdu>> {
-        let state = self.current_state_of(room_id)?;
+        self.members_at(room_id, None)
+    }
+
+    /// The member events of a room at a stream position (a sync token),
+    /// or now.
+    pub fn members_at(&self, room_id: &str, at: Option<u64>) -> Result<Vec<Pdu>> {
+        let state = match at {
+            Some(position) => {
+                let room = self
+                    .rooms
+                    .room(room_id)?
+                    .ok_or_else(|| Error::not_found("Unknown room."))?;
+                self.state_at(&room, position)?
+            }
+            None => self.current_state_of(room_id)?,
+        };
         let mut members = Vec::new();
         for (&key, &event) in state.iter() {
             if self.short_ids.state_key(key)?.0 == "m.room.member"

@@ -75,8 +75,8 @@ impl EventFilter {
 }
 
 impl Services {
-    /// A page of the timeline for a joined member. (Former members and
-    /// history visibility come with sync.)
+    /// A page of the timeline, as far as history visibility lets the user
+    /// read it (former members see up to their leave).
     pub fn messages(&self, user_id: &UserId, request: &PageRequest<'_>) -> Result<Page> {
         let PageRequest {
             room_id,
@@ -86,13 +86,8 @@ impl Services {
             limit,
             ref filter,
         } = *request;
-        if self.rooms.membership(user_id.as_str(), room_id)? != "join" {
-            return Err(Error::forbidden("You are not joined to this room."));
-        }
-        let room = self
-            .rooms
-            .room(room_id)?
-            .ok_or_else(|| Error::not_found("Unknown room."))?;
+        let room = self.require_may_read(user_id, room_id)?;
+        let joined_now = self.rooms.membership(user_id.as_str(), room_id)? == "join";
         let start = from.unwrap_or(if forward { 0 } else { u64::MAX });
         let limit = limit.clamp(1, MAX_PAGE);
         let mut events = Vec::with_capacity(limit);
@@ -112,6 +107,7 @@ impl Services {
                 cursor = if forward { count + 1 } else { count };
                 if let Some(pdu) = self.rooms.pdu(short, &self.short_ids)?
                     && filter.keeps(&pdu)
+                    && self.may_see(user_id, joined_now, &pdu)?
                 {
                     events.push(pdu);
                     if events.len() == limit {
@@ -146,7 +142,30 @@ pub struct Context {
 }
 
 impl Services {
-    /// The context of an event for a joined member: up to `limit` events
+    /// An event of a room the user may read, with its metadata; `404` for
+    /// events of other rooms and events history visibility hides, so that
+    /// event ids cannot be probed.
+    pub fn readable_event(
+        &self,
+        user_id: &UserId,
+        room_id: &str,
+        event_id: &str,
+    ) -> Result<(Pdu, super::timeline::EventMeta)> {
+        let room = self.require_may_read(user_id, room_id)?;
+        let not_found = || Error::not_found("Event not found.");
+        let event = self
+            .rooms
+            .pdu_by_id(event_id, &self.short_ids)?
+            .ok_or_else(not_found)?;
+        let meta = self.rooms.meta(event.short)?.ok_or_else(not_found)?;
+        let joined_now = self.rooms.membership(user_id.as_str(), room_id)? == "join";
+        if meta.room != room.short || !self.may_see(user_id, joined_now, &event)? {
+            return Err(not_found());
+        }
+        Ok((event, meta))
+    }
+
+    /// The context of an event for a member: up to `limit` events
     /// split around it (half before), and the state after the last one —
     /// only the senders' member events with `lazy_members`.
     pub fn context(
@@ -158,16 +177,7 @@ impl Services {
         filter: EventFilter,
         lazy_members: bool,
     ) -> Result<Context> {
-        let room = self.rooms.require_joined(user_id.as_str(), room_id)?;
-        let not_found = || Error::not_found("Event not found.");
-        let event = self
-            .rooms
-            .pdu_by_id(event_id, &self.short_ids)?
-            .ok_or_else(not_found)?;
-        let meta = self.rooms.meta(event.short)?.ok_or_else(not_found)?;
-        if meta.room != room.short {
-            return Err(not_found());
-        }
+        let (event, meta) = self.readable_event(user_id, room_id, event_id)?;
         let before_limit = limit / 2;
         let after_limit = limit - before_limit;
         let page = |from: u64, forward: bool, limit: usize| -> Result<Page> {

@@ -17,6 +17,7 @@ pub mod short;
 pub mod state_snapshots;
 pub mod timeline;
 pub mod typing;
+pub mod visibility;
 
 #[cfg(test)]
 mod tests;

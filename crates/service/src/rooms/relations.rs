@@ -186,21 +186,6 @@ impl Services {
         Ok(event)
     }
 
-    /// The parent event of a relations or threads request, checked: the
-    /// user must be joined and the event in the room.
-    fn visible_parent(&self, user_id: &UserId, room_id: &str, event_id: &str) -> Result<u64> {
-        let room = self.rooms.require_joined(user_id.as_str(), room_id)?;
-        let not_found = || Error::not_found("Event not found.");
-        let short = self
-            .short_ids
-            .event_short(event_id)?
-            .ok_or_else(not_found)?;
-        match self.rooms.meta(short)? {
-            Some(meta) if meta.room == room.short => Ok(short),
-            _ => Err(not_found()),
-        }
-    }
-
     /// `GET /relations/{eventId}[/{relType}[/{eventType}]]`. Tokens are
     /// stream positions of the relating events.
     pub fn relations(
@@ -208,7 +193,9 @@ impl Services {
         user_id: &UserId,
         request: &RelationsRequest<'_>,
     ) -> Result<RelationsPage> {
-        let parent = self.visible_parent(user_id, request.room_id, request.event_id)?;
+        let (parent, _) = self.readable_event(user_id, request.room_id, request.event_id)?;
+        let parent = parent.short;
+        let joined_now = self.rooms.membership(user_id.as_str(), request.room_id)? == "join";
         let limit = request
             .limit
             .unwrap_or(DEFAULT_RELATIONS_PAGE)
@@ -228,7 +215,7 @@ impl Services {
                         continue;
                     };
                     // A redacted event has lost its relation.
-                    if relation_of(&pdu).is_none() {
+                    if relation_of(&pdu).is_none() || !self.may_see(user_id, joined_now, &pdu)? {
                         continue;
                     }
                     next_level.push(child);
@@ -291,7 +278,8 @@ impl Services {
         limit: usize,
         participated: bool,
     ) -> Result<(Vec<JsonValue>, Option<u64>)> {
-        let room = self.rooms.require_joined(user_id.as_str(), room_id)?;
+        let room = self.require_may_read(user_id, room_id)?;
+        let joined_now = self.rooms.membership(user_id.as_str(), room_id)? == "join";
         let limit = limit.clamp(1, MAX_RELATIONS_PAGE);
         let prefix = KeyPrefix::new().push::<U64>(room.short);
         let start = KeyPrefix::new()
@@ -314,7 +302,9 @@ impl Services {
                     continue;
                 }
             }
-            if let Some(pdu) = self.rooms.pdu(root, &self.short_ids)? {
+            if let Some(pdu) = self.rooms.pdu(root, &self.short_ids)?
+                && self.may_see(user_id, joined_now, &pdu)?
+            {
                 roots.push(self.serve_event(user_id, &pdu)?);
             }
         }

@@ -238,6 +238,12 @@ impl Rooms {
         Ok(())
     }
 
+    /// Whether the user has any membership in the room (including a leave
+    /// they have not forgotten).
+    pub fn has_membership(&self, user_id: &str, room_id: &str) -> Result<bool> {
+        Ok(self.db.contains(&tables::USER_ROOMS, (user_id, room_id))?)
+    }
+
     /// The room, if the user is joined to it; `403` otherwise.
     pub fn require_joined(&self, user_id: &str, room_id: &str) -> Result<RoomRecord> {
         if self.membership(user_id, room_id)? != "join" {
