@@ -122,3 +122,38 @@ def test_long_poll_wakes_for_the_user_only(server):
     response, returned_at = result["woken"]
     assert [e["content"]["body"] for e in response["rooms"]["join"][room]["timeline"]["events"]] == ["wake up"]
     assert returned_at - sent_at < 0.5, f"woke {returned_at - sent_at:.3f}s after the send"
+
+
+def test_lazy_loading_and_state_after(server):
+    """`lazy_load_members` keeps member events to the timeline's senders
+    (and oneself); `use_state_after` (Matrix 1.16) answers `state_after`:
+    the state at the end of the timeline, including its state events."""
+    users = [server.register(unique(n)) for n in ("alice", "bob", "carol", "dave")]
+    alice, bob, carol, dave = users
+    a = alice["access_token"]
+    room = server.request("POST", f"{CS}/createRoom", token=a, json={"preset": "public_chat"}).json()["room_id"]
+    for user in users[1:]:
+        server.request("POST", f"{CS}/rooms/{quote(room)}/join", token=user["access_token"], json={})
+    for i in range(5):
+        send(server, a, room, f"filler {i}")
+    send(server, carol["access_token"], room, "carol speaks")
+
+    lazy = json.dumps({"room": {"timeline": {"limit": 1}, "state": {"lazy_load_members": True}}})
+    joined = sync(server, bob["access_token"], filter=lazy)["rooms"]["join"][room]
+    members = {e["state_key"] for e in joined["state"]["events"] if e["type"] == "m.room.member"}
+    assert members == {carol["user_id"], bob["user_id"]}, "the sender and oneself, not Alice or Dave"
+    assert any(e["type"] == "m.room.create" for e in joined["state"]["events"])
+    full = sync(server, bob["access_token"], filter=json.dumps({"room": {"timeline": {"limit": 1}}}))["rooms"]["join"][room]
+    assert {e["state_key"] for e in full["state"]["events"] if e["type"] == "m.room.member"} == {u["user_id"] for u in users}
+
+    # state_after: a topic change in the timeline shows in state_after.
+    first = server.request("GET", f"{CS}/sync", token=bob["access_token"], params={"use_state_after": "true"}).json()
+    assert "state" not in first["rooms"]["join"][room] and "state_after" in first["rooms"]["join"][room]
+    server.request("PUT", f"{CS}/rooms/{quote(room)}/state/m.room.topic", token=a, json={"topic": "after"})
+    later = server.request("GET", f"{CS}/sync", token=bob["access_token"], params={"use_state_after": "true", "since": first["next_batch"]}).json()
+    after = later["rooms"]["join"][room]["state_after"]["events"]
+    assert [e["content"] for e in after if e["type"] == "m.room.topic"] == [{"topic": "after"}]
+    # Without it, the topic is only in the timeline.
+    plain = sync(server, bob["access_token"], since=first["next_batch"])["rooms"]["join"][room]
+    assert plain["state"]["events"] == []
+    assert any(e["type"] == "m.room.topic" for e in plain["timeline"]["events"])

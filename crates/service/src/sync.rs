@@ -26,8 +26,31 @@ pub struct SyncRequest {
     pub not_rooms: Vec<String>,
     /// `set_presence`: `None` for `offline` (the sync does not touch presence).
     pub set_presence: Option<String>,
+    /// The room state filter's event fields.
+    pub state_filter: EventFilter,
+    /// `lazy_load_members` in the room state filter.
+    pub lazy_load_members: bool,
+    /// Matrix 1.16 `use_state_after`: `state_after` replaces `state`.
+    pub use_state_after: bool,
     /// Unread counts per thread (`unread_thread_notifications` in the filter).
     pub unread_by_thread: bool,
+}
+
+/// Where a joined room's timeline sits, for its state section.
+struct RoomWindow<'a> {
+    timeline_start: u64,
+    timeline: &'a [Pdu],
+    whole_state: bool,
+    limited: bool,
+}
+
+/// The key of the state section: `state_after` when the client asks for it.
+fn state_field(use_state_after: bool) -> &'static str {
+    if use_state_after {
+        "state_after"
+    } else {
+        "state"
+    }
 }
 
 /// What a sync shows of one joined room besides its timeline and state.
@@ -244,39 +267,36 @@ impl Services {
         }
 
         let timeline_start = rows.first().map_or(next, |(count, _)| *count);
-        let start_state = self.state_at(room, timeline_start)?;
-        let state_events: Vec<ShortEventId> = if whole_state {
-            start_state.values().copied().collect()
-        } else if limited {
-            let before = self.state_at(room, since)?;
-            start_state
-                .iter()
-                .filter(|(key, event)| before.get(key) != Some(event))
-                .map(|(_, event)| *event)
-                .collect()
-        } else {
-            Vec::new()
-        };
-
-        let mut timeline = Vec::with_capacity(rows.len());
+        let mut timeline_events = Vec::with_capacity(rows.len());
         for (_, short) in &rows {
             if let Some(pdu) = self.rooms.pdu(*short, &self.short_ids)?
                 && request.timeline_filter.keeps(&pdu)
                 && self.may_see(user_id, true, &pdu)?
             {
-                timeline.push(self.serve_event(user_id, &pdu)?);
+                timeline_events.push(pdu);
             }
         }
-        let mut state = Vec::with_capacity(state_events.len());
-        for short in state_events {
-            if let Some(pdu) = self.rooms.pdu(short, &self.short_ids)? {
-                state.push(pdu.to_client_event());
-            }
+        let state = self.sync_state(
+            user_id,
+            room,
+            request,
+            since,
+            next,
+            RoomWindow {
+                timeline_start,
+                timeline: &timeline_events,
+                whole_state,
+                limited,
+            },
+        )?;
+        let mut timeline = Vec::with_capacity(timeline_events.len());
+        for pdu in &timeline_events {
+            timeline.push(self.serve_event(user_id, pdu)?);
         }
         let unread = self.unread_counts(user_id, room.short, request.unread_by_thread)?;
         let mut joined = json!({
             "timeline": { "events": timeline, "limited": limited, "prev_batch": timeline_start.to_string() },
-            "state": { "events": state },
+            state_field(request.use_state_after): { "events": state },
             "ephemeral": { "events": ephemeral },
             "account_data": { "events": extras.account_data },
             "unread_notifications": {
@@ -298,6 +318,81 @@ impl Services {
             joined["unread_thread_notifications"] = threads.into();
         }
         Ok(Some(joined))
+    }
+
+    /// The `state` (or, with `use_state_after`, `state_after`) section of a
+    /// joined room:
+    /// - `state`: the state at the start of the timeline — all of it on a
+    ///   first sync, what changed since the token after a gap, else nothing;
+    /// - `state_after`: the state at the end of the timeline — all of it,
+    ///   or what changed since the token (timeline state events included).
+    ///
+    /// With `lazy_load_members`, member events are only those of the
+    /// timeline's senders and the user's own.
+    fn sync_state(
+        &self,
+        user_id: &UserId,
+        room: &RoomRecord,
+        request: &SyncRequest,
+        since: u64,
+        next: u64,
+        window: RoomWindow<'_>,
+    ) -> Result<Vec<JsonValue>> {
+        let at = if request.use_state_after {
+            next
+        } else {
+            window.timeline_start
+        };
+        let base = self.state_at(room, at)?;
+        let mut events: Vec<ShortEventId> = if window.whole_state {
+            base.values().copied().collect()
+        } else if window.limited || request.use_state_after {
+            let before = self.state_at(room, since)?;
+            base.iter()
+                .filter(|(key, event)| before.get(key) != Some(event))
+                .map(|(_, event)| *event)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if request.lazy_load_members {
+            let mut wanted: Vec<&str> = window.timeline.iter().map(|e| e.sender.as_str()).collect();
+            wanted.push(user_id.as_str());
+            let mut kept = Vec::with_capacity(events.len());
+            for event in events {
+                if let Some(pdu) = self.rooms.pdu(event, &self.short_ids)?
+                    && (pdu.kind != "m.room.member"
+                        || pdu
+                            .state_key
+                            .as_deref()
+                            .is_some_and(|k| wanted.contains(&k)))
+                {
+                    kept.push(event);
+                }
+            }
+            events = kept;
+            // The senders' member events the client may not have yet
+            // (unless the timeline itself carries them).
+            for sender in wanted {
+                if let Some(key) = self.short_ids.state_key_short("m.room.member", sender)?
+                    && let Some(&member) = base.get(&key)
+                    && !events.contains(&member)
+                    && (request.use_state_after
+                        || !window.timeline.iter().any(|e| e.short == member))
+                {
+                    events.push(member);
+                }
+            }
+        }
+        let mut state = Vec::with_capacity(events.len());
+        for short in events {
+            if let Some(pdu) = self.rooms.pdu(short, &self.short_ids)?
+                && request.state_filter.keeps(&pdu)
+            {
+                state.push(pdu.to_client_event());
+            }
+        }
+        Ok(state)
     }
 
     /// A joined room's ephemeral events: who types (when that changed, or

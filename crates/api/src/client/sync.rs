@@ -65,6 +65,9 @@ pub async fn sync(
             .map(ToString::to_string)
             .collect(),
         unread_by_thread: room_filter.timeline.unread_thread_notifications,
+        state_filter: EventFilter::from(&room_filter.state),
+        lazy_load_members: !room_filter.state.lazy_load_options.is_disabled(),
+        use_state_after: body.use_state_after,
         set_presence: match body.set_presence.as_str() {
             "offline" => None,
             state => Some(state.to_owned()),
