@@ -82,6 +82,9 @@ pub const THREADS: Table<U64, Json<crate::rooms::relations::ThreadSummary>> = Ta
 /// (room short id, position of a thread's latest event) -> the thread root:
 /// a room's threads by latest activity.
 pub const THREAD_ROOTS: Table<(U64, U64), U64> = Table::new("thread_roots");
+/// (room short id, lower-cased word, position) -> an event with that word
+/// in its searchable text (`/search`).
+pub const SEARCH_INDEX: Table<(U64, Str, U64), U64> = Table::new("search_index");
 /// (user id, device id, transaction id) -> the event id it produced.
 pub const TRANSACTIONS: Table<(Str, Str, Str), Str> = Table::new("transactions");
 
@@ -117,4 +120,5 @@ pub const ALL: &[TableDef] = &[
     RELATIONS.def(),
     THREADS.def(),
     THREAD_ROOTS.def(),
+    SEARCH_INDEX.def(),
 ];

@@ -18,6 +18,7 @@ mod redact;
 mod register;
 mod relations;
 mod room;
+mod search;
 mod session;
 mod state;
 mod sync;
@@ -77,6 +78,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(redact::redact)
         .ruma_route(sync::sync)
         .ruma_route(receipts::typing)
+        .ruma_route(search::search_events)
+        .ruma_route(search::search_users)
         .ruma_route(directory::get_visibility)
         .ruma_route(directory::set_visibility)
         .ruma_route(directory::get_public)

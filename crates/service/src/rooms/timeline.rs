@@ -136,6 +136,7 @@ impl Rooms {
             notifications,
             relation,
         } = entry;
+        let search_words = super::search::index_rows(pdu);
         let mut batch = self.db.batch();
         batch.put(&tables::PDUS, pdu.short, &pdu.json)?;
         let next_head = RoomHead {
@@ -166,6 +167,7 @@ impl Rooms {
             if let Some(relation) = relation {
                 relation.write(batch, pdu, count)?;
             }
+            super::search::write_index(batch, room.short, count, pdu, &search_words)?;
             let meta = EventMeta {
                 room: room.short,
                 count,
