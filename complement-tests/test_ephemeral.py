@@ -42,6 +42,13 @@ def test_typing_shows_stops_and_times_out(server):
     stopped = sync(server, b, since=typing["next_batch"])
     assert ephemeral(stopped, room, "m.typing")[0]["content"]["user_ids"] == []
 
+    # A stop before the timeout: the old timer firing later changes nothing.
+    server.request("PUT", f"{CS}/rooms/{quote(room)}/typing/{quote(alice['user_id'])}", token=a, json={"typing": True, "timeout": 300})
+    server.request("PUT", f"{CS}/rooms/{quote(room)}/typing/{quote(alice['user_id'])}", token=a, json={"typing": False})
+    time.sleep(0.5)
+    assert ephemeral(sync(server, b, since=stopped["next_batch"]), room, "m.typing")[0]["content"]["user_ids"] == []
+    stopped = sync(server, b, since=stopped["next_batch"])
+
     # A short timeout ends by itself and wakes a waiting sync.
     server.request("PUT", f"{CS}/rooms/{quote(room)}/typing/{quote(alice['user_id'])}", token=a, json={"typing": True, "timeout": 500})
     began = sync(server, b, since=stopped["next_batch"])
@@ -127,6 +134,11 @@ def test_threaded_receipts_and_thread_counts(server):
     assert joined["unread_notifications"]["notification_count"] == 1
     server.request("POST", f"{CS}/rooms/{quote(room)}/receipt/m.read/{quote(root)}", token=a, json={"thread_id": "main"})
     assert sync(server, a)["rooms"]["join"][room]["unread_notifications"]["notification_count"] == 0
+    # A threaded receipt must name the thread its event is in.
+    r = server.request("POST", f"{CS}/rooms/{quote(room)}/receipt/m.read/{quote(reply)}", token=a, json={"thread_id": "main"})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_INVALID_PARAM")
+    r = server.request("POST", f"{CS}/rooms/{quote(room)}/receipt/m.read/{quote(root)}", token=a, json={"thread_id": reply})
+    assert r.status_code == 400
 
 
 def test_read_markers_and_room_account_data_in_sync(server):
@@ -189,8 +201,16 @@ def test_presence_set_get_and_in_sync(server):
     # The stranger's own sync never shows Alice's presence.
     assert all(e["sender"] != alice["user_id"] for e in sync(server, stranger["access_token"])["presence"]["events"])
 
-    # set_presence=unavailable on sync changes it; offline leaves it alone.
+    # set_presence on sync raises presence but never lowers it (two devices
+    # syncing with different states must not flip it); offline leaves it.
+    def presence():
+        return server.request("GET", f"{CS}/presence/{quote(alice['user_id'])}/status", token=b).json()["presence"]
+
+    server.request("PUT", f"{CS}/presence/{quote(alice['user_id'])}/status", token=a, json={"presence": "offline"})
     sync(server, a, set_presence="unavailable")
-    assert server.request("GET", f"{CS}/presence/{quote(alice['user_id'])}/status", token=b).json()["presence"] == "unavailable"
+    assert presence() == "unavailable"
+    sync(server, a, set_presence="online")
+    assert presence() == "online"
+    sync(server, a, set_presence="unavailable")
     sync(server, a, set_presence="offline")
-    assert server.request("GET", f"{CS}/presence/{quote(alice['user_id'])}/status", token=b).json()["presence"] == "unavailable"
+    assert presence() == "online"

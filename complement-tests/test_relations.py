@@ -105,6 +105,11 @@ def test_context_around_an_event(server):
     members = {e["state_key"] for e in ctx["state"] if e["type"] == "m.room.member"}
     assert members == {alice["user_id"], bob["user_id"]}
 
+    # At the live end, the end token continues without repeating anything.
+    last = server.request("GET", f"{CS}/rooms/{quote(room)}/context/{quote(sent[10])}", token=a, params={"limit": 4}).json()
+    onward = server.request("GET", f"{CS}/rooms/{quote(room)}/messages", token=a, params={"dir": "f", "from": last["end"]}).json()
+    assert not set(e["event_id"] for e in onward["chunk"]) & set(sent)
+
     r = server.request("GET", f"{CS}/rooms/{quote(room)}/context/{quote('$nope')}", token=a)
     assert (r.status_code, r.json()["errcode"]) == (404, "M_NOT_FOUND")
     stranger = server.register(unique("dave"))

@@ -157,3 +157,21 @@ def test_lazy_loading_and_state_after(server):
     plain = sync(server, bob["access_token"], since=first["next_batch"])["rooms"]["join"][room]
     assert plain["state"]["events"] == []
     assert any(e["type"] == "m.room.topic" for e in plain["timeline"]["events"])
+
+
+def test_leave_section_carries_the_timeline_up_to_the_kick(server):
+    """A user kicked since their token gets the messages sent before the
+    kick, then the kick, in the leave section; nothing after it."""
+    alice, bob = server.register(unique("alice")), server.register(unique("bob"))
+    a, b = alice["access_token"], bob["access_token"]
+    room = server.request("POST", f"{CS}/createRoom", token=a, json={"preset": "public_chat"}).json()["room_id"]
+    server.request("POST", f"{CS}/rooms/{quote(room)}/join", token=b, json={})
+    token = sync(server, b)["next_batch"]
+    before = [send(server, a, room, f"last words {i}") for i in range(3)]
+    server.request("POST", f"{CS}/rooms/{quote(room)}/kick", token=a, json={"user_id": bob["user_id"], "reason": "bye"})
+    send(server, a, room, "after the kick")
+    left = sync(server, b, since=token)["rooms"]["leave"][room]
+    events = left["timeline"]["events"]
+    assert [e["event_id"] for e in events[:3]] == before
+    assert events[-1]["type"] == "m.room.member" and events[-1]["content"]["membership"] == "leave"
+    assert "after the kick" not in [e["content"].get("body") for e in events]

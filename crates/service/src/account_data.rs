@@ -12,6 +12,9 @@ use crate::{Error, Result, stream::Stream, tables};
 pub struct AccountData {
     db: Arc<Database>,
     stream: Arc<Stream>,
+    /// Serialises writes: each replaces the previous change row of its key,
+    /// which two writes at once would both read and both leave behind.
+    writing: std::sync::Mutex<()>,
 }
 
 /// Account data that changed, as sync shows it.
@@ -27,7 +30,11 @@ const SERVER_MANAGED: &[&str] = &["m.push_rules", "m.fully_read"];
 
 impl AccountData {
     pub(crate) fn new(db: Arc<Database>, stream: Arc<Stream>) -> Self {
-        Self { db, stream }
+        Self {
+            db,
+            stream,
+            writing: std::sync::Mutex::default(),
+        }
     }
 
     fn room_key(room_id: Option<&RoomId>) -> &str {
@@ -76,6 +83,7 @@ impl AccountData {
     ) -> Result<()> {
         let room = Self::room_key(room_id);
         let key = (user_id.as_str(), room, event_type);
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = self.db.batch();
         batch.put(&tables::ACCOUNT_DATA, key, content)?;
         if let Some(old) = self.db.get(&tables::ACCOUNT_DATA_POSITIONS, key)? {

@@ -75,8 +75,27 @@ impl PresenceView {
 }
 
 impl Services {
-    /// `PUT /presence/{userId}/status`, and `set_presence` on sync (which
-    /// keeps the status message: `status_msg` `None` leaves it as it is).
+    /// `set_presence` on sync: marks the user active and raises their
+    /// presence to `state` but never lowers it, so two devices syncing with
+    /// different states (one `online`, one `unavailable`) do not flip it
+    /// back and forth, waking everyone each time.
+    pub fn presence_from_sync(&self, user_id: &UserId, state: &str) -> Result<()> {
+        let rank = |s: &str| match s {
+            "online" => 2,
+            "unavailable" => 1,
+            _ => 0,
+        };
+        let current = self.presence_of(user_id).presence;
+        let state = if rank(state) >= rank(&current) {
+            state
+        } else {
+            current.as_str()
+        };
+        self.set_presence(user_id, state, None)
+    }
+
+    /// `PUT /presence/{userId}/status` (`status_msg` `None` leaves the
+    /// message as it is).
     pub fn set_presence(
         &self,
         user_id: &UserId,
@@ -152,13 +171,19 @@ impl Services {
 
     /// Whether two users share a joined room (presence is visible then).
     pub fn share_a_room(&self, a: &UserId, b: &UserId) -> Result<bool> {
-        if a == b {
+        let mine = self.rooms.joined_rooms(a.as_str())?;
+        self.shares_with(a, &mine, b)
+    }
+
+    /// Whether `other` is `user_id` (whose joined rooms are `mine`) or is
+    /// joined to one of those rooms.
+    fn shares_with(&self, user_id: &UserId, mine: &[String], other: &UserId) -> Result<bool> {
+        if user_id == other {
             return Ok(true);
         }
-        let mine = self.rooms.joined_rooms(a.as_str())?;
         Ok(self
             .rooms
-            .joined_rooms(b.as_str())?
+            .joined_rooms(other.as_str())?
             .iter()
             .any(|room| mine.contains(room)))
     }
@@ -187,9 +212,10 @@ impl Services {
         if changed.is_empty() {
             return Ok(Vec::new());
         }
+        let mine = self.rooms.joined_rooms(user_id.as_str())?;
         let mut events = Vec::new();
         for (other, view) in changed {
-            if self.share_a_room(user_id, &other)? {
+            if self.shares_with(user_id, &mine, &other)? {
                 events.push(view.to_event(other.as_str()));
             }
         }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value as JsonValue, json};
 
 use crate::{
     Result, Services,
-    rooms::{messages::EventFilter, pdu::Pdu, timeline::RoomRecord},
+    rooms::{membership::membership_of, messages::EventFilter, pdu::Pdu, timeline::RoomRecord},
 };
 
 /// What a sync asks for.
@@ -34,6 +34,14 @@ pub struct SyncRequest {
     pub use_state_after: bool,
     /// Unread counts per thread (`unread_thread_notifications` in the filter).
     pub unread_by_thread: bool,
+}
+
+/// A room's timeline rows for one sync.
+struct TimelineRows {
+    rows: Vec<(u64, ShortEventId)>,
+    /// Position of the first row (the `prev_batch`), or the end when empty.
+    start: u64,
+    limited: bool,
 }
 
 /// Where a joined room's timeline sits, for its state section.
@@ -73,7 +81,7 @@ const INVITE_STATE: &[&str] = &[
 impl Services {
     pub async fn sync(&self, user_id: &UserId, request: &SyncRequest) -> Result<JsonValue> {
         if let Some(state) = &request.set_presence {
-            self.set_presence(user_id, state, None)?;
+            self.presence_from_sync(user_id, state)?;
         }
         let mut positions = self.stream.subscribe();
         let deadline = tokio::time::Instant::now() + request.timeout;
@@ -174,10 +182,8 @@ impl Services {
                     if let Some(member) = self.own_member_event(user_id, &room)?
                         && self.count_of(&member)? >= since
                     {
-                        leave.insert(
-                            room_id,
-                            json!({ "timeline": { "events": [member.to_client_event()] }, "state": { "events": [] } }),
-                        );
+                        let left = self.left_room(user_id, &room, request, since, &member)?;
+                        leave.insert(room_id, left);
                     }
                 }
                 _ => {}
@@ -246,36 +252,28 @@ impl Services {
         next: u64,
         extras: RoomExtras,
     ) -> Result<Option<JsonValue>> {
-        let limit = request.timeline_limit.max(1);
-        // The newest `limit + 1` events before `next`; those at or after
-        // `since` form the timeline, one more means it was cut.
-        let mut rows = self.rooms.page(room.short, next, false, limit + 1)?;
-        rows.retain(|(count, _)| *count >= since);
-        let limited = rows.len() > limit;
-        rows.truncate(limit);
-        rows.reverse();
-
-        let joined_since = match self.own_member_event(user_id, room)? {
-            Some(member) => request.since.is_some() && self.count_of(&member)? >= since,
-            None => false,
-        };
+        let rows = self.timeline_rows(room, request, since, next)?;
+        let joined_since = request.since.is_some()
+            && match self.own_member_event(user_id, room)? {
+                Some(member) if self.count_of(&member)? >= since => {
+                    // Joined since the token, not merely a new display name.
+                    let before = self.state_at(room, since)?;
+                    self.state_event(&before, "m.room.member", user_id.as_str())?
+                        .is_none_or(|m| membership_of(&m) != "join")
+                }
+                _ => false,
+            };
         let whole_state = request.since.is_none() || request.full_state || joined_since;
         let ephemeral = self.ephemeral(user_id, room.short, request.since, next)?;
-        if rows.is_empty() && !whole_state && ephemeral.is_empty() && extras.account_data.is_empty()
+        if rows.rows.is_empty()
+            && !whole_state
+            && ephemeral.is_empty()
+            && extras.account_data.is_empty()
         {
             return Ok(None);
         }
-
-        let timeline_start = rows.first().map_or(next, |(count, _)| *count);
-        let mut timeline_events = Vec::with_capacity(rows.len());
-        for (_, short) in &rows {
-            if let Some(pdu) = self.rooms.pdu(*short, &self.short_ids)?
-                && request.timeline_filter.keeps(&pdu)
-                && self.may_see(user_id, true, &pdu)?
-            {
-                timeline_events.push(pdu);
-            }
-        }
+        let (timeline_start, limited) = (rows.start, rows.limited);
+        let timeline_events = self.timeline_events(user_id, request, &rows, true, None)?;
         let state = self.sync_state(
             user_id,
             room,
@@ -318,6 +316,87 @@ impl Services {
             joined["unread_thread_notifications"] = threads.into();
         }
         Ok(Some(joined))
+    }
+
+    /// The newest `limit + 1` timeline rows before `end`: those at or after
+    /// `since` form the timeline, one more means it was cut.
+    fn timeline_rows(
+        &self,
+        room: &RoomRecord,
+        request: &SyncRequest,
+        since: u64,
+        end: u64,
+    ) -> Result<TimelineRows> {
+        let limit = request.timeline_limit.max(1);
+        let mut rows = self.rooms.page(room.short, end, false, limit + 1)?;
+        rows.retain(|(count, _)| *count >= since);
+        let limited = rows.len() > limit;
+        rows.truncate(limit);
+        rows.reverse();
+        Ok(TimelineRows {
+            start: rows.first().map_or(end, |(count, _)| *count),
+            rows,
+            limited,
+        })
+    }
+
+    /// The events of timeline rows that pass the filter and that the user
+    /// may see (`always` passes their own leave event).
+    fn timeline_events(
+        &self,
+        user_id: &UserId,
+        request: &SyncRequest,
+        rows: &TimelineRows,
+        joined_now: bool,
+        always: Option<ShortEventId>,
+    ) -> Result<Vec<Pdu>> {
+        let mut events = Vec::with_capacity(rows.rows.len());
+        for (_, short) in &rows.rows {
+            if let Some(pdu) = self.rooms.pdu(*short, &self.short_ids)?
+                && request.timeline_filter.keeps(&pdu)
+                && (always == Some(*short) || self.may_see(user_id, joined_now, &pdu)?)
+            {
+                events.push(pdu);
+            }
+        }
+        Ok(events)
+    }
+
+    /// A room left (or banned from) since the token: the timeline up to
+    /// and including the leave, and the state that goes with it.
+    fn left_room(
+        &self,
+        user_id: &UserId,
+        room: &RoomRecord,
+        request: &SyncRequest,
+        since: u64,
+        leave: &Pdu,
+    ) -> Result<JsonValue> {
+        let end = self.count_of(leave)? + 1;
+        let rows = self.timeline_rows(room, request, since, end)?;
+        let timeline = self.timeline_events(user_id, request, &rows, false, Some(leave.short))?;
+        let state = self.sync_state(
+            user_id,
+            room,
+            request,
+            since,
+            end,
+            RoomWindow {
+                timeline_start: rows.start,
+                timeline: &timeline,
+                whole_state: false,
+                limited: rows.limited,
+            },
+        )?;
+        let events = timeline
+            .iter()
+            .map(|pdu| self.serve_event(user_id, pdu))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(json!({
+            "timeline": { "events": events, "limited": rows.limited, "prev_batch": rows.start.to_string() },
+            state_field(request.use_state_after): { "events": state },
+            "account_data": { "events": [] },
+        }))
     }
 
     /// The `state` (or, with `use_state_after`, `state_after`) section of a

@@ -9,6 +9,8 @@ use crate::{Error, Result, Services};
 
 /// The most events one page returns, whatever the client asks.
 pub const MAX_PAGE: usize = 1000;
+/// The most timeline rows one page reads looking for events that pass.
+const MAX_SCANNED: usize = 5000;
 
 /// One page of a room's timeline.
 pub struct Page {
@@ -94,8 +96,16 @@ impl Services {
         let mut cursor = start;
         let mut exhausted = false;
         // Filtered-out events do not count towards the limit: read on until
-        // the page is full or the timeline (or `to`) ends.
+        // the page is full or the timeline (or `to`) ends, but never more
+        // than `MAX_SCANNED` rows per request: a filter matching nothing
+        // (or history hidden from a former member) then gets a short page
+        // with an `end` to carry on from.
+        let mut scanned = 0;
         'pages: loop {
+            if scanned >= MAX_SCANNED {
+                break;
+            }
+            scanned += limit;
             let rows = self.rooms.page(room.short, cursor, forward, limit)?;
             let last_rows = rows.len() < limit;
             for (count, short) in rows {
@@ -180,6 +190,9 @@ impl Services {
         let (event, meta) = self.readable_event(user_id, room_id, event_id)?;
         let before_limit = limit / 2;
         let after_limit = limit - before_limit;
+        // Forward pages stop at the live end, which is then the `end` token:
+        // paginating on from it repeats nothing.
+        let live_end = self.stream.position();
         let page = |from: u64, forward: bool, limit: usize| -> Result<Page> {
             if limit == 0 {
                 return Ok(Page {
@@ -193,7 +206,7 @@ impl Services {
                 &PageRequest {
                     room_id,
                     from: Some(from),
-                    to: None,
+                    to: forward.then_some(live_end),
                     forward,
                     limit,
                     filter: filter.clone(),
@@ -224,8 +237,9 @@ impl Services {
             }
         }
         Ok(Context {
-            start: before.end.unwrap_or(before.start.min(meta.count)),
-            end: after.end.unwrap_or(meta.count + 1),
+            // Nothing lies before position 0.
+            start: before.end.unwrap_or(0),
+            end: after.end.unwrap_or(live_end),
             before: before.events,
             after: after.events,
             event,

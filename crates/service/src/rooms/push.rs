@@ -47,15 +47,16 @@ struct RoomContext {
 #[derive(Default)]
 pub struct PushCache {
     rooms: Mutex<HashMap<u64, Arc<RoomContext>>>,
-    rulesets: Mutex<HashMap<OwnedUserId, Arc<Ruleset>>>,
+    /// Rule sets by user, and a generation bumped by every change, so a
+    /// load that raced a change is not cached.
+    rulesets: Mutex<(u64, HashMap<OwnedUserId, Arc<Ruleset>>)>,
 }
 
 impl PushCache {
     pub(crate) fn forget_rules(&self, user_id: &UserId) {
-        self.rulesets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(user_id);
+        let mut rulesets = self.rulesets.lock().unwrap_or_else(|p| p.into_inner());
+        rulesets.0 += 1;
+        rulesets.1.remove(user_id);
     }
 }
 
@@ -126,21 +127,26 @@ impl Services {
     }
 
     fn push_rules_cached(&self, user_id: &UserId) -> Result<Arc<Ruleset>> {
-        if let Some(rules) = self
+        let generation = {
+            let rulesets = self
+                .push_cache
+                .rulesets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(rules) = rulesets.1.get(user_id) {
+                return Ok(rules.clone());
+            }
+            rulesets.0
+        };
+        let rules = Arc::new(self.account_data.push_rules(user_id)?);
+        let mut rulesets = self
             .push_cache
             .rulesets
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(user_id)
-        {
-            return Ok(rules.clone());
+            .unwrap_or_else(|p| p.into_inner());
+        if rulesets.0 == generation {
+            rulesets.1.insert(user_id.to_owned(), rules.clone());
         }
-        let rules = Arc::new(self.account_data.push_rules(user_id)?);
-        self.push_cache
-            .rulesets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(user_id.to_owned(), rules.clone());
         Ok(rules)
     }
 

@@ -56,13 +56,23 @@ impl Services {
                 "Unknown receipt type {kind}."
             )));
         }
-        if let Some(thread) = thread
-            && thread != "main"
-            && !thread.starts_with('$')
-        {
-            return Err(Error::invalid_param(
-                "thread_id must be `main` or an event id.",
-            ));
+        if let Some(thread) = thread {
+            // The event must belong to the thread the receipt names: the
+            // main timeline holds thread roots and events outside threads.
+            let event = self
+                .rooms
+                .pdu_by_id(event_id, &self.short_ids)?
+                .ok_or_else(|| Error::not_found("Event not found in this room."))?;
+            let in_thread = super::push::thread_of(&event);
+            let belongs = match thread {
+                "main" => in_thread.is_none(),
+                root => in_thread.as_deref() == Some(root) || event.event_id == root,
+            };
+            if !belongs {
+                return Err(Error::invalid_param(format!(
+                    "The event is not in thread {thread}."
+                )));
+            }
         }
 
         let _lock = self.user_locks.lock(user_id).await;

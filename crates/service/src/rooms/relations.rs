@@ -174,8 +174,16 @@ impl Services {
     /// thread summary when it is a thread root.
     pub fn serve_event(&self, user_id: &UserId, pdu: &Pdu) -> Result<JsonValue> {
         let mut event = pdu.to_client_event();
+        // The summary is left out when its latest event is hidden from the
+        // user by history visibility (it would leak that event).
         if let Some(summary) = self.db.get(&tables::THREADS, pdu.short)?
             && let Some(latest) = self.rooms.pdu(summary.latest_event, &self.short_ids)?
+            && let Some(room_id) = pdu.room_id.as_deref()
+            && self.may_see(
+                user_id,
+                self.rooms.membership(user_id.as_str(), room_id)? == "join",
+                &latest,
+            )?
         {
             event["unsigned"]["m.relations"]["m.thread"] = json!({
                 "latest_event": latest.to_client_event(),

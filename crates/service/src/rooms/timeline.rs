@@ -62,6 +62,7 @@ pub struct Rooms {
     /// Where each event's count (its position in the server-wide order)
     /// comes from.
     stream: Arc<Stream>,
+    records: Mutex<HashMap<String, RoomRecord>>,
 }
 
 impl Rooms {
@@ -70,11 +71,29 @@ impl Rooms {
             db,
             locks: Mutex::new(HashMap::new()),
             stream,
+            records: Mutex::default(),
         }
     }
 
+    /// A room's record (cached: it never changes once made, and sync asks
+    /// for every room of a user on every pass).
     pub fn room(&self, room_id: &str) -> Result<Option<RoomRecord>> {
-        Ok(self.db.get(&tables::ROOMS, room_id)?)
+        if let Some(record) = self
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room_id)
+        {
+            return Ok(Some(record.clone()));
+        }
+        let record: Option<RoomRecord> = self.db.get(&tables::ROOMS, room_id)?;
+        if let Some(record) = &record {
+            self.records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(room_id.to_owned(), record.clone());
+        }
+        Ok(record)
     }
 
     pub fn head(&self, room: u64) -> Result<RoomHead> {

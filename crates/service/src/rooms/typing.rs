@@ -69,11 +69,9 @@ impl Typing {
         let now = Instant::now();
         let before = typing.users.len();
         typing.users.retain(|(_, until)| *until > now);
-        let expired = typing.users.len() != before;
-        if typing.users.is_empty() && !expired {
-            rooms.remove(&room);
-        }
-        expired
+        // The entry stays (with its `changed_at`) even when empty: a sync
+        // with an older token must still learn that typing stopped.
+        typing.users.len() != before
     }
 
     fn mark_changed(&self, room: u64, position: u64) {
