@@ -92,6 +92,10 @@ def test_kick_ban_unban_and_power(server):
     forbidden(post(server, alice["access_token"], f"/rooms/{quote(room)}/unban", {"user_id": carol["user_id"]}), "not banned")
     assert post(server, alice["access_token"], f"/rooms/{quote(room)}/unban", {"user_id": bob["user_id"]}).status_code == 200
     assert post(server, bob["access_token"], f"/rooms/{quote(room)}/join").status_code == 200
+    # Bob, without the ban level, cannot unban Carol: she stays banned.
+    assert post(server, alice["access_token"], f"/rooms/{quote(room)}/ban", {"user_id": carol["user_id"]}).status_code == 200
+    forbidden(post(server, bob["access_token"], f"/rooms/{quote(room)}/unban", {"user_id": carol["user_id"]}), "ban level")
+    assert members(server, alice["access_token"], room)[carol["user_id"]] == "ban"
     # Non-members do not see the member list.
     forbidden(server.request("GET", f"{CS}/rooms/{quote(room)}/members", token=stranger["access_token"]), "not joined")
 

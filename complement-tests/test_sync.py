@@ -112,16 +112,21 @@ def test_long_poll_wakes_for_the_user_only(server):
     assert result["quiet"][0]["rooms"]["join"] == {}
     assert result["quiet_took"] >= 1.4, "woken by another user's room"
 
-    # A message in her room wakes her at once.
-    t = threading.Thread(target=wait, args=("woken", 30000))
-    t.start()
-    time.sleep(0.5)
-    send(server, a, room, "wake up")
-    sent_at = time.monotonic()
-    t.join(timeout=10)
-    response, returned_at = result["woken"]
-    assert [e["content"]["body"] for e in response["rooms"]["join"][room]["timeline"]["events"]] == ["wake up"]
-    assert returned_at - sent_at < 0.5, f"woke {returned_at - sent_at:.3f}s after the send"
+    # A message in her room wakes her within 100 ms (the median of five,
+    # so one scheduling hiccup of the test machine does not decide).
+    delays = []
+    for i in range(5):
+        since = sync(server, a)["next_batch"]
+        t = threading.Thread(target=wait, args=("woken", 30000))
+        t.start()
+        time.sleep(0.3)
+        send(server, a, room, f"wake up {i}")
+        sent_at = time.monotonic()
+        t.join(timeout=10)
+        response, returned_at = result["woken"]
+        assert [e["content"]["body"] for e in response["rooms"]["join"][room]["timeline"]["events"]] == [f"wake up {i}"]
+        delays.append(returned_at - sent_at)
+    assert sorted(delays)[2] < 0.1, f"woke {sorted(delays)} s after the sends"
 
 
 def test_lazy_loading_and_state_after(server):
