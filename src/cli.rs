@@ -94,6 +94,7 @@ fn serve(config: Config, warnings: Vec<String>) -> ExitCode {
 async fn serve_async(config: Config) -> Result<(), String> {
     let address = (config.address, config.port);
     let services: Arc<Services> = Services::open(config).map_err(|e| e.to_string())?;
+    services.start_presence_sweeper();
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", address.0, address.1))?;

@@ -17,6 +17,11 @@ use crate::{Error, Result, Services};
 
 /// How long without activity before `online` shows as `unavailable`.
 pub const IDLE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// How long without activity before anyone shows as `offline`: a client
+/// that stopped syncing says nothing, so time has to.
+pub const OFFLINE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// How often idle and offline transitions are looked for and announced.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// Longest accepted `status_msg`, in bytes.
 const MAX_STATUS_BYTES: usize = 1024;
@@ -31,8 +36,10 @@ struct UserPresence {
     state: String,
     status_msg: Option<String>,
     last_active: Instant,
-    /// The position at which `state` or `status_msg` last changed.
+    /// The position at which what others see last changed.
     changed_at: u64,
+    /// The presence others last learned (at `changed_at`).
+    announced: String,
 }
 
 /// A user's presence as clients see it.
@@ -46,7 +53,9 @@ pub struct PresenceView {
 impl UserPresence {
     fn view(&self, now: Instant) -> PresenceView {
         let idle = now.duration_since(self.last_active);
-        let presence = if self.state == "online" && idle >= IDLE_AFTER {
+        let presence = if self.state != "offline" && idle >= OFFLINE_AFTER {
+            "offline".to_owned()
+        } else if self.state == "online" && idle >= IDLE_AFTER {
             "unavailable".to_owned()
         } else {
             self.state.clone()
@@ -124,6 +133,7 @@ impl Services {
                     status_msg: None,
                     last_active: now,
                     changed_at: 0,
+                    announced: "offline".to_owned(),
                 });
             let was = entry.view(now);
             if state != "offline" {
@@ -134,21 +144,70 @@ impl Services {
                 entry.status_msg = status;
             }
             let is = entry.view(now);
-            was.presence != is.presence || was.status_msg != is.status_msg
+            entry.announced != is.presence || was.status_msg != is.status_msg
         };
         if changed {
-            self.stream.bump(&self.db, None, |position| {
-                let mut users = self
-                    .presence
-                    .users
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                if let Some(entry) = users.get_mut(user_id) {
-                    entry.changed_at = position;
-                }
-            })?;
+            self.announce_presence(&[user_id.to_owned()])?;
         }
         Ok(())
+    }
+
+    /// Records what `users` show now as announced, at a new position.
+    fn announce_presence(&self, users: &[OwnedUserId]) -> Result<()> {
+        self.stream.bump(&self.db, None, |position| {
+            let now = Instant::now();
+            let mut all = self
+                .presence
+                .users
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for user in users {
+                if let Some(entry) = all.get_mut(user) {
+                    entry.announced = entry.view(now).presence;
+                    entry.changed_at = position;
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Announces the transitions time made (online -> unavailable ->
+    /// offline) since the last look.
+    pub fn sweep_presence(&self) -> Result<()> {
+        let now = Instant::now();
+        let changed: Vec<OwnedUserId> = {
+            let users = self
+                .presence
+                .users
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            users
+                .iter()
+                .filter(|(_, p)| p.view(now).presence != p.announced)
+                .map(|(user, _)| user.clone())
+                .collect()
+        };
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.announce_presence(&changed)
+    }
+
+    /// Runs [`Self::sweep_presence`] every 30 s while the server lives.
+    pub fn start_presence_sweeper(self: &std::sync::Arc<Self>) {
+        let services = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                every.tick().await;
+                let Some(services) = services.upgrade() else {
+                    return;
+                };
+                if let Err(e) = services.sweep_presence() {
+                    tracing::warn!("presence sweep failed: {e}");
+                }
+            }
+        });
     }
 
     /// A user's presence (`offline` when never seen).
@@ -220,5 +279,46 @@ impl Services {
             }
         }
         Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::user_id;
+
+    use super::*;
+    use crate::Config;
+
+    #[test]
+    fn time_turns_online_into_unavailable_then_offline_and_the_sweep_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::load(None).unwrap().config;
+        config.database_path = dir.path().to_owned();
+        let services = crate::Services::open(config).unwrap();
+        let alice = user_id!("@alice:localhost");
+        services.set_presence(alice, "online", None).unwrap();
+        let announced_at = services.stream.position();
+        assert_eq!(services.presence_of(alice).presence, "online");
+
+        let age = |d: Duration| {
+            let mut users = services.presence.users.lock().unwrap();
+            let entry = users.get_mut(alice).unwrap();
+            entry.last_active = Instant::now().checked_sub(d).expect("uptime");
+        };
+        if Instant::now().checked_sub(OFFLINE_AFTER * 2).is_none() {
+            return; // a machine up for less than an hour cannot fake idle time
+        }
+        age(IDLE_AFTER + Duration::from_secs(1));
+        assert_eq!(services.presence_of(alice).presence, "unavailable");
+        services.sweep_presence().unwrap();
+        assert!(services.stream.position() > announced_at, "announced");
+        let after_idle = services.stream.position();
+        services.sweep_presence().unwrap();
+        assert_eq!(services.stream.position(), after_idle, "nothing new");
+
+        age(OFFLINE_AFTER + Duration::from_secs(1));
+        assert_eq!(services.presence_of(alice).presence, "offline");
+        services.sweep_presence().unwrap();
+        assert!(services.stream.position() > after_idle);
     }
 }
