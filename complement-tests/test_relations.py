@@ -72,6 +72,11 @@ def test_reactions_threads_and_relations_endpoints(server):
     server.request("PUT", f"{CS}/rooms/{quote(room)}/redact/{quote(reaction)}/{unique('r')}", token=b, json={})
     reactions = server.request("GET", f"{V1}/rooms/{quote(room)}/relations/{quote(root)}/m.annotation", token=b).json()
     assert reactions["chunk"] == []
+    # A second identical reaction is refused, unless the first was redacted.
+    again = send_event(server, b, room, "m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "👍"}})
+    r = server.request("PUT", f"{CS}/rooms/{quote(room)}/send/m.reaction/{unique('t')}", token=b, json={"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "👍"}})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_DUPLICATE_ANNOTATION")
+    assert again
 
     # Outsiders and unknown events.
     carol = server.register(unique("carol"))

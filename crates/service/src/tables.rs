@@ -77,6 +77,9 @@ pub const ACCOUNT_DATA_POSITIONS: Table<(Str, Str, Str), U64> =
     Table::new("account_data_positions");
 /// (parent event short id, position) -> an event relating to the parent.
 pub const RELATIONS: Table<(U64, U64), U64> = Table::new("relations");
+/// (parent short id, sender, reaction key) -> the sender's reaction with
+/// that key (refusing a second one is a point lookup).
+pub const ANNOTATIONS: Table<(U64, Str, Str), U64> = Table::new("annotations");
 /// thread root short id -> the thread's summary.
 pub const THREADS: Table<U64, Json<crate::rooms::relations::ThreadSummary>> = Table::new("threads");
 /// (room short id, position of a thread's latest event) -> the thread root:
@@ -118,6 +121,7 @@ pub const ALL: &[TableDef] = &[
     ACCOUNT_DATA_CHANGES.def(),
     ACCOUNT_DATA_POSITIONS.def(),
     RELATIONS.def(),
+    ANNOTATIONS.def(),
     THREADS.def(),
     THREAD_ROOTS.def(),
     SEARCH_INDEX.def(),

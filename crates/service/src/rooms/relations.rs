@@ -45,6 +45,8 @@ pub fn relation_of(pdu: &Pdu) -> Option<(&str, &str)> {
 pub(crate) struct RelationRows {
     parent: u64,
     thread: Option<(u64, Option<u64>, ThreadSummary)>,
+    /// The reaction key, for a reaction.
+    annotation: Option<String>,
 }
 
 impl RelationRows {
@@ -93,11 +95,29 @@ impl RelationRows {
         } else {
             None
         };
-        Ok(Some(Self { parent, thread }))
+        let annotation = (pdu.kind == "m.reaction" && rel_type == "m.annotation")
+            .then(|| {
+                pdu.content["m.relates_to"]["key"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .flatten();
+        Ok(Some(Self {
+            parent,
+            thread,
+            annotation,
+        }))
     }
 
     pub(crate) fn write(self, batch: &mut Batch<'_>, pdu: &Pdu, count: u64) -> Result<()> {
         batch.put(&tables::RELATIONS, (self.parent, count), pdu.short)?;
+        if let Some(key) = &self.annotation {
+            batch.put(
+                &tables::ANNOTATIONS,
+                (self.parent, pdu.sender.as_str(), key.as_str()),
+                pdu.short,
+            )?;
+        }
         if let Some((room, old_latest, mut summary)) = self.thread {
             if let Some(old) = old_latest {
                 batch.delete(&tables::THREAD_ROOTS, (room, old))?;
@@ -149,23 +169,18 @@ impl Services {
         let Some(parent) = self.short_ids.event_short(parent)? else {
             return Ok(());
         };
-        let prefix = KeyPrefix::new().push::<U64>(parent);
-        for row in self.db.scan_prefix(&tables::RELATIONS, &prefix)? {
-            let (_, child) = row?;
-            let Some(pdu) = self.rooms.pdu(child, &self.short_ids)? else {
-                continue;
-            };
-            let existing = &pdu.content["m.relates_to"];
-            if pdu.kind == "m.reaction"
-                && pdu.sender == sender.as_str()
-                && existing["rel_type"] == "m.annotation"
-                && existing["key"].as_str() == Some(key)
-            {
-                return Err(Error::new(
-                    crate::ErrorCode::DuplicateAnnotation,
-                    "You already reacted with this key.",
-                ));
-            }
+        // The earlier reaction counts unless it was redacted since.
+        let earlier = self
+            .db
+            .get(&tables::ANNOTATIONS, (parent, sender.as_str(), key))?;
+        if let Some(earlier) = earlier
+            && let Some(pdu) = self.rooms.pdu(earlier, &self.short_ids)?
+            && relation_of(&pdu).is_some()
+        {
+            return Err(Error::new(
+                crate::ErrorCode::DuplicateAnnotation,
+                "You already reacted with this key.",
+            ));
         }
         Ok(())
     }
@@ -208,53 +223,95 @@ impl Services {
             .limit
             .unwrap_or(DEFAULT_RELATIONS_PAGE)
             .clamp(1, MAX_RELATIONS_PAGE);
-        let depth = if request.recurse { MAX_RECURSION } else { 1 };
-        // Every relating event down to `depth`, as (position, event).
-        let mut found: Vec<(u64, Pdu)> = Vec::new();
-        let mut level = vec![parent];
-        let mut reached = 0;
-        for current_depth in 1..=depth {
-            let mut next_level = Vec::new();
-            for &event in &level {
-                let prefix = KeyPrefix::new().push::<U64>(event);
-                for row in self.db.scan_prefix(&tables::RELATIONS, &prefix)? {
-                    let ((_, count), child) = row?;
-                    let Some(pdu) = self.rooms.pdu(child, &self.short_ids)? else {
-                        continue;
-                    };
-                    // A redacted event has lost its relation.
-                    if relation_of(&pdu).is_none() || !self.may_see(user_id, joined_now, &pdu)? {
-                        continue;
-                    }
-                    next_level.push(child);
-                    found.push((count, pdu));
-                    reached = current_depth;
-                }
-            }
-            if next_level.is_empty() {
-                break;
-            }
-            level = next_level;
-        }
-        found.retain(|(count, pdu)| {
+        let wanted = |count: u64, pdu: &Pdu| {
             let (rel_type, _) = relation_of(pdu).unwrap_or_default();
+            let after_from = request.from.is_none_or(|from| {
+                if request.forward {
+                    count >= from
+                } else {
+                    count < from
+                }
+            });
+            let before_to = request.to.is_none_or(|to| {
+                if request.forward {
+                    count < to
+                } else {
+                    count >= to
+                }
+            });
             request.rel_type.is_none_or(|r| r == rel_type)
                 && request.event_type.is_none_or(|t| t == pdu.kind)
-                && request.from.is_none_or(|from| {
-                    if request.forward {
-                        *count >= from
-                    } else {
-                        *count < from
+                && after_from
+                && before_to
+        };
+        // A redacted event has lost its relation.
+        let readable = |pdu: &Pdu| -> Result<bool> {
+            Ok(relation_of(pdu).is_some() && self.may_see(user_id, joined_now, pdu)?)
+        };
+        let mut found: Vec<(u64, Pdu)> = Vec::new();
+        let mut reached = 1;
+        if request.recurse {
+            // Relations of relations: the tree down to MAX_RECURSION levels,
+            // then filtered and ordered.
+            let mut level = vec![parent];
+            for current_depth in 1..=MAX_RECURSION {
+                let mut next_level = Vec::new();
+                for &event in &level {
+                    let prefix = KeyPrefix::new().push::<U64>(event);
+                    for row in self.db.scan_prefix(&tables::RELATIONS, &prefix)? {
+                        let ((_, count), child) = row?;
+                        let Some(pdu) = self.rooms.pdu(child, &self.short_ids)? else {
+                            continue;
+                        };
+                        if readable(&pdu)? {
+                            next_level.push(child);
+                            found.push((count, pdu));
+                            reached = current_depth;
+                        }
                     }
-                })
-                && request.to.is_none_or(|to| {
+                }
+                if next_level.is_empty() {
+                    break;
+                }
+                level = next_level;
+            }
+            found.retain(|(count, pdu)| wanted(*count, pdu));
+        } else {
+            // Direct relations are stored in position order: read from the
+            // token in the asked direction and stop one past a full page.
+            let prefix = KeyPrefix::new().push::<U64>(parent);
+            let from = request
+                .from
+                .unwrap_or(if request.forward { 0 } else { u64::MAX });
+            let start = KeyPrefix::new().push::<U64>(parent).push::<U64>(from);
+            for row in self.db.scan_from(
+                &tables::RELATIONS,
+                &prefix,
+                start.as_bytes(),
+                request.forward,
+            )? {
+                let ((_, count), child) = row?;
+                let past_to = request.to.is_some_and(|to| {
                     if request.forward {
-                        *count < to
+                        count >= to
                     } else {
-                        *count >= to
+                        count < to
                     }
-                })
-        });
+                });
+                if past_to {
+                    break;
+                }
+                let Some(pdu) = self.rooms.pdu(child, &self.short_ids)? else {
+                    continue;
+                };
+                if wanted(count, &pdu) && readable(&pdu)? {
+                    found.push((count, pdu));
+                    if found.len() > limit {
+                        break;
+                    }
+                }
+            }
+        }
         found.sort_by_key(|(count, _)| *count);
         if !request.forward {
             found.reverse();
@@ -271,7 +328,7 @@ impl Services {
         Ok(RelationsPage {
             events,
             next,
-            recursion_depth: request.recurse.then_some(reached.max(1)),
+            recursion_depth: request.recurse.then_some(reached),
         })
     }
 
