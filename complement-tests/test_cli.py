@@ -61,9 +61,10 @@ def test_config_file_with_unknown_keys_serves_and_warns(tmp_path):
                 import time
 
                 time.sleep(0.05)
-        # Production default: registration needs a token, and none is configured.
+        # Production default: registration needs a token; on a first start
+        # the only one is the admin invite the server logs.
         r = requests.post(url + "/_matrix/client/v3/register", json={"username": unique(), "password": "pw"}, timeout=10)
-        assert r.status_code == 403 and r.json()["errcode"] == "M_FORBIDDEN"
+        assert r.status_code == 401 and r.json()["flows"] == [{"stages": ["m.login.registration_token"]}]
         wk = requests.get(url + "/.well-known/matrix/client", timeout=10).json()
         assert wk["m.homeserver"]["base_url"] == "https://example.test"
     finally:

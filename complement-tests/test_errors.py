@@ -1,5 +1,6 @@
 """Error cases answered exactly as the spec says, with raw HTTP so nothing is smoothed over."""
 
+import re
 import time
 
 import requests
@@ -134,8 +135,14 @@ def test_registration_closed(make_server):
     server = make_server({"CONDUIT_ALLOW_REGISTRATION": "false"})
     r = server.request("POST", f"{CS}/register", json={"username": unique(), "password": "pw", "auth": {"type": "m.login.dummy"}})
     assert_error(r, 403, "M_FORBIDDEN")
-    # Requiring a token when none exists is closed too, not a flow nobody can finish.
+    # Requiring a token when no valid one exists is closed too, not a flow
+    # nobody can finish. (A first start has the admin invite: use it up.)
     server = make_server({"CONDUIT_REGISTRATION_REQUIRES_TOKEN": "true"})
+    r = server.request("POST", f"{CS}/register", json={"username": unique(), "password": "pw"})
+    assert r.status_code == 401 and r.json()["flows"] == [{"stages": ["m.login.registration_token"]}]
+    token = re.findall(r"with registration token (\S+) \(single use", server.log())[-1]
+    auth = {"type": "m.login.registration_token", "token": token, "session": r.json()["session"]}
+    assert server.request("POST", f"{CS}/register", json={"username": unique(), "password": "pw", "auth": auth}).status_code == 200
     r = server.request("POST", f"{CS}/register", json={"username": unique(), "password": "pw"})
     assert_error(r, 403, "M_FORBIDDEN")
 

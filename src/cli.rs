@@ -95,6 +95,14 @@ async fn serve_async(config: Config) -> Result<(), String> {
     let address = (config.address, config.port);
     let services: Arc<Services> = Services::open(config).map_err(|e| e.to_string())?;
     services.start_presence_sweeper();
+    if let Some(invite) = services.first_admin_invite().map_err(|e| e.to_string())? {
+        tracing::warn!(
+            token = %invite.record.token,
+            "no account exists yet: register the first account, which becomes the server admin, \
+             with registration token {} (single use, valid for 24 hours)",
+            invite.record.token
+        );
+    }
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", address.0, address.1))?;

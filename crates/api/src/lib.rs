@@ -1,6 +1,7 @@
 //! The HTTP face of the homeserver: axum routers for the client-server API
 //! and `.well-known`, over the [`Services`] handle.
 
+mod admin;
 mod client;
 mod error;
 mod middleware;
@@ -24,7 +25,7 @@ pub fn router(services: Arc<Services>) -> Router {
     let router = Router::new()
         .route("/.well-known/matrix/client", get(well_known::client))
         .route("/.well-known/matrix/server", get(well_known::server));
-    let router = server::routes(router);
+    let router = admin::routes(server::routes(router));
     client::routes(router)
         .fallback(error::unrecognized_path)
         .method_not_allowed_fallback(error::unrecognized_method)

@@ -66,6 +66,9 @@ pub struct Config {
     pub log: String,
     /// Lifetime of an access token issued together with a refresh token, in seconds.
     pub refreshable_access_token_lifetime: u64,
+    /// How long a user-interactive auth session (and the registration-token
+    /// use it reserved) lives, in seconds.
+    pub uiaa_session_timeout: u64,
     pub well_known: WellKnown,
     /// True when no config file was given: a loopback development server.
     #[serde(skip)]
@@ -122,6 +125,7 @@ impl Config {
             ],
             log: "info".into(),
             refreshable_access_token_lifetime: 300,
+            uiaa_session_timeout: 15 * 60,
             well_known: WellKnown::default(),
             development,
         }
@@ -209,6 +213,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "registration_token must not be empty (remove the key instead)".into(),
+            ));
+        }
+        if self.uiaa_session_timeout == 0 {
+            return Err(ConfigError::Invalid(
+                "uiaa_session_timeout must be at least 1 second".into(),
             ));
         }
         if self.refreshable_access_token_lifetime == 0 {

@@ -8,7 +8,9 @@ mod counter;
 mod error;
 pub mod filters;
 pub mod presence;
+pub mod rate_limit;
 pub mod registration;
+pub mod registration_tokens;
 pub mod rooms;
 pub mod server_keys;
 pub mod session;
@@ -27,6 +29,7 @@ use self::{
     account_data::AccountData,
     filters::Filters,
     presence::Presence,
+    registration_tokens::RegistrationTokens,
     rooms::{
         push::PushCache, short::ShortIds, state_snapshots::StateSnapshots, timeline::Rooms,
         typing::Typing,
@@ -59,6 +62,9 @@ pub struct Services {
     pub users: Users,
     pub devices: Devices,
     pub uiaa: Uiaa,
+    pub registration_tokens: RegistrationTokens,
+    /// Registration-token validity checks per client address.
+    pub token_validity_limiter: rate_limit::RateLimiter,
     pub account_data: AccountData,
     pub filters: Filters,
     pub server_keys: ServerKeys,
@@ -84,6 +90,7 @@ impl Services {
         let server_keys = ServerKeys::load_or_create(&db, &config.server_name)
             .map_err(|e| StartError::SigningKey(e.to_string()))?;
         let short_ids = ShortIds::new(db.clone()).map_err(|e| StartError::Load(e.to_string()))?;
+        let uiaa_lifetime = std::time::Duration::from_secs(config.uiaa_session_timeout);
         let stream = Arc::new(Stream::new(&db).map_err(|e| StartError::Load(e.to_string()))?);
         let rooms = Rooms::new(db.clone(), stream.clone());
         Ok(Arc::new(Self {
@@ -98,7 +105,12 @@ impl Services {
             presence: Presence::default(),
             users: Users::new(db.clone(), &config.server_name),
             devices: Devices::new(db.clone(), config.refreshable_access_token_lifetime * 1000),
-            uiaa: Uiaa::default(),
+            uiaa: Uiaa::new(uiaa_lifetime),
+            registration_tokens: RegistrationTokens::new(db.clone(), uiaa_lifetime),
+            token_validity_limiter: rate_limit::RateLimiter::new(
+                30,
+                std::time::Duration::from_secs(60),
+            ),
             account_data: AccountData::new(db.clone(), stream.clone()),
             filters: Filters::new(db.clone()),
             db,

@@ -9,10 +9,14 @@ use serde_json::Value as JsonValue;
 
 use crate::{
     Error, ErrorCode, Result, Services,
+    registration_tokens::{NewToken, TokenView},
     uiaa::UiaaRequest,
     users::{NewSession, devices::SessionRequest, password},
     utils,
 };
+
+/// How long the first-start admin invite stays valid.
+const FIRST_ADMIN_INVITE_LIFETIME_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// A registration request, as parsed from the client.
 pub struct Registration<'a> {
@@ -61,7 +65,7 @@ impl Services {
         if !config.registration_requires_token {
             return Ok(vec![AuthFlow::new(vec![AuthType::Dummy])]);
         }
-        if config.registration_token.is_none() {
+        if config.registration_token.is_none() && !self.registration_tokens.any_usable()? {
             return Err(Error::forbidden(
                 "Registration needs a registration token, and this server has none to give.",
             ));
@@ -69,8 +73,38 @@ impl Services {
         Ok(vec![AuthFlow::new(vec![AuthType::RegistrationToken])])
     }
 
-    /// True when `token` opens registration. Compared in constant time.
-    pub fn registration_token_is_valid(&self, token: &str) -> bool {
+    /// On a first start (no account yet) of a server where registration
+    /// needs a token: a single-use token valid for 24 hours whose account
+    /// becomes a server admin (the one still valid from an earlier start,
+    /// if any). `None` once accounts exist or when registration is open.
+    pub fn first_admin_invite(&self) -> Result<Option<TokenView>> {
+        let config = &self.config;
+        if !config.allow_registration || !config.registration_requires_token || self.users.any()? {
+            return Ok(None);
+        }
+        let now = utils::now_ms();
+        if let Some(existing) = self
+            .registration_tokens
+            .list()?
+            .into_iter()
+            .find(|t| t.record.grants_admin && t.is_valid(now))
+        {
+            return Ok(Some(existing));
+        }
+        self.registration_tokens
+            .create(NewToken {
+                uses_allowed: Some(1),
+                expiry_time: Some(now + FIRST_ADMIN_INVITE_LIFETIME_MS),
+                note: Some("first start: the first account, a server admin".into()),
+                grants_admin: true,
+                ..NewToken::default()
+            })
+            .map(Some)
+    }
+
+    /// True when `token` is the static `registration_token` of the config
+    /// (unlimited uses). Compared in constant time.
+    pub fn is_static_registration_token(&self, token: &str) -> bool {
         let Some(expected) = &self.config.registration_token else {
             return false;
         };
@@ -119,16 +153,24 @@ impl Services {
             None => self.free_random_user_id()?,
         };
         let hash = password::hash(password.to_owned()).await?;
-        // The account and its first device land in one batch.
-        let session = self.users.create(&user_id, Some(hash), false, |batch| {
-            if request.inhibit_login {
-                return Ok(None);
-            }
-            let session = self
-                .devices
-                .create_session_into(batch, first_session(&request, &user_id, false))?;
-            Ok(Some(session))
-        })?;
+        // The account, its first device and the registration token's use
+        // land in one batch.
+        let session =
+            self.registration_tokens
+                .complete(passed.session_id(), |count_token_use| {
+                    self.users
+                        .create(&user_id, Some(hash), false, |batch, account| {
+                            account.is_admin = count_token_use(batch)?;
+                            if request.inhibit_login {
+                                return Ok(None);
+                            }
+                            let session = self.devices.create_session_into(
+                                batch,
+                                first_session(&request, &user_id, false),
+                            )?;
+                            Ok(Some(session))
+                        })
+                })?;
         self.uiaa.finish(passed);
         tracing::info!(%user_id, "registered a new account");
         Ok(Registered { user_id, session })
@@ -155,7 +197,7 @@ impl Services {
                 break user_id;
             }
         };
-        let session = self.users.create(&user_id, None, true, |batch| {
+        let session = self.users.create(&user_id, None, true, |batch, _| {
             self.devices
                 .create_session_into(batch, first_session(request, &user_id, true))
         })?;

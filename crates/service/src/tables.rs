@@ -20,6 +20,9 @@ pub const ACCESS_TOKENS: Table<Str, Json<TokenRecord>> = Table::new("access_toke
 pub const REFRESH_TOKENS: Table<Str, Json<TokenRecord>> = Table::new("refresh_tokens");
 /// (user id, room id or "" for global, event type) -> account data content.
 pub const ACCOUNT_DATA: Table<(Str, Str, Str), Json<JsonValue>> = Table::new("account_data");
+/// registration token -> its record (uses, expiry, who made it, revoked).
+pub const REGISTRATION_TOKENS: Table<Str, Json<crate::registration_tokens::RegistrationToken>> =
+    Table::new("registration_tokens");
 /// (user id, filter id) -> filter definition.
 pub const FILTERS: Table<(Str, Str), Json<JsonValue>> = Table::new("filters");
 
@@ -100,6 +103,7 @@ pub const ALL: &[TableDef] = &[
     REFRESH_TOKENS.def(),
     ACCOUNT_DATA.def(),
     FILTERS.def(),
+    REGISTRATION_TOKENS.def(),
     EVENTID_SHORT.def(),
     SHORT_EVENTID.def(),
     STATEKEY_SHORT.def(),

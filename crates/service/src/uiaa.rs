@@ -20,9 +20,6 @@ use serde_json::Value as JsonValue;
 
 use crate::{Error, ErrorCode, Result, Services, utils};
 
-/// How long a client has to finish a user-interactive auth.
-const SESSION_LIFETIME: Duration = Duration::from_secs(15 * 60);
-
 /// Open sessions at most; more answer `M_LIMIT_EXCEEDED` (each holds little,
 /// see [`remembered`], but anyone can open them).
 const MAX_SESSIONS: usize = 10_000;
@@ -73,9 +70,9 @@ struct UiaaSession {
 
 /// Open user-interactive auth sessions, kept in memory: a session lives for
 /// minutes, and a restart only asks the client to authenticate again.
-#[derive(Default)]
 pub struct Uiaa {
     sessions: Mutex<HashMap<String, UiaaSession>>,
+    lifetime: Duration,
 }
 
 /// What a request carries into user-interactive auth.
@@ -100,7 +97,21 @@ pub struct UiaaPassed {
     session: String,
 }
 
+impl UiaaPassed {
+    /// The auth session's id (registration tokens reserve uses by it).
+    pub fn session_id(&self) -> &str {
+        &self.session
+    }
+}
+
 impl Uiaa {
+    pub(crate) fn new(lifetime: Duration) -> Self {
+        Self {
+            sessions: Mutex::default(),
+            lifetime,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UiaaSession>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -127,7 +138,7 @@ impl Uiaa {
                 user_id: user_id.map(ToOwned::to_owned),
                 flows,
                 completed: Vec::new(),
-                expires_at: now + SESSION_LIFETIME,
+                expires_at: now + self.lifetime,
                 first_body: remembered(body),
                 proven_user: None,
             },
@@ -204,7 +215,7 @@ impl Services {
             let why = format!("The auth stage {stage} is not offered here.");
             return Err(self.uiaa_challenge(&id, Some(why)));
         }
-        let proven = match self.check_stage(auth, request.user_id).await {
+        let proven = match self.check_stage(auth, request.user_id, &id).await {
             Ok(proven) => proven,
             Err(why) => return Err(self.uiaa_challenge(&id, Some(why))),
         };
@@ -250,6 +261,7 @@ impl Services {
         &self,
         auth: &AuthData,
         user_id: Option<&UserId>,
+        session: &str,
     ) -> Result<Option<OwnedUserId>, String> {
         match auth {
             AuthData::Dummy(_) => Ok(None),
@@ -273,13 +285,17 @@ impl Services {
                         Error::Uiaa(_) => "Authentication failed.".into(),
                     })
             }
-            AuthData::RegistrationToken(token) => {
-                if self.registration_token_is_valid(&token.token) {
-                    Ok(None)
-                } else {
-                    Err("Invalid registration token.".into())
-                }
+            // The static token has unlimited uses; a stored one reserves a
+            // use for this session.
+            AuthData::RegistrationToken(token)
+                if self.is_static_registration_token(&token.token) =>
+            {
+                Ok(None)
             }
+            AuthData::RegistrationToken(token) => self
+                .registration_tokens
+                .reserve(&token.token, session)
+                .map(|()| None),
             _ => Err("This auth stage is not supported.".into()),
         }
     }

@@ -41,6 +41,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(session::logout_all)
         .ruma_route(register::register)
         .ruma_route(register::username_available)
+        .ruma_route(register::token_validity)
         .ruma_route(account::whoami)
         .ruma_route(account::change_password)
         .ruma_route(account::deactivate)

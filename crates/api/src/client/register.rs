@@ -1,11 +1,12 @@
-//! `POST /register` and `GET /register/available`.
+//! `POST /register`, `GET /register/available` and registration-token
+//! validity.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use conduit_service::{Services, registration::Registration};
 use ruma::api::client::account::{
-    get_username_availability,
+    check_registration_token_validity, get_username_availability,
     register::{self, RegistrationKind},
 };
 
@@ -48,4 +49,21 @@ pub async fn username_available(
     Ok(RumaResponse(get_username_availability::v3::Response::new(
         true,
     )))
+}
+
+/// `GET /register/m.login.registration_token/validity`: rate-limited per
+/// client address, so tokens cannot be guessed quickly.
+pub async fn token_validity(
+    State(services): State<Arc<Services>>,
+    req: Ruma<check_registration_token_validity::v1::Request>,
+) -> Result<RumaResponse<check_registration_token_validity::v1::Response>, ApiError> {
+    services
+        .token_validity_limiter
+        .check(req.client_ip.as_deref().unwrap_or("unknown"))?;
+    let token = &req.body.token;
+    let valid = services.is_static_registration_token(token)
+        || services.registration_tokens.is_valid(token)?;
+    Ok(RumaResponse(
+        check_registration_token_validity::v1::Response::new(valid),
+    ))
 }

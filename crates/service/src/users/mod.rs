@@ -62,6 +62,15 @@ impl Users {
 
     /// True when the user id is taken, including by a deactivated account:
     /// user ids are never reused.
+    /// Whether any account exists (a first start has none).
+    pub fn any(&self) -> Result<bool> {
+        Ok(self
+            .db
+            .scan_prefix(&tables::ACCOUNTS, &conduit_storage::KeyPrefix::new())?
+            .next()
+            .is_some())
+    }
+
     pub fn exists(&self, user_id: &UserId) -> Result<bool> {
         Ok(self.db.contains(&tables::ACCOUNTS, user_id.as_str())?)
     }
@@ -112,7 +121,7 @@ impl Users {
         user_id: &UserId,
         password_hash: Option<String>,
         is_guest: bool,
-        with: impl FnOnce(&mut Batch<'_>) -> Result<T>,
+        with: impl FnOnce(&mut Batch<'_>, &mut AccountRecord) -> Result<T>,
     ) -> Result<T> {
         let _guard = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.exists(user_id)? {
@@ -121,18 +130,19 @@ impl Users {
                 "The desired user ID is already taken.",
             ));
         }
-        let record = AccountRecord {
+        let mut record = AccountRecord {
             created_at: utils::now_ms(),
             password_hash,
             is_guest,
             ..Default::default()
         };
         let mut batch = self.db.batch();
-        batch.put(&tables::ACCOUNTS, user_id.as_str(), &record)?;
         // Every account starts with its localpart as display name, as Synapse does.
         let name = serde_json::Value::String(user_id.localpart().to_owned());
         batch.put(&tables::PROFILES, (user_id.as_str(), "displayname"), &name)?;
-        let extra = with(&mut batch)?;
+        // `with` adds to the batch and may set flags on the account.
+        let extra = with(&mut batch, &mut record)?;
+        batch.put(&tables::ACCOUNTS, user_id.as_str(), &record)?;
         self.db.write(batch)?;
         Ok(extra)
     }
@@ -245,7 +255,7 @@ mod tests {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let users = users.clone();
-                std::thread::spawn(move || users.create(alice, None, false, |_| Ok(())).is_ok())
+                std::thread::spawn(move || users.create(alice, None, false, |_, _| Ok(())).is_ok())
             })
             .collect();
         let created = handles
