@@ -1,10 +1,13 @@
-//! The command line: `serve` (the default) and `db` for looking into a
-//! stopped server's database.
+//! The command line: `serve` (the default), `admin` (registration tokens
+//! and invites, on a running or a stopped server) and `db` for looking
+//! into a stopped server's database.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
-use conduit_service::{Config, Services, config::Loaded};
+use conduit_service::{Config, Services, admin_commands::AdminCommand, config::Loaded};
+
+use crate::admin_socket;
 use conduit_storage::Database;
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +30,14 @@ enum Command {
     /// Look into the database of a stopped server.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Admin commands (`conduit admin token create --uses 1`, `conduit admin
+    /// invite`; `conduit admin --help` lists them). Sent to the running
+    /// server through its admin socket, or run on the database when it is
+    /// stopped.
+    Admin {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -54,6 +65,34 @@ pub fn run() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config, warnings),
         Command::Db(command) => db(config, command),
+        Command::Admin { words } => admin(config, words),
+    }
+}
+
+fn admin(config: Config, words: Vec<String>) -> ExitCode {
+    // Usage errors and --help are answered here, without a server.
+    if let Err((is_help, text)) = AdminCommand::parse(&words) {
+        if is_help {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        eprint!("{text}");
+        return ExitCode::FAILURE;
+    }
+    let (ok, output) = match admin_socket::send(&config.database_path, &words) {
+        Some(Ok(reply)) => reply,
+        Some(Err(e)) => (false, e),
+        None => match Services::open(config) {
+            Ok(services) => admin_socket::run_offline(&services, words),
+            Err(e) => (false, format!("cannot open the database: {e}")),
+        },
+    };
+    if ok {
+        println!("{output}");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("conduit: {output}");
+        ExitCode::FAILURE
     }
 }
 
@@ -95,6 +134,8 @@ async fn serve_async(config: Config) -> Result<(), String> {
     let address = (config.address, config.port);
     let services: Arc<Services> = Services::open(config).map_err(|e| e.to_string())?;
     services.start_presence_sweeper();
+    admin_socket::listen(services.clone())
+        .map_err(|e| format!("cannot open the admin socket: {e}"))?;
     if let Some(invite) = services.first_admin_invite().map_err(|e| e.to_string())? {
         tracing::warn!(
             token = %invite.record.token,

@@ -1,5 +1,6 @@
 //! `conduit`: a small, fast Matrix homeserver. With no arguments it serves.
 
+mod admin_socket;
 mod cli;
 
 use std::process::ExitCode;

@@ -3,6 +3,7 @@
 
 mod account;
 pub mod account_data;
+pub mod admin_commands;
 pub mod config;
 mod counter;
 mod error;

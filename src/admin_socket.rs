@@ -1,0 +1,108 @@
+//! The admin socket: `admin.sock` in the data directory (mode 0600, so only
+//! the server's own user reaches it). `conduit admin ...` sends its words
+//! there when the server runs, and gets the command's answer back; when the
+//! server is stopped it opens the database itself.
+//!
+//! One request per connection: a JSON array of words and a newline, then a
+//! JSON object `{"ok": bool, "output": text}`.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::{fs::PermissionsExt, net::UnixStream},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use conduit_service::{Services, admin_commands::AdminCommand};
+use serde_json::{Value as JsonValue, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+/// The longest request line accepted.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+pub fn path(database_path: &Path) -> PathBuf {
+    database_path.join("admin.sock")
+}
+
+/// Runs one command's words and says how it went.
+fn answer(services: &Services, words: Vec<String>) -> JsonValue {
+    let result = AdminCommand::parse(words)
+        .map_err(|(_, text)| text)
+        .and_then(|command| {
+            services
+                .run_admin_command(command, "cli")
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(output) => json!({ "ok": true, "output": output }),
+        Err(output) => json!({ "ok": false, "output": output }),
+    }
+}
+
+/// Listens on the socket for as long as the server runs.
+pub fn listen(services: Arc<Services>) -> std::io::Result<()> {
+    let path = path(&services.config.database_path);
+    // A socket left by a server that died: the database lock already
+    // proved no other server runs here.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let services = services.clone();
+            tokio::spawn(async move {
+                let (reader, mut writer) = stream.into_split();
+                let mut line = String::new();
+                let mut reader =
+                    tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(reader, MAX_REQUEST));
+                if reader.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let reply = match serde_json::from_str::<Vec<String>>(&line) {
+                    Ok(words) => {
+                        let services = services.clone();
+                        tokio::task::spawn_blocking(move || answer(&services, words))
+                            .await
+                            .unwrap_or_else(
+                                |_| json!({ "ok": false, "output": "the command failed" }),
+                            )
+                    }
+                    Err(e) => json!({ "ok": false, "output": format!("bad request: {e}") }),
+                };
+                let _ = writer.write_all(format!("{reply}\n").as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Sends a command to a running server: `None` when none listens here.
+pub fn send(database_path: &Path, words: &[String]) -> Option<Result<(bool, String), String>> {
+    let stream = UnixStream::connect(path(database_path)).ok()?;
+    let exchange = || -> std::io::Result<(bool, String)> {
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut writer = &stream;
+        writer.write_all(format!("{}\n", json!(words)).as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line)?;
+        let reply: JsonValue = serde_json::from_str(&line)?;
+        Ok((
+            reply["ok"].as_bool().unwrap_or(false),
+            reply["output"].as_str().unwrap_or_default().to_owned(),
+        ))
+    };
+    Some(exchange().map_err(|e| format!("the server's admin socket failed: {e}")))
+}
+
+/// Runs a command on the database of a stopped server.
+pub fn run_offline(services: &Services, words: Vec<String>) -> (bool, String) {
+    let reply = answer(services, words);
+    (
+        reply["ok"].as_bool().unwrap_or(false),
+        reply["output"].as_str().unwrap_or_default().to_owned(),
+    )
+}
