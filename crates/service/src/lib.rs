@@ -4,6 +4,7 @@
 mod account;
 pub mod account_data;
 pub mod admin_commands;
+pub mod admin_room;
 pub mod config;
 mod counter;
 mod error;

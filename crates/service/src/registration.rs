@@ -115,7 +115,8 @@ impl Services {
     /// `GET /register/available`: free and valid, or the error saying why not.
     pub fn check_username_available(&self, localpart: &str) -> Result<()> {
         let user_id = self.users.parse_new_localpart(localpart)?;
-        if self.users.exists(&user_id)? {
+        // The bot's name is taken even before the bot exists.
+        if self.users.exists(&user_id)? || user_id.localpart() == crate::admin_room::BOT_LOCALPART {
             return Err(Error::new(
                 ErrorCode::UserInUse,
                 "The desired user ID is already taken.",
@@ -149,18 +150,23 @@ impl Services {
             .or_else(|| first("password"))
             .ok_or_else(|| Error::new(ErrorCode::MissingParam, "A password is required."))?;
         let user_id = match request.username.or_else(|| first("username")) {
-            Some(name) => self.users.parse_new_localpart(&name.to_lowercase())?,
+            Some(name) => {
+                self.check_username_available(&name.to_lowercase())?;
+                self.users.parse_new_localpart(&name.to_lowercase())?
+            }
             None => self.free_random_user_id()?,
         };
         let hash = password::hash(password.to_owned()).await?;
         // The account, its first device and the registration token's use
         // land in one batch.
+        let mut made_admin = false;
         let session =
             self.registration_tokens
                 .complete(passed.session_id(), |count_token_use| {
                     self.users
                         .create(&user_id, Some(hash), false, |batch, account| {
                             account.is_admin = count_token_use(batch)?;
+                            made_admin = account.is_admin;
                             if request.inhibit_login {
                                 return Ok(None);
                             }
@@ -172,7 +178,11 @@ impl Services {
                         })
                 })?;
         self.uiaa.finish(passed);
-        tracing::info!(%user_id, "registered a new account");
+        tracing::info!(%user_id, admin = made_admin, "registered a new account");
+        if made_admin {
+            let room = self.join_admin_room(&user_id).await?;
+            tracing::info!(%user_id, room, "the new admin joined the admin room");
+        }
         Ok(Registered { user_id, session })
     }
 

@@ -51,12 +51,28 @@ impl Services {
         sender: &UserId,
         event: NewEvent<'_>,
     ) -> Result<Pdu> {
-        self.send_event(room_id, sender, event, None).await
+        self.append_new_event(room_id, sender, event, None).await
     }
 
     /// Sends an event for a client request; a transaction id seen before
-    /// gives back the event it made, without sending again.
+    /// gives back the event it made, without sending again. A command in
+    /// the admin room gets the bot's answer.
     pub async fn send_event(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        event: NewEvent<'_>,
+        txn: Option<Transaction<'_>>,
+    ) -> Result<Pdu> {
+        let pdu = self.append_new_event(room_id, sender, event, txn).await?;
+        if let Err(e) = self.handle_admin_message(&pdu).await {
+            tracing::warn!(event_id = pdu.event_id, "admin command failed: {e}");
+        }
+        Ok(pdu)
+    }
+
+    /// Sends an event under the room's lock (once per transaction id).
+    async fn append_new_event(
         &self,
         room_id: &str,
         sender: &UserId,
