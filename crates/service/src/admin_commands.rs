@@ -189,7 +189,8 @@ impl Services {
                     ..NewToken::default()
                 })?;
                 Ok(format!(
-                    "Invite token for {}: {}\n{}\nRegister with this token in any client that asks for a registration token.",
+                    "Invite link: {}\nInvite token for {}: {}\n{}\nThe link's page lets people register without a token-aware client; clients that ask for a registration token take the token.",
+                    self.invite_link(&view.record.token),
                     self.config.server_name,
                     view.record.token,
                     describe(&view)

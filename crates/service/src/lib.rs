@@ -9,6 +9,7 @@ pub mod config;
 mod counter;
 mod error;
 pub mod filters;
+pub mod invites;
 pub mod presence;
 pub mod rate_limit;
 pub mod registration;

@@ -329,6 +329,11 @@ impl RegistrationTokens {
         Ok(result)
     }
 
+    /// Drops a session's reservation (its registration failed for good).
+    pub(crate) fn release(&self, session: &str) {
+        self.lock().remove(session);
+    }
+
     /// Whether some token may still open registration (otherwise
     /// registration needing a token is closed). Reserved uses count as open:
     /// the session holding one must be able to finish.

@@ -1,0 +1,300 @@
+//! The invite page, `GET/POST /_conduit/invite/{token}`: server-rendered,
+//! no JavaScript. It shows who invited, the uses left and the expiry, a QR
+//! code of the link, how to open Element, the token for clients that ask
+//! for one, and a small form that creates the account. Opening it (link
+//! previewers, mail scanners) never uses the token; only the form does.
+
+use std::{fmt::Write, sync::Arc};
+
+use axum::{
+    Form,
+    extract::{Path, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use conduit_service::{
+    Services,
+    invites::{INVITE_PATH, InviteInfo},
+    utils,
+};
+use serde::Deserialize;
+
+pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>> {
+    router.route(
+        &format!("{INVITE_PATH}/{{token}}"),
+        get(show).post(register),
+    )
+}
+
+/// Escapes text for HTML content and attribute values.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The QR code of a link, as inline SVG.
+fn qr_svg(link: &str) -> String {
+    match qrcode::QrCode::new(link.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .quiet_zone(true)
+            .build(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A date in UTC, `2026-11-29 14:03 UTC`, from milliseconds since the epoch.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem;color:#17191c;line-height:1.5}\
+h1{font-size:1.6rem}.card{border:1px solid #d6dade;border-radius:12px;padding:1rem 1.25rem;margin:1rem 0}\
+.qr svg{width:200px;height:200px}.button{display:inline-block;background:#0dbd8b;color:#fff;padding:.5rem 1rem;border-radius:8px;text-decoration:none;border:0;font-size:1rem}\
+code{background:#f2f4f6;padding:.1rem .3rem;border-radius:4px;word-break:break-all}label{display:block;margin:.5rem 0 .2rem}\
+input{width:100%;padding:.4rem;font-size:1rem;box-sizing:border-box}.error{color:#b00020}.muted{color:#5c6470}";
+
+/// A whole page around `body`, with headers that keep the token private.
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{}</title><style>{STYLE}</style></head>\
+         <body>{body}</body></html>",
+        escape(title)
+    );
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn unusable_page(services: &Services, why: &str) -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Invite not usable",
+        &format!(
+            "<h1>Join {}</h1><div class=\"card\"><p class=\"error\">{}</p>\
+             <p class=\"muted\">Ask the person who invited you for a new link.</p></div>",
+            escape(services.config.server_name.as_str()),
+            escape(why)
+        ),
+    )
+}
+
+/// The invite page, with an error above the form after a failed attempt.
+fn invite_page(
+    services: &Services,
+    info: &InviteInfo,
+    error: Option<&str>,
+    username: &str,
+) -> Response {
+    let record = &info.view.record;
+    let server = services.config.server_name.as_str();
+    let link = services.invite_link(&record.token);
+    let base = services.client_base_url();
+    let mut body = format!("<h1>Join {}</h1>", escape(server));
+    if let Some(by) = record.created_by.as_deref().filter(|b| b.starts_with('@')) {
+        let _ = write!(
+            body,
+            "<p><strong>{}</strong> invited you to this Matrix server.</p>",
+            escape(by)
+        );
+    } else {
+        body.push_str("<p>You are invited to this Matrix server.</p>");
+    }
+    let uses = match record.uses_allowed {
+        Some(allowed) => {
+            let left = allowed.saturating_sub(record.completed + info.view.pending);
+            format!("{left} of {allowed} uses left")
+        }
+        None => "unlimited uses".to_owned(),
+    };
+    let expiry = record.expiry_time.map_or("never expires".to_owned(), |t| {
+        format!("valid until {}", utc(t))
+    });
+    let _ = write!(
+        body,
+        "<p class=\"muted\" id=\"uses\">This link: {uses}, {expiry}.</p>\
+         <div class=\"card\"><h2>Create your account here</h2>"
+    );
+    if let Some(error) = error {
+        let _ = write!(
+            body,
+            "<p class=\"error\" id=\"error\">{}</p>",
+            escape(error)
+        );
+    }
+    let _ = write!(
+        body,
+        "<form method=\"post\"><label for=\"username\">Username</label>\
+         <input id=\"username\" name=\"username\" required autocomplete=\"username\" value=\"{}\" pattern=\"[a-z0-9._=\\-/+]+\">\
+         <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" required autocomplete=\"new-password\">\
+         <label for=\"confirm\">Confirm password</label><input id=\"confirm\" name=\"confirm\" type=\"password\" required autocomplete=\"new-password\">\
+         <p><button class=\"button\" type=\"submit\">Create account</button></p></form></div>",
+        escape(username)
+    );
+    let _ = write!(
+        body,
+        "<div class=\"card\"><h2>Or use your Matrix app</h2>\
+         <p><a class=\"button\" href=\"https://app.element.io/#/register\" rel=\"noreferrer\">Open Element Web</a></p>\
+         <p>Choose <em>Edit</em> next to the homeserver and enter <code>{}</code>. \
+         When the app asks for a registration token, enter <code id=\"token\">{}</code>.</p>\
+         <p class=\"muted\">On a phone: install Element X or Element from your app store, then sign up on the server above with the same token.</p></div>\
+         <div class=\"card qr\"><h2>Open this invite on another device</h2>{}<p class=\"muted\"><code>{}</code></p></div>",
+        escape(&base),
+        escape(&record.token),
+        qr_svg(&link),
+        escape(&link)
+    );
+    page(
+        if error.is_some() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        },
+        &format!("Join {server}"),
+        &body,
+    )
+}
+
+async fn show(State(services): State<Arc<Services>>, Path(token): Path<String>) -> Response {
+    match services.invite_info(&token) {
+        Ok(Some(info)) => match info.unusable {
+            Some(why) => unusable_page(&services, why),
+            None => invite_page(&services, &info, None, ""),
+        },
+        Ok(None) => unusable_page(&services, "This invite link is not valid."),
+        Err(e) => unusable_page(&services, &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct RegisterForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn register(
+    State(services): State<Arc<Services>>,
+    Path(token): Path<String>,
+    Form(form): Form<RegisterForm>,
+) -> Response {
+    let info = match services.invite_info(&token) {
+        Ok(Some(info)) => info,
+        Ok(None) => return unusable_page(&services, "This invite link is not valid."),
+        Err(e) => return unusable_page(&services, &e.to_string()),
+    };
+    if let Some(why) = info.unusable {
+        return unusable_page(&services, why);
+    }
+    if form.password != form.confirm {
+        return invite_page(
+            &services,
+            &info,
+            Some("The passwords do not match."),
+            &form.username,
+        );
+    }
+    match services
+        .register_by_invite(&token, &form.username, &form.password)
+        .await
+    {
+        Ok(user_id) => page(
+            StatusCode::OK,
+            "Account created",
+            &format!(
+                "<h1>Welcome to {}</h1><div class=\"card\"><p id=\"created\">Your account <strong>{}</strong> is ready.</p>\
+                 <p>Sign in with any Matrix app (Element Web, Element X, …): choose the homeserver <code>{}</code>, \
+                 then your username <code>{}</code> and the password you chose.</p>\
+                 <p><a class=\"button\" href=\"https://app.element.io/#/login\" rel=\"noreferrer\">Open Element Web</a></p></div>\
+                 <p class=\"muted\">Created {}.</p>",
+                escape(services.config.server_name.as_str()),
+                escape(user_id.as_str()),
+                escape(&services.client_base_url()),
+                escape(user_id.localpart()),
+                utc(utils::now_ms())
+            ),
+        ),
+        Err(e) => {
+            // The invite may have been used up meanwhile: show the page fresh.
+            match services.invite_info(&token) {
+                Ok(Some(info)) if info.unusable.is_none() => {
+                    invite_page(&services, &info, Some(&error_text(&e)), &form.username)
+                }
+                Ok(Some(InviteInfo {
+                    unusable: Some(why),
+                    ..
+                })) => unusable_page(&services, why),
+                _ => unusable_page(&services, &error_text(&e)),
+            }
+        }
+    }
+}
+
+fn error_text(e: &conduit_service::Error) -> String {
+    match e {
+        conduit_service::Error::Matrix { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_escaping_and_qr() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06 UTC");
+        assert_eq!(
+            escape("<a href='x'>&\""),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
+        );
+        let svg = qr_svg("https://example.org/_conduit/invite/abc");
+        assert!(svg.starts_with("<?xml") && svg.contains("<svg"));
+    }
+}

@@ -1,0 +1,115 @@
+//! Invite links: `<client base URL>/_conduit/invite/<token>`, a page for a
+//! registration token that anyone holding the link can open (opening it
+//! never uses the token) and register from with a plain form. Only
+//! creating the account uses the token, through the same reservation and
+//! count as the `m.login.registration_token` stage.
+
+use ruma::OwnedUserId;
+
+use crate::{
+    Error, ErrorCode, Result, Services, registration_tokens::TokenView, users::password, utils,
+};
+
+/// The path under which invite pages are served.
+pub const INVITE_PATH: &str = "/_conduit/invite";
+
+/// What an invite page shows.
+pub struct InviteInfo {
+    pub view: TokenView,
+    /// Why it can no longer be used, or `None` while it can.
+    pub unusable: Option<&'static str>,
+}
+
+impl Services {
+    /// The base URL clients reach this server at: `well_known.client`, or
+    /// the address it listens on.
+    pub fn client_base_url(&self) -> String {
+        match &self.config.well_known.client {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}:{}", self.config.address, self.config.port),
+        }
+    }
+
+    /// The invite link of a token.
+    pub fn invite_link(&self, token: &str) -> String {
+        format!("{}{INVITE_PATH}/{token}", self.client_base_url())
+    }
+
+    /// An invite as its page shows it; `None` for unknown tokens.
+    pub fn invite_info(&self, token: &str) -> Result<Option<InviteInfo>> {
+        let Some(view) = self.registration_tokens.get(token)? else {
+            return Ok(None);
+        };
+        let record = &view.record;
+        let now = utils::now_ms();
+        let unusable = if !self.config.allow_registration {
+            Some("Registration is closed on this server.")
+        } else if record.revoked {
+            Some("This invite was revoked.")
+        } else if record.expiry_time.is_some_and(|t| t <= now) {
+            Some("This invite has expired.")
+        } else if record.uses_allowed.is_some_and(|u| record.completed >= u) {
+            Some("This invite has been used up.")
+        } else if !view.is_valid(now) {
+            Some("This invite is being used right now; try again in a few minutes.")
+        } else {
+            None
+        };
+        Ok(Some(InviteInfo { view, unusable }))
+    }
+
+    /// The invite page's form: creates the account with the token (no
+    /// device: the person signs in with their client afterwards).
+    pub async fn register_by_invite(
+        &self,
+        token: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<OwnedUserId> {
+        if !self.config.allow_registration {
+            return Err(Error::forbidden("Registration is disabled on this server."));
+        }
+        let localpart = username.trim().to_lowercase();
+        self.check_username_available(&localpart)?;
+        let user_id = self.users.parse_new_localpart(&localpart)?;
+        if password.is_empty() {
+            return Err(Error::new(
+                ErrorCode::MissingParam,
+                "A password is required.",
+            ));
+        }
+        let session = format!("invite-page {}", utils::random_string(16));
+        self.registration_tokens
+            .reserve(token, &session)
+            .map_err(Error::forbidden)?;
+        let created = self.create_invited(&user_id, password, &session).await;
+        if created.is_err() {
+            self.registration_tokens.release(&session);
+        }
+        let made_admin = created?;
+        tracing::info!(%user_id, admin = made_admin, "registered a new account from an invite page");
+        if made_admin {
+            self.join_admin_room(&user_id).await?;
+        }
+        Ok(user_id)
+    }
+
+    /// Creates the account and counts the token's use in one batch; whether
+    /// the token made it an admin.
+    async fn create_invited(
+        &self,
+        user_id: &ruma::UserId,
+        password: &str,
+        session: &str,
+    ) -> Result<bool> {
+        let hash = password::hash(password.to_owned()).await?;
+        self.registration_tokens
+            .complete(session, |count_token_use| {
+                self.users
+                    .create(user_id, Some(hash), false, |batch, account| {
+                        account.is_admin = count_token_use(batch)?;
+                        Ok(account.is_admin)
+                    })
+            })
+    }
+}
