@@ -23,7 +23,7 @@ def first_admin_token(server) -> str:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         # The log file may hold earlier runs of the same test: the last one.
-        found = re.findall(r"with registration token (\S+) \(single use", server.log())
+        found = re.findall(r"with registration token ([A-Za-z0-9]+); single use", server.log())
         if found:
             return found[-1]
         time.sleep(0.1)
@@ -70,6 +70,19 @@ def new_token(server, admin_token, **body):
     r = server.request("POST", f"{ADMIN}/registration_tokens/new", token=admin_token, json=body)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def test_first_start_logs_an_invite_link(make_server):
+    """The first-start invite is also a link whose page makes the admin."""
+    server = make_server({"CONDUIT_REGISTRATION_REQUIRES_TOKEN": "true"})
+    token = first_admin_token(server)
+    link = re.findall(r"open (\S+) to create the first account", server.log())[-1]
+    assert link == f"{server.url}/_conduit/invite/{token}"
+    r = server.request("POST", link.removeprefix(server.url), data={"username": "chief", "password": PASSWORD, "confirm": PASSWORD})
+    assert r.status_code == 200, r.text
+    login = server.login("chief", PASSWORD).json()
+    assert server.request("GET", f"{ADMIN}/server_version", token=login["access_token"]).status_code == 200
+    assert len(server.request("GET", f"{CS}/joined_rooms", token=login["access_token"]).json()["joined_rooms"]) == 1
 
 
 def test_first_account_is_admin_and_admin_tools_can_log_in(admin):

@@ -138,9 +138,9 @@ async fn serve_async(config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot open the admin socket: {e}"))?;
     if let Some(invite) = services.first_admin_invite().map_err(|e| e.to_string())? {
         tracing::warn!(
-            token = %invite.record.token,
-            "no account exists yet: register the first account, which becomes the server admin, \
-             with registration token {} (single use, valid for 24 hours)",
+            "no account exists yet: open {} to create the first account, which becomes the \
+             server admin (or register with registration token {}; single use, valid for 24 hours)",
+            services.invite_link(&invite.record.token),
             invite.record.token
         );
     }
