@@ -23,8 +23,9 @@ def created_token(result) -> str:
 
 def test_admin_commands_on_a_running_server(make_server):
     server = make_server({"CONDUIT_REGISTRATION_REQUIRES_TOKEN": "true"})
-    sock = server.data_dir / "db" / "admin.sock"
+    sock = server.data_dir / "db" / "admin" / "admin.sock"
     assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(sock.parent).st_mode) == 0o700
 
     token = created_token(admin(server, "token", "create", "--uses", "2", "--expires", "7d", "--note", "for the book club"))
     assert valid(server, token), "made by the running server, valid at once"
@@ -72,7 +73,8 @@ def test_admin_commands_on_a_stopped_server(make_server):
     # (The socket file may remain; nothing listens on it now.)
 
     # The database is opened directly: the same commands work.
-    assert early in admin(server, "token", "list").stdout
+    listed = admin(server, "token", "list")
+    assert early in listed.stdout and "the server is not running" in listed.stderr
     offline = created_token(admin(server, "token", "create", "--uses", "5", "--note", "made offline"))
     assert "0/5 used" in admin(server, "token", "show", offline).stdout
     admin(server, "token", "update", offline, "--uses", "6")
@@ -85,3 +87,12 @@ def test_admin_commands_on_a_stopped_server(make_server):
     assert not valid(server, early)
     assert "0/6 used" in admin(server, "token", "show", offline).stdout
     assert register_with_token(server, offline, username=unique("off")).status_code == 200
+
+
+def test_admin_commands_refuse_a_missing_database(tmp_path):
+    """A wrong path must not quietly create a new server's database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+    env["CONDUIT_DATABASE_PATH"] = str(tmp_path / "nothing-here")
+    result = subprocess.run([str(binary()), "admin", "token", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "there is no database there" in result.stderr
+    assert not (tmp_path / "nothing-here").exists()

@@ -54,6 +54,17 @@ def test_admin_room_commands(admin):
     invite = bot_answer(server, boss, room, send(server, boss, room, "!admin invite"))
     assert "Invite token for localhost" in invite
 
+    # A retried transaction runs its command once.
+    txn = unique("t")
+    path = f"{CS}/rooms/{quote(room)}/send/m.room.message/{txn}"
+    first = server.request("PUT", path, token=boss, json={"msgtype": "m.text", "body": "!admin token list"}).json()["event_id"]
+    again = server.request("PUT", path, token=boss, json={"msgtype": "m.text", "body": "!admin token list"}).json()["event_id"]
+    assert first == again
+    bot_answer(server, boss, room, first)
+    chunk = server.request("GET", f"{CS}/rooms/{quote(room)}/messages", token=boss, params={"dir": "b", "limit": 10}).json()["chunk"]
+    replies = [e for e in chunk if e["content"].get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == first]
+    assert len(replies) == 1
+
     # Ordinary messages get no answer; commands elsewhere are not commands.
     plain = send(server, boss, room, "hello bot")
     time.sleep(0.3)

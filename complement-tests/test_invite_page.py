@@ -64,3 +64,5 @@ def test_invite_page_over_plain_http(make_server):
     r = server.request("POST", path, data={"username": "late", "password": "pw", "confirm": "pw"})
     assert r.status_code == 404
     assert server.request("GET", "/_conduit/invite/nope").status_code == 404
+    # The request log shows the pages without their tokens.
+    assert token not in server.log() and "/_conduit/invite/<redacted>" in server.log()

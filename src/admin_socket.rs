@@ -1,5 +1,6 @@
-//! The admin socket: `admin.sock` in the data directory (mode 0600, so only
-//! the server's own user reaches it). `conduit admin ...` sends its words
+//! The admin socket: `admin/admin.sock` in the database directory (the
+//! `admin` directory is mode 0700, so only the server's own user reaches
+//! the socket, from the moment it exists). `conduit admin ...` sends its words
 //! there when the server runs, and gets the command's answer back; when the
 //! server is stopped it opens the database itself.
 //!
@@ -21,8 +22,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 /// The longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
 
+fn directory(database_path: &Path) -> PathBuf {
+    database_path.join("admin")
+}
+
 pub fn path(database_path: &Path) -> PathBuf {
-    database_path.join("admin.sock")
+    directory(database_path).join("admin.sock")
 }
 
 /// Runs one command's words and says how it went.
@@ -40,8 +45,21 @@ fn answer(services: &Services, words: Vec<String>) -> JsonValue {
     }
 }
 
-/// Listens on the socket for as long as the server runs.
-pub fn listen(services: Arc<Services>) -> std::io::Result<()> {
+/// Listens on the socket for as long as the server runs. A server that
+/// cannot make it still serves (the CLI then says it cannot reach it).
+pub fn listen(services: Arc<Services>) {
+    if let Err(e) = bind_and_serve(services.clone()) {
+        tracing::warn!(
+            "no admin socket ({}): {e}; `conduit admin` needs the server stopped",
+            path(&services.config.database_path).display()
+        );
+    }
+}
+
+fn bind_and_serve(services: Arc<Services>) -> std::io::Result<()> {
+    let dir = directory(&services.config.database_path);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     let path = path(&services.config.database_path);
     // A socket left by a server that died: the database lock already
     // proved no other server runs here.
@@ -51,6 +69,8 @@ pub fn listen(services: Arc<Services>) -> std::io::Result<()> {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, most likely: wait, do not spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let services = services.clone();

@@ -82,10 +82,25 @@ fn admin(config: Config, words: Vec<String>) -> ExitCode {
     let (ok, output) = match admin_socket::send(&config.database_path, &words) {
         Some(Ok(reply)) => reply,
         Some(Err(e)) => (false, e),
-        None => match Services::open(config) {
-            Ok(services) => admin_socket::run_offline(&services, words),
-            Err(e) => (false, format!("cannot open the database: {e}")),
-        },
+        // No server here: work on its database, which must exist (a wrong
+        // path or config must not quietly make a new, empty server).
+        None if !config.database_path.join("CURRENT").exists() => (
+            false,
+            format!(
+                "no server runs with the database at {} and there is no database there",
+                config.database_path.display()
+            ),
+        ),
+        None => {
+            eprintln!(
+                "(the server is not running: using the database at {})",
+                config.database_path.display()
+            );
+            match Services::open(config) {
+                Ok(services) => admin_socket::run_offline(&services, words),
+                Err(e) => (false, format!("cannot open the database: {e}")),
+            }
+        }
     };
     if ok {
         println!("{output}");
@@ -134,8 +149,7 @@ async fn serve_async(config: Config) -> Result<(), String> {
     let address = (config.address, config.port);
     let services: Arc<Services> = Services::open(config).map_err(|e| e.to_string())?;
     services.start_presence_sweeper();
-    admin_socket::listen(services.clone())
-        .map_err(|e| format!("cannot open the admin socket: {e}"))?;
+    admin_socket::listen(services.clone());
     if let Some(invite) = services.first_admin_invite().map_err(|e| e.to_string())? {
         tracing::warn!(
             "no account exists yet: open {} to create the first account, which becomes the \

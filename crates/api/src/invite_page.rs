@@ -4,11 +4,11 @@
 //! for one, and a small form that creates the account. Opening it (link
 //! previewers, mail scanners) never uses the token; only the form does.
 
-use std::{fmt::Write, sync::Arc};
+use std::{fmt::Write, net::SocketAddr, sync::Arc};
 
 use axum::{
     Form,
-    extract::{Path, State},
+    extract::{ConnectInfo, Path, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -131,7 +131,7 @@ fn invite_page(
     let record = &info.view.record;
     let server = services.config.server_name.as_str();
     let link = services.invite_link(&record.token);
-    let base = services.client_base_url();
+    let base = services.config.client_base_url();
     let mut body = format!("<h1>Join {}</h1>", escape(server));
     if let Some(by) = record.created_by.as_deref().filter(|b| b.starts_with('@')) {
         let _ = write!(
@@ -197,7 +197,30 @@ fn invite_page(
     )
 }
 
-async fn show(State(services): State<Arc<Services>>, Path(token): Path<String>) -> Response {
+/// Invite pages answer whether a token exists, like the validity API:
+/// the same limit per client address applies.
+fn limited(services: &Services, addr: &SocketAddr) -> Option<Response> {
+    services
+        .token_validity_limiter
+        .check(&addr.ip().to_string())
+        .err()
+        .map(|_| {
+            page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Slow down",
+                "<h1>Too many requests</h1><p>Try again in a minute.</p>",
+            )
+        })
+}
+
+async fn show(
+    State(services): State<Arc<Services>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+) -> Response {
+    if let Some(refusal) = limited(&services, &addr) {
+        return refusal;
+    }
     match services.invite_info(&token) {
         Ok(Some(info)) => match info.unusable {
             Some(why) => unusable_page(&services, why),
@@ -220,9 +243,13 @@ struct RegisterForm {
 
 async fn register(
     State(services): State<Arc<Services>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(token): Path<String>,
     Form(form): Form<RegisterForm>,
 ) -> Response {
+    if let Some(refusal) = limited(&services, &addr) {
+        return refusal;
+    }
     let info = match services.invite_info(&token) {
         Ok(Some(info)) => info,
         Ok(None) => return unusable_page(&services, "This invite link is not valid."),
@@ -254,7 +281,7 @@ async fn register(
                  <p class=\"muted\">Created {}.</p>",
                 escape(services.config.server_name.as_str()),
                 escape(user_id.as_str()),
-                escape(&services.client_base_url()),
+                escape(&services.config.client_base_url()),
                 escape(user_id.localpart()),
                 utc(utils::now_ms())
             ),

@@ -130,7 +130,7 @@ impl AdminCommand {
 }
 
 fn expiry(expires: Duration) -> u64 {
-    utils::now_ms() + u64::try_from(expires.as_millis()).unwrap_or(u64::MAX / 2)
+    utils::now_ms().saturating_add(u64::try_from(expires.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// One token as a line for people.

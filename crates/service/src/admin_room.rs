@@ -22,6 +22,9 @@ use crate::{
 pub const BOT_LOCALPART: &str = "conduit";
 /// Where the admin room's id is kept in the `global` table.
 const ADMIN_ROOM_KEY: &str = "admin_room";
+/// Set in the `global` table when the server made its bot, so an account
+/// of that name made some other way is never taken for it.
+const BOT_KEY: &str = "bot_user";
 /// The prefix of a command message.
 const PREFIX: &str = "!admin";
 
@@ -79,8 +82,15 @@ impl Services {
     /// first time, then invites and joins the admin.
     pub async fn join_admin_room(&self, admin: &UserId) -> Result<String> {
         let bot = self.bot_user()?;
-        if !self.users.exists(&bot)? {
+        let made_by_us = self.db.get(&tables::GLOBAL_JSON, BOT_KEY)?.is_some();
+        if !made_by_us {
+            if self.users.exists(&bot)? {
+                return Err(Error::internal(format!(
+                    "{bot} exists but is not the server's bot: no admin room"
+                )));
+            }
             self.users.create(&bot, None, false, |batch, _| {
+                batch.put(&tables::GLOBAL_JSON, BOT_KEY, &json!(bot.as_str()))?;
                 Ok(batch.put(
                     &tables::PROFILES,
                     (bot.as_str(), "displayname"),
@@ -108,6 +118,15 @@ impl Services {
                 .await?;
         }
         Ok(room_id)
+    }
+
+    /// Joins a new admin to the admin room; a failure is logged, not the
+    /// registration's (the account exists either way).
+    pub(crate) async fn welcome_admin(&self, admin: &UserId) {
+        match self.join_admin_room(admin).await {
+            Ok(room) => tracing::info!(%admin, room, "the new admin joined the admin room"),
+            Err(e) => tracing::error!(%admin, "cannot put the new admin in the admin room: {e}"),
+        }
     }
 
     /// Runs the command in a message of the admin room, if it is one from

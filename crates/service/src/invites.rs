@@ -21,18 +21,13 @@ pub struct InviteInfo {
 }
 
 impl Services {
-    /// The base URL clients reach this server at: `well_known.client`, or
-    /// the address it listens on.
-    pub fn client_base_url(&self) -> String {
-        match &self.config.well_known.client {
-            Some(url) => url.trim_end_matches('/').to_owned(),
-            None => format!("http://{}:{}", self.config.address, self.config.port),
-        }
-    }
-
-    /// The invite link of a token.
+    /// The invite link of a token, under the URL clients reach this server
+    /// at (`well_known.client`, else `https://<server_name>`).
     pub fn invite_link(&self, token: &str) -> String {
-        format!("{}{INVITE_PATH}/{token}", self.client_base_url())
+        format!(
+            "{}{INVITE_PATH}/{token}",
+            self.config.client_base_url().trim_end_matches('/')
+        )
     }
 
     /// An invite as its page shows it; `None` for unknown tokens.
@@ -89,7 +84,7 @@ impl Services {
         let made_admin = created?;
         tracing::info!(%user_id, admin = made_admin, "registered a new account from an invite page");
         if made_admin {
-            self.join_admin_room(&user_id).await?;
+            self.welcome_admin(&user_id).await;
         }
         Ok(user_id)
     }

@@ -180,8 +180,7 @@ impl Services {
         self.uiaa.finish(passed);
         tracing::info!(%user_id, admin = made_admin, "registered a new account");
         if made_admin {
-            let room = self.join_admin_room(&user_id).await?;
-            tracing::info!(%user_id, room, "the new admin joined the admin room");
+            self.welcome_admin(&user_id).await;
         }
         Ok(Registered { user_id, session })
     }

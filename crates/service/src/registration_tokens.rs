@@ -89,8 +89,22 @@ pub struct TokenUpdate {
 /// A use reserved by a UIA session.
 struct Reservation {
     token: String,
+    /// Past this the use no longer counts as pending (the session is over).
     expires_at: Instant,
+    /// The session created its account: it cannot create another.
+    used: bool,
 }
+
+impl Reservation {
+    fn pending(&self, now: Instant) -> bool {
+        !self.used && self.expires_at > now
+    }
+}
+
+/// How long an entry outlives its expiry before it is forgotten, so a
+/// registration that passed UIA just before the end still finds its
+/// reservation (and is checked again) instead of finding nothing.
+const FORGET_AFTER: Duration = Duration::from_secs(120);
 
 pub struct RegistrationTokens {
     db: Arc<Database>,
@@ -121,12 +135,16 @@ impl RegistrationTokens {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Reservation>> {
         let mut reservations = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        reservations.retain(|_, r| r.expires_at > now);
+        reservations.retain(|_, r| r.expires_at + FORGET_AFTER > now);
         reservations
     }
 
     fn pending(reservations: &HashMap<String, Reservation>, token: &str) -> u64 {
-        reservations.values().filter(|r| r.token == token).count() as u64
+        let now = Instant::now();
+        reservations
+            .values()
+            .filter(|r| r.token == token && r.pending(now))
+            .count() as u64
     }
 
     fn view(
@@ -276,8 +294,15 @@ impl RegistrationTokens {
     /// left. A session keeps the use it already holds.
     pub(crate) fn reserve(&self, token: &str, session: &str) -> Result<(), String> {
         let mut reservations = self.lock();
-        if reservations.get(session).is_some_and(|r| r.token == token) {
-            return Ok(());
+        match reservations.get(session) {
+            Some(r) if r.used => {
+                return Err("This registration already created its account.".into());
+            }
+            Some(r) if r.token == token && r.pending(Instant::now()) => return Ok(()),
+            // Another token (or an expired hold): check afresh below.
+            _ => {
+                reservations.remove(session);
+            }
         }
         let record = self
             .db
@@ -286,13 +311,17 @@ impl RegistrationTokens {
             .ok_or("Invalid registration token.")?;
         let view = self.view(&reservations, record);
         if !view.is_valid(utils::now_ms()) {
-            return Err("This registration token is expired, revoked or used up.".into());
+            return Err(
+                "This registration token is expired, revoked, used up, or held by a registration in progress."
+                    .into(),
+            );
         }
         reservations.insert(
             session.to_owned(),
             Reservation {
                 token: token.to_owned(),
                 expires_at: Instant::now() + self.session_lifetime,
+                used: false,
             },
         );
         Ok(())
@@ -300,16 +329,43 @@ impl RegistrationTokens {
 
     /// Account creation: the use `session` reserved, if any, counted in
     /// `batch` by `create` (which writes the batch). The lock is held
-    /// across, so two completions never count from the same `completed`.
-    /// Returns whether the token grants admin, or `None` when the session
-    /// held no reservation.
+    /// across, so two completions never count from the same `completed`;
+    /// the reservation is then marked used, so the same session cannot
+    /// create a second account. A reservation that expired meanwhile is
+    /// checked again against the token's uses. `count_use` answers whether
+    /// the token grants admin (false for sessions that reserved nothing:
+    /// open registration or the static token).
     pub(crate) fn complete<T>(
         &self,
         session: &str,
         create: impl FnOnce(&mut dyn FnMut(&mut Batch<'_>) -> Result<bool>) -> Result<T>,
     ) -> Result<T> {
         let mut reservations = self.lock();
-        let token = reservations.get(session).map(|r| r.token.clone());
+        let now = Instant::now();
+        let token = match reservations.get(session) {
+            None => None,
+            Some(r) if r.used => {
+                return Err(Error::forbidden(
+                    "This registration already created its account.",
+                ));
+            }
+            Some(r) => {
+                if !r.pending(now) {
+                    // Its hold lapsed: the use must still be free.
+                    let record = self
+                        .db
+                        .get(&tables::REGISTRATION_TOKENS, r.token.as_str())?
+                        .ok_or_else(|| Error::forbidden("The registration token was deleted."))?;
+                    let view = self.view(&reservations, record);
+                    if !view.is_valid(utils::now_ms()) {
+                        return Err(Error::forbidden(
+                            "The registration token's reservation expired and it is no longer valid.",
+                        ));
+                    }
+                }
+                Some(r.token.clone())
+            }
+        };
         let mut count_use = |batch: &mut Batch<'_>| -> Result<bool> {
             let Some(token) = &token else {
                 return Ok(false);
@@ -325,7 +381,10 @@ impl RegistrationTokens {
             Ok(record.grants_admin)
         };
         let result = create(&mut count_use)?;
-        reservations.remove(session);
+        if let Some(reservation) = reservations.get_mut(session) {
+            reservation.used = true;
+            reservation.expires_at = now + self.session_lifetime;
+        }
         Ok(result)
     }
 
@@ -395,6 +454,34 @@ mod tests {
         let view = tokens.get("abc").unwrap().unwrap();
         assert_eq!((view.pending, view.record.completed), (0, 1));
         assert!(tokens.reserve("abc", "s3").is_err());
+        // The session that created its account cannot create another.
+        assert!(tokens.reserve("abc", "s2").is_err());
+        let again = tokens.complete("s2", |count| {
+            let mut batch = tokens.db.batch();
+            count(&mut batch)
+        });
+        assert!(again.is_err());
+    }
+
+    #[test]
+    fn a_lapsed_hold_is_checked_again_at_completion() {
+        let (_dir, tokens) = tokens();
+        tokens
+            .create(NewToken {
+                token: Some("one".into()),
+                uses_allowed: Some(1),
+                ..NewToken::default()
+            })
+            .unwrap();
+        tokens.reserve("one", "slow").unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        // Someone else takes the freed use; the slow session may not.
+        tokens.reserve("one", "fast").unwrap();
+        let slow = tokens.complete("slow", |count| {
+            let mut batch = tokens.db.batch();
+            count(&mut batch)
+        });
+        assert!(slow.is_err());
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Services {
         sender: &UserId,
         event: NewEvent<'_>,
     ) -> Result<Pdu> {
-        self.append_new_event(room_id, sender, event, None).await
+        Ok(self.append_new_event(room_id, sender, event, None).await?.0)
     }
 
     /// Sends an event for a client request; a transaction id seen before
@@ -64,21 +64,23 @@ impl Services {
         event: NewEvent<'_>,
         txn: Option<Transaction<'_>>,
     ) -> Result<Pdu> {
-        let pdu = self.append_new_event(room_id, sender, event, txn).await?;
-        if let Err(e) = self.handle_admin_message(&pdu).await {
+        let (pdu, new) = self.append_new_event(room_id, sender, event, txn).await?;
+        // A retried transaction does not run its command again.
+        if new && let Err(e) = self.handle_admin_message(&pdu).await {
             tracing::warn!(event_id = pdu.event_id, "admin command failed: {e}");
         }
         Ok(pdu)
     }
 
-    /// Sends an event under the room's lock (once per transaction id).
+    /// Sends an event under the room's lock (once per transaction id);
+    /// whether it is new (not a transaction seen before).
     async fn append_new_event(
         &self,
         room_id: &str,
         sender: &UserId,
         event: NewEvent<'_>,
         txn: Option<Transaction<'_>>,
-    ) -> Result<Pdu> {
+    ) -> Result<(Pdu, bool)> {
         let room = self
             .rooms
             .room(room_id)?
@@ -88,7 +90,7 @@ impl Services {
             && let Some(event_id) = self.rooms.transaction(txn)?
             && let Some(pdu) = self.rooms.pdu_by_id(&event_id, &self.short_ids)?
         {
-            return Ok(pdu);
+            return Ok((pdu, false));
         }
         self.check_annotation(sender, event.kind, &event.content)?;
         let head = self.rooms.head(room.short)?;
@@ -98,7 +100,7 @@ impl Services {
         if let Some(txn) = &txn {
             self.rooms.record_transaction(txn, &pdu.event_id)?;
         }
-        Ok(pdu)
+        Ok((pdu, true))
     }
 
     /// A room's current state.
