@@ -96,3 +96,17 @@ def test_admin_commands_refuse_a_missing_database(tmp_path):
     result = subprocess.run([str(binary()), "admin", "token", "list"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "there is no database there" in result.stderr
     assert not (tmp_path / "nothing-here").exists()
+
+
+def test_make_and_revoke_admin(make_server):
+    """A server with open registration has no admin until one is made."""
+    server = make_server()
+    alice = server.register(unique("alice"))
+    tokens = "/_synapse/admin/v1/registration_tokens"
+    assert server.request("GET", tokens, token=alice["access_token"]).status_code == 403
+    assert "is now a server admin" in admin(server, "user", "make-admin", alice["user_id"]).stdout
+    assert server.request("GET", tokens, token=alice["access_token"]).status_code == 200
+    admin(server, "user", "revoke-admin", alice["user_id"].split(":")[0][1:])
+    assert server.request("GET", tokens, token=alice["access_token"]).status_code == 403
+    result = admin(server, "user", "make-admin", "@nobody:localhost", ok=False)
+    assert result.returncode == 1 and "No such user" in result.stderr

@@ -26,6 +26,9 @@ pub enum Admin {
     /// Registration tokens: create, list, show, update, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Server admins: make or unmake one.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Make a registration token for inviting people (one use, a week, by
     /// default) and print it.
     Invite {
@@ -38,6 +41,15 @@ pub enum Admin {
         #[arg(long)]
         note: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Make a local user a server admin (the admin API and `!admin`
+    /// commands open to them; invite them to the admin room from there).
+    MakeAdmin { user: String },
+    /// Take a user's server-admin rights away.
+    RevokeAdmin { user: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +188,25 @@ impl Services {
     pub fn run_admin_command(&self, command: AdminCommand, by: &str) -> Result<String> {
         let tokens = &self.registration_tokens;
         match command.command {
+            Admin::User(command) => {
+                let (user, admin) = match &command {
+                    UserCommand::MakeAdmin { user } => (user, true),
+                    UserCommand::RevokeAdmin { user } => (user, false),
+                };
+                let user_id = self
+                    .users
+                    .resolve_login_name(user)
+                    .ok_or_else(|| Error::not_found(format!("No such local user: {user}")))?;
+                if user_id.localpart() == crate::admin_room::BOT_LOCALPART {
+                    return Err(Error::forbidden("The server's bot is not a person."));
+                }
+                self.users.set_admin(&user_id, admin)?;
+                Ok(if admin {
+                    format!("{user_id} is now a server admin.")
+                } else {
+                    format!("{user_id} is no longer a server admin.")
+                })
+            }
             Admin::Invite {
                 uses,
                 expires,

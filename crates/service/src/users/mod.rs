@@ -112,10 +112,10 @@ impl Users {
         self.is_local(&user_id).then_some(user_id)
     }
 
-    /// Creates an account. The password is already hashed (hashing is slow
-    /// and must not run under the lock).
     /// Creates an account, and whatever `with` adds to the same batch (the
-    /// first device's tokens): both land together or not at all.
+    /// first device's tokens, a registration token's use): all land
+    /// together or not at all. The password is already hashed (hashing is
+    /// slow and must not run under the lock).
     pub fn create<T>(
         &self,
         user_id: &UserId,
@@ -145,6 +145,19 @@ impl Users {
         batch.put(&tables::ACCOUNTS, user_id.as_str(), &record)?;
         self.db.write(batch)?;
         Ok(extra)
+    }
+
+    /// Makes a local account a server admin, or not.
+    pub fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<()> {
+        let _guard = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut record = self
+            .account(user_id)?
+            .ok_or_else(|| Error::not_found(format!("No such user: {user_id}")))?;
+        record.is_admin = admin;
+        let mut batch = self.db.batch();
+        batch.put(&tables::ACCOUNTS, user_id.as_str(), &record)?;
+        self.db.write(batch)?;
+        Ok(())
     }
 
     pub fn set_password_hash_into(
