@@ -30,30 +30,6 @@ fn redact_secrets(path: &str) -> String {
     path.to_owned()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tokens_are_redacted_from_logged_paths() {
-        use super::redact_secrets;
-        assert_eq!(
-            redact_secrets("/_conduit/invite/abc"),
-            "/_conduit/invite/<redacted>"
-        );
-        assert_eq!(
-            redact_secrets("/_synapse/admin/v1/registration_tokens/abc"),
-            "/_synapse/admin/v1/registration_tokens/<redacted>"
-        );
-        assert_eq!(
-            redact_secrets("/_synapse/admin/v1/registration_tokens/new"),
-            "/_synapse/admin/v1/registration_tokens/new"
-        );
-        assert_eq!(
-            redact_secrets("/_matrix/client/versions"),
-            "/_matrix/client/versions"
-        );
-    }
-}
-
 /// One line per request at info: method, path (never the query, which may
 /// hold an access token), status, and time taken.
 pub async fn log_request(request: Request, next: Next) -> Response {
@@ -96,4 +72,28 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked: {what}");
     let body = json!({ "errcode": "M_UNKNOWN", "error": "Internal server error." });
     (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_are_redacted_from_logged_paths() {
+        use super::redact_secrets;
+        assert_eq!(
+            redact_secrets("/_conduit/invite/abc"),
+            "/_conduit/invite/<redacted>"
+        );
+        assert_eq!(
+            redact_secrets("/_synapse/admin/v1/registration_tokens/abc"),
+            "/_synapse/admin/v1/registration_tokens/<redacted>"
+        );
+        assert_eq!(
+            redact_secrets("/_synapse/admin/v1/registration_tokens/new"),
+            "/_synapse/admin/v1/registration_tokens/new"
+        );
+        assert_eq!(
+            redact_secrets("/_matrix/client/versions"),
+            "/_matrix/client/versions"
+        );
+    }
 }
