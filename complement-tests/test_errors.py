@@ -394,6 +394,8 @@ def test_discovery(server):
     # Absent means enabled per spec (ruma leaves defaults out); false must be explicit.
     assert caps.get("m.change_password", {"enabled": True}) == {"enabled": True}
     assert caps["m.3pid_changes"] == {"enabled": False}
+    # The room versions createRoom makes, v11 by default.
+    assert caps["m.room_versions"] == {"default": "11", "available": {"10": "stable", "11": "stable", "12": "stable"}}
     assert server.request("GET", f"{CS}/account/3pid", token=token).json() == {"threepids": []}
 
 

@@ -3,13 +3,17 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use axum::extract::State;
-use conduit_service::Services;
+use conduit_service::{
+    Error, Services,
+    rooms::create::{CREATABLE_VERSIONS, DEFAULT_VERSION},
+};
+use ruma::RoomVersionId;
 use ruma::api::client::discovery::{
     get_capabilities::{
         self,
         v3::{
-            Capabilities, ChangePasswordCapability, ProfileFieldsCapability,
-            ThirdPartyIdChangesCapability,
+            Capabilities, ChangePasswordCapability, ProfileFieldsCapability, RoomVersionStability,
+            RoomVersionsCapability, ThirdPartyIdChangesCapability,
         },
     },
     get_supported_versions,
@@ -52,6 +56,15 @@ pub async fn capabilities(
     capabilities.profile_fields = Some(ProfileFieldsCapability::new(true));
     // No third-party identifiers (email, phone) are kept by this server.
     capabilities.thirdparty_id_changes = ThirdPartyIdChangesCapability::new(false);
+    // The versions `createRoom` makes (ruma's default would say "1").
+    let version = |v: &str| RoomVersionId::try_from(v).map_err(Error::internal);
+    capabilities.room_versions = RoomVersionsCapability::new(
+        version(DEFAULT_VERSION)?,
+        CREATABLE_VERSIONS
+            .iter()
+            .map(|v| Ok((version(v)?, RoomVersionStability::Stable)))
+            .collect::<Result<_, Error>>()?,
+    );
     Ok(RumaResponse(get_capabilities::v3::Response::new(
         capabilities,
     )))
