@@ -98,7 +98,9 @@ impl AccountData {
             batch.put(&tables::ACCOUNT_DATA_POSITIONS, key, position)?;
             Ok(())
         };
-        self.stream.write(&self.db, batch, None, fill, |_| {})?;
+        self.stream.write(&self.db, batch, None, fill, |position| {
+            self.stream.mark_user(user_id.as_str(), position);
+        })?;
         Ok(())
     }
 

@@ -167,6 +167,7 @@ impl Services {
                     entry.changed_at = position;
                 }
             }
+            self.stream.mark_presence(position);
         })?;
         Ok(())
     }

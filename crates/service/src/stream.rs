@@ -24,6 +24,11 @@ pub struct Stream {
     position: watch::Sender<u64>,
     /// Room short id -> the last position at which something happened there.
     room_changes: Mutex<HashMap<u64, u64>>,
+    /// User id -> the last position of a change of theirs outside their
+    /// rooms' streams: their account data, their own membership anywhere.
+    user_changes: Mutex<HashMap<String, u64>>,
+    /// The last position at which anyone's presence changed.
+    presence_changed: std::sync::atomic::AtomicU64,
     /// Rooms not seen since start may have changed at any position below
     /// this one.
     started_at: u64,
@@ -38,6 +43,8 @@ impl Stream {
             counts,
             position,
             room_changes: Mutex::default(),
+            user_changes: Mutex::default(),
+            presence_changed: std::sync::atomic::AtomicU64::new(started_at),
             started_at,
         })
     }
@@ -86,6 +93,44 @@ impl Stream {
         self.position.subscribe()
     }
 
+    /// Records a change of `user`'s at `position` (call it from a
+    /// `written` closure, before the position is published).
+    pub(crate) fn mark_user(&self, user: &str, position: u64) {
+        let mut changes = self.user_changes.lock().unwrap_or_else(|p| p.into_inner());
+        let last = changes.entry(user.to_owned()).or_default();
+        *last = (*last).max(position);
+    }
+
+    /// Records a presence change at `position` (from a `written` closure).
+    pub(crate) fn mark_presence(&self, position: u64) {
+        self.presence_changed
+            .fetch_max(position, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Whether anything a sync of `user`, whose rooms are `rooms`, shows
+    /// may have changed at or after `since`: memory only, no database. A
+    /// woken long-poll asks this before looking for real.
+    pub fn may_concern(&self, user: &str, rooms: &[u64], since: u64) -> bool {
+        if self
+            .presence_changed
+            .load(std::sync::atomic::Ordering::Acquire)
+            >= since
+        {
+            return true;
+        }
+        let user_changed = self
+            .user_changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(user)
+            .copied()
+            .unwrap_or(self.started_at);
+        user_changed >= since
+            || rooms
+                .iter()
+                .any(|&room| self.room_changed_since(room, since))
+    }
+
     /// Whether anything may have happened in `room` at or after `since`.
     pub fn room_changed_since(&self, room: u64, since: u64) -> bool {
         let changes = self.room_changes.lock().unwrap_or_else(|p| p.into_inner());
@@ -127,6 +172,21 @@ mod tests {
         assert_eq!(b, a + 1);
         assert!(stream.room_changed_since(7, a) && !stream.room_changed_since(7, a + 1));
         assert!(stream.room_changed_since(8, b));
+
+        // What a woken sync asks: its rooms, its own changes, presence.
+        let now = stream.position();
+        assert!(!stream.may_concern("@a:x", &[7, 8], now));
+        stream.bump(&db, Some(9), |_| {}).unwrap();
+        assert!(!stream.may_concern("@a:x", &[7, 8], now), "another room");
+        assert!(stream.may_concern("@a:x", &[9], now));
+        let at = stream
+            .bump(&db, None, |p| stream.mark_user("@a:x", p))
+            .unwrap();
+        assert!(stream.may_concern("@a:x", &[], at));
+        assert!(!stream.may_concern("@b:x", &[], at));
+        let at = stream.bump(&db, None, |p| stream.mark_presence(p)).unwrap();
+        assert!(stream.may_concern("@b:x", &[], at));
+        let b = stream.position() - 1;
 
         // The counter is persistent: a new stream continues after it.
         drop(stream);

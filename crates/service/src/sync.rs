@@ -85,20 +85,43 @@ impl Services {
         }
         let mut positions = self.stream.subscribe();
         let deadline = tokio::time::Instant::now() + request.timeout;
+        let mut next = self.stream.position();
+        let mut rooms = self.room_shorts(user_id)?;
         loop {
-            let next = self.stream.position();
             let (response, changed) = self.sync_once(user_id, request, next)?;
             if request.since.is_none() || request.full_state || changed {
                 return Ok(response);
             }
-            // Nothing new for this user: wait for the next event anywhere,
-            // then look again (events of other users' rooms find nothing).
-            let wait = tokio::time::timeout_at(deadline, positions.changed()).await;
-            if !matches!(wait, Ok(Ok(()))) {
-                let next = self.stream.position();
-                return Ok(self.sync_once(user_id, request, next)?.0);
+            // Nothing new for this user: wait for the next change anywhere.
+            // Changes elsewhere wake every waiting sync; memory says whether
+            // one could concern this user before the database is read.
+            let looked_up_to = next;
+            loop {
+                let wait = tokio::time::timeout_at(deadline, positions.changed()).await;
+                next = self.stream.position();
+                if !matches!(wait, Ok(Ok(()))) {
+                    return Ok(self.sync_once(user_id, request, next)?.0);
+                }
+                if self
+                    .stream
+                    .may_concern(user_id.as_str(), &rooms, looked_up_to)
+                {
+                    break;
+                }
+            }
+            rooms = self.room_shorts(user_id)?;
+        }
+    }
+
+    /// The short ids of the rooms a user has a membership in.
+    fn room_shorts(&self, user_id: &UserId) -> Result<Vec<u64>> {
+        let mut shorts = Vec::new();
+        for (room_id, _) in self.rooms.user_rooms(user_id.as_str())? {
+            if let Some(room) = self.rooms.room(&room_id)? {
+                shorts.push(room.short);
             }
         }
+        Ok(shorts)
     }
 
     fn sync_once(

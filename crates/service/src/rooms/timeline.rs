@@ -210,9 +210,18 @@ impl Rooms {
             }
             Ok(())
         };
+        // A member event is news for its user even outside their rooms (an
+        // invite to a new room, say).
+        let member = (pdu.kind == "m.room.member")
+            .then_some(pdu.state_key.as_deref())
+            .flatten();
         let count = self
             .stream
-            .write(&self.db, batch, Some(room.short), fill, |_| {})?;
+            .write(&self.db, batch, Some(room.short), fill, |count| {
+                if let Some(user) = member {
+                    self.stream.mark_user(user, count);
+                }
+            })?;
         Ok(count)
     }
 
