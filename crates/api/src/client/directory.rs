@@ -93,10 +93,6 @@ fn listing(page: DirectoryPage) -> Result<Listing, ApiError> {
     })
 }
 
-fn limit(value: Option<UInt>) -> Option<usize> {
-    value.map(|l| usize::try_from(u64::from(l)).unwrap_or(usize::MAX))
-}
-
 pub async fn get_public(
     State(services): State<Arc<Services>>,
     req: Ruma<get_public_rooms::v3::Request, true>,
@@ -104,7 +100,7 @@ pub async fn get_public(
     let body = &req.body;
     only_ours(&services, body.server.as_deref())?;
     let page = services.public_rooms(&DirectoryQuery {
-        limit: limit(body.limit),
+        limit: body.limit.map(super::count),
         since: since(body.since.as_deref())?,
         ..DirectoryQuery::default()
     })?;
@@ -136,7 +132,7 @@ pub async fn post_public(
             .clone()
             .filter(|t| !t.is_empty()),
         room_types,
-        limit: limit(body.limit),
+        limit: body.limit.map(super::count),
         since: since(body.since.as_deref())?,
     })?;
     let listing = listing(page)?;

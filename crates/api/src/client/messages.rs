@@ -31,7 +31,7 @@ pub async fn get(
     let sender = req.sender()?;
     let body = &req.body;
     let filter = EventFilter::from(&body.filter);
-    let limit = usize::try_from(u64::from(body.limit)).unwrap_or(usize::MAX);
+    let limit = super::count(body.limit);
     let page = services.messages(
         &sender.user_id,
         &PageRequest {
@@ -61,9 +61,7 @@ pub async fn context(
 ) -> Result<RumaResponse<get_context::v3::Response>, ApiError> {
     let sender = req.sender()?;
     let body = &req.body;
-    let limit = usize::try_from(u64::from(body.limit))
-        .unwrap_or(usize::MAX)
-        .min(conduit_service::rooms::messages::MAX_PAGE);
+    let limit = super::count(body.limit).min(conduit_service::rooms::messages::MAX_PAGE);
     let context = services.context(
         &sender.user_id,
         body.room_id.as_str(),

@@ -30,6 +30,12 @@ use conduit_service::Services;
 
 use crate::ruma_wrapper::RouterExt;
 
+/// A count a client sent (a limit), as a `usize` (saturated: the callers
+/// clamp it to their own maximum anyway).
+fn count(value: ruma::UInt) -> usize {
+    usize::try_from(u64::from(value)).unwrap_or(usize::MAX)
+}
+
 pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma_route(discovery::versions)

@@ -29,10 +29,6 @@ fn token(value: Option<&str>) -> Result<Option<u64>, ApiError> {
     super::messages::token(value)
 }
 
-fn limit(value: Option<UInt>) -> Option<usize> {
-    value.map(|l| usize::try_from(u64::from(l)).unwrap_or(usize::MAX))
-}
-
 /// What the three `/relations` routes share: the query and the answer.
 struct Query<'a> {
     room_id: &'a str,
@@ -61,7 +57,7 @@ fn run(
             from: token(query.from)?,
             to: token(query.to)?,
             forward: query.dir == Direction::Forward,
-            limit: limit(query.limit),
+            limit: query.limit.map(super::count),
             recurse: query.recurse,
         },
     )?)
@@ -156,7 +152,7 @@ pub async fn threads(
         &req.sender()?.user_id,
         body.room_id.as_str(),
         token(body.from.as_deref())?,
-        limit(body.limit).unwrap_or(50),
+        body.limit.map(super::count).unwrap_or(50),
         body.include == IncludeThreads::Participated,
     )?;
     let mut response = get_threads::v1::Response::new(raw(roots)?);

@@ -52,9 +52,7 @@ pub async fn search_events(
                 .map(|r| r.iter().map(ToString::to_string).collect()),
             filter: EventFilter::from(filter),
             before,
-            limit: filter.limit.map_or(DEFAULT_SEARCH_LIMIT, |l| {
-                usize::try_from(u64::from(l)).unwrap_or(usize::MAX)
-            }),
+            limit: filter.limit.map_or(DEFAULT_SEARCH_LIMIT, super::count),
         },
     )?;
     let context = &criteria.event_context;
@@ -67,9 +65,8 @@ pub async fn search_events(
             "result": services.serve_event(&sender.user_id, pdu)?,
         });
         if want_context {
-            let limit =
-                usize::try_from(u64::from(context.before_limit) + u64::from(context.after_limit))
-                    .unwrap_or(usize::MAX);
+            let limit = super::count(context.before_limit)
+                .saturating_add(super::count(context.after_limit));
             let around = services.context(
                 &sender.user_id,
                 room_id,
@@ -128,7 +125,7 @@ pub async fn search_users(
     req: Ruma<search_users::v3::Request>,
 ) -> Result<Json<JsonValue>, ApiError> {
     let sender = req.sender()?;
-    let limit = usize::try_from(u64::from(req.body.limit)).unwrap_or(usize::MAX);
+    let limit = super::count(req.body.limit);
     let (users, limited) = services.search_users(&sender.user_id, &req.body.search_term, limit)?;
     let results: Vec<JsonValue> = users
         .into_iter()

@@ -50,9 +50,7 @@ pub async fn sync(
         timeline_limit: room_filter
             .timeline
             .limit
-            .map_or(DEFAULT_TIMELINE_LIMIT, |l| {
-                usize::try_from(u64::from(l)).unwrap_or(usize::MAX)
-            })
+            .map_or(DEFAULT_TIMELINE_LIMIT, super::count)
             .min(conduit_service::rooms::messages::MAX_PAGE),
         timeline_filter: EventFilter::from(&room_filter.timeline),
         rooms: room_filter
