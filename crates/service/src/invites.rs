@@ -6,9 +6,7 @@
 
 use ruma::OwnedUserId;
 
-use crate::{
-    Error, ErrorCode, Result, Services, registration_tokens::TokenView, users::password, utils,
-};
+use crate::{Error, ErrorCode, Result, Services, registration_tokens::TokenView, utils};
 
 /// The path under which invite pages are served.
 pub const INVITE_PATH: &str = "/_conduit/invite";
@@ -77,34 +75,14 @@ impl Services {
         self.registration_tokens
             .reserve(token, &session)
             .map_err(Error::forbidden)?;
-        let created = self.create_invited(&user_id, password, &session).await;
+        let created = self
+            .create_account(&user_id, password, &session, |_| Ok(()))
+            .await;
         if created.is_err() {
             self.registration_tokens.release(&session);
         }
-        let made_admin = created?;
-        tracing::info!(%user_id, admin = made_admin, "registered a new account from an invite page");
-        if made_admin {
-            self.welcome_admin(&user_id).await;
-        }
+        created?;
+        tracing::info!(%user_id, "the account came from an invite page");
         Ok(user_id)
-    }
-
-    /// Creates the account and counts the token's use in one batch; whether
-    /// the token made it an admin.
-    async fn create_invited(
-        &self,
-        user_id: &ruma::UserId,
-        password: &str,
-        session: &str,
-    ) -> Result<bool> {
-        let hash = password::hash(password.to_owned()).await?;
-        self.registration_tokens
-            .complete(session, |count_token_use| {
-                self.users
-                    .create(user_id, Some(hash), false, |batch, account| {
-                        account.is_admin = count_token_use(batch)?;
-                        Ok(account.is_admin)
-                    })
-            })
     }
 }

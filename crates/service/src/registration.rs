@@ -1,8 +1,9 @@
 //! Account registration (`POST /register`): which flows are offered, the
 //! registration-token stage, and account creation at the end of the flow.
 
+use conduit_storage::Batch;
 use ruma::{
-    DeviceId, OwnedUserId,
+    DeviceId, OwnedUserId, UserId,
     api::client::uiaa::{AuthData, AuthFlow, AuthType},
 };
 use serde_json::Value as JsonValue;
@@ -156,33 +157,50 @@ impl Services {
             }
             None => self.free_random_user_id()?,
         };
-        let hash = password::hash(password.to_owned()).await?;
-        // The account, its first device and the registration token's use
-        // land in one batch.
-        let mut made_admin = false;
-        let session =
-            self.registration_tokens
-                .complete(passed.session_id(), |count_token_use| {
-                    self.users
-                        .create(&user_id, Some(hash), false, |batch, account| {
-                            account.is_admin = count_token_use(batch)?;
-                            made_admin = account.is_admin;
-                            if request.inhibit_login {
-                                return Ok(None);
-                            }
-                            let session = self.devices.create_session_into(
-                                batch,
-                                first_session(&request, &user_id, false),
-                            )?;
-                            Ok(Some(session))
-                        })
-                })?;
+        let session = self
+            .create_account(&user_id, password, passed.session_id(), |batch| {
+                if request.inhibit_login {
+                    return Ok(None);
+                }
+                let session = self
+                    .devices
+                    .create_session_into(batch, first_session(&request, &user_id, false))?;
+                Ok(Some(session))
+            })
+            .await?;
         self.uiaa.finish(passed);
+        Ok(Registered { user_id, session })
+    }
+
+    /// Creates a password account: the account, whatever `with` adds (the
+    /// first device) and the registration-token use `session` reserved
+    /// land in one batch. A token that grants admin makes the account a
+    /// server admin in the admin room. Both `/register` and the invite
+    /// page's form end here.
+    pub(crate) async fn create_account<T>(
+        &self,
+        user_id: &UserId,
+        password: &str,
+        session: &str,
+        with: impl FnOnce(&mut Batch<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let hash = password::hash(password.to_owned()).await?;
+        let mut made_admin = false;
+        let result = self
+            .registration_tokens
+            .complete(session, |count_token_use| {
+                self.users
+                    .create(user_id, Some(hash), false, |batch, account| {
+                        account.is_admin = count_token_use(batch)?;
+                        made_admin = account.is_admin;
+                        with(batch)
+                    })
+            })?;
         tracing::info!(%user_id, admin = made_admin, "registered a new account");
         if made_admin {
-            self.welcome_admin(&user_id).await;
+            self.welcome_admin(user_id).await;
         }
-        Ok(Registered { user_id, session })
+        Ok(result)
     }
 
     async fn register_guest(&self, request: &Registration<'_>) -> Result<Registered> {
