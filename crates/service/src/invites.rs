@@ -6,7 +6,11 @@
 
 use ruma::OwnedUserId;
 
-use crate::{Error, ErrorCode, Result, Services, registration_tokens::TokenView, utils};
+use crate::{
+    Error, ErrorCode, Result, Services,
+    registration_tokens::{Closed, TokenView},
+    utils,
+};
 
 /// The path under which invite pages are served.
 pub const INVITE_PATH: &str = "/_conduit/invite";
@@ -37,16 +41,16 @@ impl Services {
         let now = utils::now_ms();
         let unusable = if !self.config.allow_registration {
             Some("Registration is closed on this server.")
-        } else if record.revoked {
-            Some("This invite was revoked.")
-        } else if record.expiry_time.is_some_and(|t| t <= now) {
-            Some("This invite has expired.")
-        } else if record.uses_allowed.is_some_and(|u| record.completed >= u) {
-            Some("This invite has been used up.")
-        } else if !view.is_valid(now) {
-            Some("This invite is being used right now; try again in a few minutes.")
         } else {
-            None
+            match record.closed(now) {
+                Some(Closed::Revoked) => Some("This invite was revoked."),
+                Some(Closed::Expired) => Some("This invite has expired."),
+                Some(Closed::UsedUp) => Some("This invite has been used up."),
+                None if !view.is_valid(now) => {
+                    Some("This invite is being used right now; try again in a few minutes.")
+                }
+                None => None,
+            }
         };
         Ok(Some(InviteInfo { view, unusable }))
     }

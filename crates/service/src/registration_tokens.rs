@@ -53,12 +53,36 @@ pub struct TokenView {
     pub pending: u64,
 }
 
+/// Why a token opens nothing any more, whatever registrations are under way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    Revoked,
+    Expired,
+    UsedUp,
+}
+
+impl RegistrationToken {
+    /// `None` while the token may still open registration (its uses held
+    /// by registrations under way aside).
+    pub fn closed(&self, now_ms: u64) -> Option<Closed> {
+        if self.revoked {
+            Some(Closed::Revoked)
+        } else if self.expiry_time.is_some_and(|t| t <= now_ms) {
+            Some(Closed::Expired)
+        } else if self.uses_allowed.is_some_and(|u| self.completed >= u) {
+            Some(Closed::UsedUp)
+        } else {
+            None
+        }
+    }
+}
+
 impl TokenView {
-    /// Whether a registration could use it now.
+    /// Whether a registration could use it now: open, and a use not held
+    /// by another registration.
     pub fn is_valid(&self, now_ms: u64) -> bool {
         let r = &self.record;
-        !r.revoked
-            && r.expiry_time.is_none_or(|t| t > now_ms)
+        r.closed(now_ms).is_none()
             && r.uses_allowed
                 .is_none_or(|u| self.pending + r.completed < u)
     }
@@ -398,12 +422,10 @@ impl RegistrationTokens {
     /// the session holding one must be able to finish.
     pub fn any_usable(&self) -> Result<bool> {
         let now = utils::now_ms();
-        Ok(self.list()?.iter().any(|view| {
-            let r = &view.record;
-            !r.revoked
-                && r.expiry_time.is_none_or(|t| t > now)
-                && r.uses_allowed.is_none_or(|u| r.completed < u)
-        }))
+        Ok(self
+            .list()?
+            .iter()
+            .any(|view| view.record.closed(now).is_none()))
     }
 }
 
