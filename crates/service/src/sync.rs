@@ -44,6 +44,16 @@ struct TimelineRows {
     limited: bool,
 }
 
+/// One look at what changed for a user.
+struct Pass {
+    response: JsonValue,
+    /// Whether the response has anything new.
+    changed: bool,
+    /// The short ids of the rooms it looked at: what a waiting long-poll
+    /// watches.
+    rooms: Vec<u64>,
+}
+
 /// Where a joined room's timeline sits, for its state section.
 struct RoomWindow<'a> {
     timeline_start: u64,
@@ -86,11 +96,10 @@ impl Services {
         let mut positions = self.stream.subscribe();
         let deadline = tokio::time::Instant::now() + request.timeout;
         let mut next = self.stream.position();
-        let mut rooms = self.room_shorts(user_id)?;
         loop {
-            let (response, changed) = self.sync_once(user_id, request, next)?;
-            if request.since.is_none() || request.full_state || changed {
-                return Ok(response);
+            let pass = self.sync_once(user_id, request, next)?;
+            if request.since.is_none() || request.full_state || pass.changed {
+                return Ok(pass.response);
             }
             // Nothing new for this user: wait for the next change anywhere.
             // Changes elsewhere wake every waiting sync; memory says whether
@@ -100,36 +109,19 @@ impl Services {
                 let wait = tokio::time::timeout_at(deadline, positions.changed()).await;
                 next = self.stream.position();
                 if !matches!(wait, Ok(Ok(()))) {
-                    return Ok(self.sync_once(user_id, request, next)?.0);
+                    return Ok(self.sync_once(user_id, request, next)?.response);
                 }
                 if self
                     .stream
-                    .may_concern(user_id.as_str(), &rooms, looked_up_to)
+                    .may_concern(user_id.as_str(), &pass.rooms, looked_up_to)
                 {
                     break;
                 }
             }
-            rooms = self.room_shorts(user_id)?;
         }
     }
 
-    /// The short ids of the rooms a user has a membership in.
-    fn room_shorts(&self, user_id: &UserId) -> Result<Vec<u64>> {
-        let mut shorts = Vec::new();
-        for (room_id, _) in self.rooms.user_rooms(user_id.as_str())? {
-            if let Some(room) = self.rooms.room(&room_id)? {
-                shorts.push(room.short);
-            }
-        }
-        Ok(shorts)
-    }
-
-    fn sync_once(
-        &self,
-        user_id: &UserId,
-        request: &SyncRequest,
-        next: u64,
-    ) -> Result<(JsonValue, bool)> {
+    fn sync_once(&self, user_id: &UserId, request: &SyncRequest, next: u64) -> Result<Pass> {
         let since = request.since.unwrap_or(0);
         // Account data: everything on the first sync, what changed after.
         let mut global_data = Vec::new();
@@ -156,6 +148,7 @@ impl Services {
         let mut invite = Map::new();
         let mut leave = Map::new();
         let mut knock = Map::new();
+        let mut rooms = Vec::new();
         for (room_id, membership) in self.rooms.user_rooms(user_id.as_str())? {
             let wanted = request.rooms.as_ref().is_none_or(|r| r.contains(&room_id))
                 && !request.not_rooms.contains(&room_id);
@@ -163,6 +156,7 @@ impl Services {
             let Some(room) = self.rooms.room(&room_id)?.filter(|_| wanted) else {
                 continue;
             };
+            rooms.push(room.short);
             // Quiet rooms cost one lookup in memory.
             if request.since.is_some()
                 && !request.full_state
@@ -225,7 +219,11 @@ impl Services {
             "account_data": { "events": global_data },
             "presence": { "events": presence },
         });
-        Ok((response, changed))
+        Ok(Pass {
+            response,
+            changed,
+            rooms,
+        })
     }
 
     fn count_of(&self, pdu: &Pdu) -> Result<u64> {
