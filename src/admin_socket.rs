@@ -30,8 +30,9 @@ pub fn path(database_path: &Path) -> PathBuf {
     directory(database_path).join("admin.sock")
 }
 
-/// Runs one command's words and says how it went.
-fn answer(services: &Services, words: Vec<String>) -> JsonValue {
+/// Runs one command's words: whether it worked, and what to print. The
+/// socket sends this to the CLI; a stopped server's CLI calls it directly.
+pub fn answer(services: &Services, words: Vec<String>) -> (bool, String) {
     let result = AdminCommand::parse(words)
         .map_err(|(_, text)| text)
         .and_then(|command| {
@@ -40,8 +41,8 @@ fn answer(services: &Services, words: Vec<String>) -> JsonValue {
                 .map_err(|e| e.to_string())
         });
     match result {
-        Ok(output) => json!({ "ok": true, "output": output }),
-        Err(output) => json!({ "ok": false, "output": output }),
+        Ok(output) => (true, output),
+        Err(output) => (false, output),
     }
 }
 
@@ -82,17 +83,16 @@ fn bind_and_serve(services: Arc<Services>) -> std::io::Result<()> {
                 if reader.read_line(&mut line).await.is_err() {
                     return;
                 }
-                let reply = match serde_json::from_str::<Vec<String>>(&line) {
+                let (ok, output) = match serde_json::from_str::<Vec<String>>(&line) {
                     Ok(words) => {
                         let services = services.clone();
                         tokio::task::spawn_blocking(move || answer(&services, words))
                             .await
-                            .unwrap_or_else(
-                                |_| json!({ "ok": false, "output": "the command failed" }),
-                            )
+                            .unwrap_or_else(|_| (false, "the command failed".to_owned()))
                     }
-                    Err(e) => json!({ "ok": false, "output": format!("bad request: {e}") }),
+                    Err(e) => (false, format!("bad request: {e}")),
                 };
+                let reply = json!({ "ok": ok, "output": output });
                 let _ = writer.write_all(format!("{reply}\n").as_bytes()).await;
             });
         }
@@ -116,13 +116,4 @@ pub fn send(database_path: &Path, words: &[String]) -> Option<Result<(bool, Stri
         ))
     };
     Some(exchange().map_err(|e| format!("the server's admin socket failed: {e}")))
-}
-
-/// Runs a command on the database of a stopped server.
-pub fn run_offline(services: &Services, words: Vec<String>) -> (bool, String) {
-    let reply = answer(services, words);
-    (
-        reply["ok"].as_bool().unwrap_or(false),
-        reply["output"].as_str().unwrap_or_default().to_owned(),
-    )
 }

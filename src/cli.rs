@@ -97,7 +97,7 @@ fn admin(config: Config, words: Vec<String>) -> ExitCode {
                 config.database_path.display()
             );
             match Services::open(config) {
-                Ok(services) => admin_socket::run_offline(&services, words),
+                Ok(services) => admin_socket::answer(&services, words),
                 Err(e) => (false, format!("cannot open the database: {e}")),
             }
         }
