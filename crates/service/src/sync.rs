@@ -4,9 +4,9 @@
 //! the server-wide event position; the work grows with the user's rooms and
 //! what changed in them, not with the server.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
-use conduit_state_res::{ShortEventId, StateMap};
+use conduit_state_res::ShortEventId;
 use ruma::UserId;
 use serde_json::{Map, Value as JsonValue, json};
 
@@ -233,35 +233,6 @@ impl Services {
     fn own_member_event(&self, user_id: &UserId, room: &RoomRecord) -> Result<Option<Pdu>> {
         let state = self.current_state(room)?;
         self.state_event(&state, "m.room.member", user_id.as_str())
-    }
-
-    /// The state of a room just before position `position` (after the last
-    /// event below it).
-    pub(crate) fn state_at(&self, room: &RoomRecord, position: u64) -> Result<Arc<StateMap>> {
-        let Some(&(_, last)) = self.rooms.page(room.short, position, false, 1)?.first() else {
-            return Ok(Arc::new(StateMap::new()));
-        };
-        self.state_after(last)
-    }
-
-    /// The room state after an event.
-    pub(crate) fn state_after(&self, event: ShortEventId) -> Result<Arc<StateMap>> {
-        let before = self.state_before(event)?;
-        let Some(pdu) = self.rooms.pdu(event, &self.short_ids)? else {
-            return Ok(before);
-        };
-        match pdu.state_key.as_deref() {
-            Some(key) => {
-                let mut after = (*before).clone();
-                after.insert(
-                    self.short_ids
-                        .get_or_create_state_key_short(&pdu.kind, key)?,
-                    event,
-                );
-                Ok(Arc::new(after))
-            }
-            None => Ok(before),
-        }
     }
 
     fn joined_room(

@@ -15,6 +15,7 @@ pub mod relations;
 pub mod search;
 pub mod send;
 pub mod short;
+pub mod state;
 pub mod state_snapshots;
 pub mod timeline;
 pub mod typing;

@@ -4,7 +4,7 @@
 //! nothing and answers `403 M_FORBIDDEN` with the rule that refused it.
 
 use conduit_state_res::{
-    RoomVersion, StateMap, auth_types_for_event, check_against_state, check_auth_events,
+    RoomVersion, auth_types_for_event, check_against_state, check_auth_events,
 };
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, RoomVersionId, UserId,
@@ -103,21 +103,6 @@ impl Services {
         Ok((pdu, true))
     }
 
-    /// A room's current state.
-    pub fn current_state(&self, room: &RoomRecord) -> Result<std::sync::Arc<StateMap>> {
-        let head = self.rooms.head(room.short)?;
-        self.rooms.state_map(&self.state_snapshots, &head)
-    }
-
-    /// A local room's current state, by id (`404` for rooms we do not have).
-    pub fn current_state_of(&self, room_id: &str) -> Result<std::sync::Arc<StateMap>> {
-        let room = self
-            .rooms
-            .room(room_id)?
-            .ok_or_else(|| Error::not_found("Unknown room."))?;
-        self.current_state(&room)
-    }
-
     /// The power levels and creators in force in a room now.
     pub fn room_power(
         &self,
@@ -132,22 +117,6 @@ impl Services {
             levels.as_ref(),
             version,
         ))
-    }
-
-    /// The state event holding `(kind, state_key)` in `state`.
-    pub fn state_event(
-        &self,
-        state: &StateMap,
-        kind: &str,
-        state_key: &str,
-    ) -> Result<Option<Pdu>> {
-        let Some(key) = self.short_ids.state_key_short(kind, state_key)? else {
-            return Ok(None);
-        };
-        match state.get(&key) {
-            Some(&short) => self.rooms.pdu(short, &self.short_ids),
-            None => Ok(None),
-        }
     }
 
     /// Builds, signs, checks and appends one event; the caller holds the room's lock.

@@ -3,7 +3,7 @@
 //! of the state before each event; the user's membership is theirs at the
 //! event (their own member event counts with its new membership).
 
-use conduit_state_res::{ShortEventId, StateMap};
+use conduit_state_res::StateMap;
 use ruma::UserId;
 
 use super::{membership::membership_of, pdu::Pdu, timeline::RoomRecord};
@@ -75,13 +75,5 @@ impl Services {
                     .map(str::to_owned)
             })
             .unwrap_or_else(|| "shared".to_owned()))
-    }
-
-    /// The room state before an event.
-    pub(crate) fn state_before(&self, event: ShortEventId) -> Result<std::sync::Arc<StateMap>> {
-        match self.rooms.meta(event)?.and_then(|m| m.state_before) {
-            Some(snapshot) => self.state_snapshots.load(snapshot),
-            None => Ok(std::sync::Arc::new(StateMap::new())),
-        }
     }
 }
