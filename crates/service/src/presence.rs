@@ -31,6 +31,12 @@ pub struct Presence {
     users: Mutex<HashMap<OwnedUserId, UserPresence>>,
 }
 
+impl Presence {
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedUserId, UserPresence>> {
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[derive(Clone)]
 struct UserPresence {
     state: String,
@@ -121,11 +127,7 @@ impl Services {
         }
         let now = Instant::now();
         let changed = {
-            let mut users = self
-                .presence
-                .users
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut users = self.presence.users();
             let entry = users
                 .entry(user_id.to_owned())
                 .or_insert_with(|| UserPresence {
@@ -156,11 +158,7 @@ impl Services {
     fn announce_presence(&self, users: &[OwnedUserId]) -> Result<()> {
         self.stream.bump(&self.db, None, |position| {
             let now = Instant::now();
-            let mut all = self
-                .presence
-                .users
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut all = self.presence.users();
             for user in users {
                 if let Some(entry) = all.get_mut(user) {
                     entry.announced = entry.view(now).presence;
@@ -177,11 +175,7 @@ impl Services {
     pub fn sweep_presence(&self) -> Result<()> {
         let now = Instant::now();
         let changed: Vec<OwnedUserId> = {
-            let users = self
-                .presence
-                .users
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let users = self.presence.users();
             users
                 .iter()
                 .filter(|(_, p)| p.view(now).presence != p.announced)
@@ -213,11 +207,7 @@ impl Services {
 
     /// A user's presence (`offline` when never seen).
     pub fn presence_of(&self, user_id: &UserId) -> PresenceView {
-        let users = self
-            .presence
-            .users
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let users = self.presence.users();
         match users.get(user_id) {
             Some(presence) => presence.view(Instant::now()),
             None => PresenceView {
@@ -258,11 +248,7 @@ impl Services {
     ) -> Result<Vec<JsonValue>> {
         let now = Instant::now();
         let changed: Vec<(OwnedUserId, PresenceView)> = {
-            let users = self
-                .presence
-                .users
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let users = self.presence.users();
             users
                 .iter()
                 .filter(|(_, p)| p.changed_at < until && since.is_none_or(|s| p.changed_at >= s))
