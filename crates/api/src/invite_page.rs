@@ -9,8 +9,8 @@ use std::{fmt::Write, net::SocketAddr, sync::Arc};
 use axum::{
     Form,
     extract::{ConnectInfo, Path, State},
-    http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::StatusCode,
+    response::Response,
     routing::get,
 };
 use conduit_service::{
@@ -18,6 +18,8 @@ use conduit_service::{
     invites::{INVITE_PATH, InviteInfo},
     utils,
 };
+
+use crate::html::{escape, page};
 use serde::Deserialize;
 
 pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>> {
@@ -25,22 +27,6 @@ pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>
         &format!("{INVITE_PATH}/{{token}}"),
         get(show).post(register),
     )
-}
-
-/// Escapes text for HTML content and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The QR code of a link, as inline SVG.
@@ -74,38 +60,6 @@ fn utc(ms: u64) -> String {
         rest / 3600,
         rest % 3600 / 60
     )
-}
-
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:34rem;margin:2rem auto;padding:0 1rem;color:#17191c;line-height:1.5}\
-h1{font-size:1.6rem}.card{border:1px solid #d6dade;border-radius:12px;padding:1rem 1.25rem;margin:1rem 0}\
-.qr svg{width:200px;height:200px}.button{display:inline-block;background:#0dbd8b;color:#fff;padding:.5rem 1rem;border-radius:8px;text-decoration:none;border:0;font-size:1rem}\
-code{background:#f2f4f6;padding:.1rem .3rem;border-radius:4px;word-break:break-all}label{display:block;margin:.5rem 0 .2rem}\
-input{width:100%;padding:.4rem;font-size:1rem;box-sizing:border-box}.error{color:#b00020}.muted{color:#5c6470}";
-
-/// A whole page around `body`, with headers that keep the token private.
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"robots\" content=\"noindex\"><title>{}</title><style>{STYLE}</style></head>\
-         <body>{body}</body></html>",
-        escape(title)
-    );
-    let mut response = (status, html).into_response();
-    let headers = response.headers_mut();
-    for (name, value) in [
-        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-        (header::CACHE_CONTROL, "no-store"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'",
-        ),
-    ] {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
-    response
 }
 
 fn unusable_page(services: &Services, why: &str) -> Response {
@@ -314,13 +268,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_escaping_and_qr() {
+    fn dates_and_qr() {
         assert_eq!(utc(0), "1970-01-01 00:00 UTC");
         assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06 UTC");
-        assert_eq!(
-            escape("<a href='x'>&\""),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
-        );
         let svg = qr_svg("https://example.org/_conduit/invite/abc");
         assert!(svg.starts_with("<?xml") && svg.contains("<svg"));
     }

@@ -4,10 +4,12 @@
 mod admin;
 mod client;
 mod error;
+mod html;
 mod invite_page;
 mod middleware;
 mod ruma_wrapper;
 mod server;
+mod sso_pages;
 mod well_known;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -26,7 +28,7 @@ pub fn router(services: Arc<Services>) -> Router {
     let router = Router::new()
         .route("/.well-known/matrix/client", get(well_known::client))
         .route("/.well-known/matrix/server", get(well_known::server));
-    let router = invite_page::routes(admin::routes(server::routes(router)));
+    let router = sso_pages::routes(invite_page::routes(admin::routes(server::routes(router))));
     client::routes(router)
         .fallback(error::unrecognized_path)
         .method_not_allowed_fallback(error::unrecognized_method)

@@ -70,6 +70,8 @@ pub struct Config {
     /// use it reserved) lives, in seconds.
     pub uiaa_session_timeout: u64,
     pub well_known: WellKnown,
+    /// Single sign-on: identity providers and password login.
+    pub sso: crate::sso::config::SsoConfig,
     /// True when no config file was given: a loopback development server.
     #[serde(skip)]
     pub development: bool,
@@ -127,6 +129,7 @@ impl Config {
             refreshable_access_token_lifetime: 300,
             uiaa_session_timeout: 15 * 60,
             well_known: WellKnown::default(),
+            sso: Default::default(),
             development,
         }
     }
@@ -153,6 +156,7 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(describe(e)))?;
         config.development = development;
         config.validate()?;
+        config.sso.validate().map_err(ConfigError::Invalid)?;
 
         let mut warnings = Vec::new();
         let keys: BTreeMap<String, Value> = figment.extract().unwrap_or_default();
@@ -340,7 +344,7 @@ mod tests {
         let loaded = Config::load(Some(f.path())).unwrap();
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         for key in Config::known_keys() {
-            if key == "well_known" {
+            if key == "well_known" || key == "sso" {
                 continue;
             }
             assert!(
@@ -352,6 +356,32 @@ mod tests {
             assert!(
                 example.contains(&format!("#{key} = ")),
                 "well_known.{key} undocumented"
+            );
+        }
+        let provider_keys = [
+            "password_login",
+            "login_token_lifetime",
+            "id",
+            "name",
+            "icon",
+            "brand",
+            "kind",
+            "allow_registration",
+            "issuer",
+            "client_id",
+            "client_secret",
+            "client_secret_file",
+            "scopes",
+            "localpart_claim",
+            "displayname_claim",
+            "avatar_claim",
+            "allowed_claims",
+            "instance",
+        ];
+        for key in provider_keys {
+            assert!(
+                example.contains(&format!("#{key} = ")),
+                "sso key {key} undocumented"
             );
         }
     }

@@ -63,9 +63,7 @@ impl Services {
         username: &str,
         password: &str,
     ) -> Result<OwnedUserId> {
-        if !self.config.allow_registration {
-            return Err(Error::forbidden("Registration is disabled on this server."));
-        }
+        self.registration_open()?;
         let localpart = username.trim().to_lowercase();
         self.check_username_available(&localpart)?;
         let user_id = self.users.parse_new_localpart(&localpart)?;

@@ -17,6 +17,7 @@ pub mod registration_tokens;
 pub mod rooms;
 pub mod server_keys;
 pub mod session;
+pub mod sso;
 pub mod stream;
 pub mod sync;
 pub mod tables;
@@ -38,6 +39,7 @@ use self::{
         typing::Typing,
     },
     server_keys::ServerKeys,
+    sso::Sso,
     stream::Stream,
     uiaa::Uiaa,
     users::devices::Devices,
@@ -57,6 +59,8 @@ pub enum StartError {
     SigningKey(String),
     #[error("cannot read the database: {0}")]
     Load(String),
+    #[error("{0}")]
+    Http(String),
 }
 
 pub struct Services {
@@ -79,6 +83,7 @@ pub struct Services {
     pub typing: Typing,
     pub push_cache: PushCache,
     pub presence: Presence,
+    pub sso: Sso,
 }
 
 impl Services {
@@ -96,7 +101,9 @@ impl Services {
         let uiaa_lifetime = std::time::Duration::from_secs(config.uiaa_session_timeout);
         let stream = Arc::new(Stream::new(&db).map_err(|e| StartError::Load(e.to_string()))?);
         let rooms = Rooms::new(db.clone(), stream.clone());
+        let sso = Sso::new(&config).map_err(StartError::Http)?;
         Ok(Arc::new(Self {
+            sso,
             server_keys,
             short_ids,
             user_locks: UserLocks::new(256),

@@ -57,12 +57,25 @@ fn first_session<'a>(
 }
 
 impl Services {
-    /// The flows `/register` offers, or why registration is closed.
-    pub fn registration_flows(&self) -> Result<Vec<AuthFlow>> {
-        let config = &self.config;
-        if !config.allow_registration {
+    /// Whether password accounts may be registered at all (by `/register`
+    /// or an invite page).
+    pub(crate) fn registration_open(&self) -> Result<()> {
+        if !self.config.allow_registration {
             return Err(Error::forbidden("Registration is disabled on this server."));
         }
+        // With password login off, a password account could never log in again.
+        if !self.config.sso.password_login_enabled() {
+            return Err(Error::forbidden(
+                "Accounts on this server are created through single sign-on only.",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The flows `/register` offers, or why registration is closed.
+    pub fn registration_flows(&self) -> Result<Vec<AuthFlow>> {
+        self.registration_open()?;
+        let config = &self.config;
         if !config.registration_requires_token {
             return Ok(vec![AuthFlow::new(vec![AuthType::Dummy])]);
         }

@@ -93,6 +93,14 @@ pub const THREAD_ROOTS: Table<(U64, U64), U64> = Table::new("thread_roots");
 pub const SEARCH_INDEX: Table<(U64, Str, U64), U64> = Table::new("search_index");
 /// (user id, device id, transaction id) -> the event id it produced.
 pub const TRANSACTIONS: Table<(Str, Str, Str), Str> = Table::new("transactions");
+/// (SSO provider id, subject at that provider) -> the local user it signs in.
+pub const SSO_IDENTITIES: Table<(Str, Str), Str> = Table::new("sso_identities");
+/// (user id, SSO provider id, subject) -> (): a user's identities, for the
+/// SSO re-authentication stage.
+pub const USER_SSO_IDENTITIES: Table<(Str, Str, Str), Json<bool>> =
+    Table::new("user_sso_identities");
+/// SSO provider id -> the OAuth app this server registered on a Mastodon instance.
+pub const SSO_APPS: Table<Str, Json<crate::sso::mastodon::MastodonApp>> = Table::new("sso_apps");
 
 pub const ALL: &[TableDef] = &[
     GLOBAL_JSON.def(),
@@ -129,4 +137,7 @@ pub const ALL: &[TableDef] = &[
     THREADS.def(),
     THREAD_ROOTS.def(),
     SEARCH_INDEX.def(),
+    SSO_IDENTITIES.def(),
+    USER_SSO_IDENTITIES.def(),
+    SSO_APPS.def(),
 ];

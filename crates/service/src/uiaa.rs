@@ -151,6 +151,39 @@ impl Uiaa {
         self.lock().remove(&passed.session);
     }
 
+    /// The user a live session authenticates (`None` for registration or
+    /// an unknown session).
+    pub fn session_user(&self, id: &str) -> Option<OwnedUserId> {
+        let sessions = self.lock();
+        let session = sessions.get(id).filter(|s| s.expires_at > Instant::now())?;
+        session.user_id.clone()
+    }
+
+    /// Marks a stage passed outside the API (single sign-on finished in a
+    /// browser), for `user_id`'s session `id`.
+    pub(crate) fn complete_stage(
+        &self,
+        id: &str,
+        user_id: &UserId,
+        stage: AuthType,
+    ) -> Result<(), String> {
+        let mut sessions = self.lock();
+        let session = sessions
+            .get_mut(id)
+            .filter(|s| s.expires_at > Instant::now())
+            .ok_or("This confirmation has expired. Start again from your Matrix app.")?;
+        if session.user_id.as_deref() != Some(user_id) {
+            return Err("This confirmation belongs to another account.".into());
+        }
+        if !session.flows.iter().any(|f| f.stages.contains(&stage)) {
+            return Err(format!("The app did not ask for {stage} here."));
+        }
+        if !session.completed.contains(&stage) {
+            session.completed.push(stage);
+        }
+        Ok(())
+    }
+
     fn info(&self, id: &str) -> Option<UiaaInfo> {
         let sessions = self.lock();
         let session = sessions.get(id)?;
@@ -235,8 +268,8 @@ impl Services {
         self.finish_if_complete(&id)
     }
 
-    /// Asks a logged-in user to prove it is them (by password) before a
-    /// sensitive change: deleting devices, changing the password, deactivating.
+    /// Asks a logged-in user to prove it is them before a sensitive change:
+    /// deleting devices, changing the password, deactivating.
     ///
     /// Without an access token (`user_id` is `None`) the password stage
     /// itself says who the user is: [`UiaaPassed::user_id`].
@@ -246,13 +279,40 @@ impl Services {
         auth: Option<&AuthData>,
         body: Option<&JsonValue>,
     ) -> Result<UiaaPassed> {
+        let flows = match user_id {
+            Some(user_id) => self.reauth_flows(user_id)?,
+            None => vec![AuthFlow::new(vec![AuthType::Password])],
+        };
         self.user_interactive_auth(UiaaRequest {
             user_id,
-            flows: vec![AuthFlow::new(vec![AuthType::Password])],
+            flows,
             auth,
             body,
         })
         .await
+    }
+
+    /// How `user_id` can prove itself, as Synapse offers it: the password
+    /// if it has one (and passwords are on), single sign-on if it has an
+    /// identity at a configured provider.
+    fn reauth_flows(&self, user_id: &UserId) -> Result<Vec<AuthFlow>> {
+        let has_password = self
+            .users
+            .account(user_id)?
+            .is_some_and(|a| a.password_hash.is_some());
+        let mut flows = Vec::new();
+        if has_password && self.config.sso.password_login_enabled() {
+            flows.push(AuthFlow::new(vec![AuthType::Password]));
+        }
+        if self.sso.providers().next().is_some() && self.has_sso_identity(user_id)? {
+            flows.push(AuthFlow::new(vec![AuthType::Sso]));
+        }
+        if flows.is_empty() {
+            // Nothing else proves it: the password stage (which fails
+            // honestly for an account without one).
+            flows.push(AuthFlow::new(vec![AuthType::Password]));
+        }
+        Ok(flows)
     }
 
     /// Checks one stage: `Ok` with the user a password proved, `Err` with

@@ -25,7 +25,7 @@ mod sync;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::{Router, routing::get};
 use conduit_service::Services;
 
 use crate::ruma_wrapper::RouterExt;
@@ -40,7 +40,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
     router
         .ruma_route(discovery::versions)
         .ruma_route(discovery::capabilities)
-        .ruma_route(session::login_types)
+        .route("/_matrix/client/v3/login", get(session::login_types))
+        .route("/_matrix/client/r0/login", get(session::login_types))
         .ruma_route(session::login)
         .ruma_route(session::refresh)
         .ruma_route(session::logout)

@@ -2,41 +2,93 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use conduit_service::{Error, Services, session::PasswordLogin};
+use axum::{Json, extract::State};
+use conduit_service::{
+    Error, Services,
+    session::{LoginDevice, PasswordLogin},
+};
 use ruma::api::client::{
     session::{
-        get_login_types::{self, v3::LoginType},
         login::{self, v3::LoginInfo},
         logout, logout_all, refresh_token,
     },
     uiaa::UserIdentifier,
 };
 
+use serde_json::{Value as JsonValue, json};
+
 use crate::{Ruma, RumaResponse, error::ApiError};
 
-pub async fn login_types(
-    _: State<Arc<Services>>,
-    _: Ruma<get_login_types::v3::Request, true>,
-) -> Result<RumaResponse<get_login_types::v3::Response>, ApiError> {
-    let types = vec![LoginType::Password(Default::default())];
-    Ok(RumaResponse(get_login_types::v3::Response::new(types)))
+/// `GET /login`. Not a ruma handler: ruma writes absent provider icons and
+/// brands as `null`, where the spec leaves them out.
+pub async fn login_types(State(services): State<Arc<Services>>) -> Json<JsonValue> {
+    let mut flows = Vec::new();
+    if services.config.sso.password_login_enabled() {
+        flows.push(json!({"type": "m.login.password"}));
+    }
+    let providers: Vec<JsonValue> = services
+        .sso
+        .providers()
+        .map(|p| {
+            let mut idp = json!({"id": p.id, "name": p.name});
+            // Clients take only mxc icons; an https icon shows on our own pages.
+            if let Some(icon) = p.icon.as_deref().filter(|i| i.starts_with("mxc://")) {
+                idp["icon"] = icon.into();
+            }
+            if let Some(brand) = &p.brand {
+                idp["brand"] = brand.as_str().into();
+            }
+            idp
+        })
+        .collect();
+    if !providers.is_empty() {
+        flows.push(json!({"type": "m.login.sso", "identity_providers": providers}));
+        flows.push(json!({"type": "m.login.token"}));
+    }
+    Json(json!({ "flows": flows }))
 }
 
-#[allow(deprecated)] // the legacy `user` field is still sent by older clients
 pub async fn login(
     State(services): State<Arc<Services>>,
     req: Ruma<login::v3::Request>,
 ) -> Result<RumaResponse<login::v3::Response>, ApiError> {
-    let LoginInfo::Password(password) = &req.body.login_info else {
-        return Err(Error::new(
-            conduit_service::ErrorCode::Unknown,
-            "Unsupported login type; see GET /login for the supported ones.",
-        )
-        .with_status(400)
-        .into());
+    let device = LoginDevice {
+        device_id: req.body.device_id.as_deref(),
+        display_name: req.body.initial_device_display_name.as_deref(),
+        refresh_token: req.body.refresh_token,
+        client_ip: req.client_ip.as_deref(),
     };
-    let user = match (&password.identifier, &password.user) {
+    let (user_id, session) = match &req.body.login_info {
+        LoginInfo::Password(password) => {
+            let user = password_login_user(password)?;
+            services
+                .login_with_password(PasswordLogin {
+                    user,
+                    password: &password.password,
+                    device,
+                })
+                .await?
+        }
+        LoginInfo::Token(token) => services.login_with_token(&token.token, device).await?,
+        _ => {
+            return Err(Error::new(
+                conduit_service::ErrorCode::Unknown,
+                "Unsupported login type; see GET /login for the supported ones.",
+            )
+            .with_status(400)
+            .into());
+        }
+    };
+    let mut response = login::v3::Response::new(user_id, session.access_token, session.device_id);
+    response.refresh_token = session.refresh_token;
+    response.expires_in = session.expires_in_ms.map(std::time::Duration::from_millis);
+    Ok(RumaResponse(response))
+}
+
+/// Who a password login names: an `m.id.user` identifier or the legacy `user`.
+#[allow(deprecated)] // the legacy `user` field is still sent by older clients
+fn password_login_user(password: &login::v3::Password) -> Result<&str, ApiError> {
+    Ok(match (&password.identifier, &password.user) {
         (Some(UserIdentifier::Matrix(id)), _) => id.user.as_str(),
         (None, Some(user)) => user.as_str(),
         (Some(_), _) => {
@@ -48,21 +100,7 @@ pub async fn login(
             .into());
         }
         (None, None) => return Err(Error::bad_json("Missing identifier.").into()),
-    };
-    let (user_id, session) = services
-        .login_with_password(PasswordLogin {
-            user,
-            password: &password.password,
-            device_id: req.body.device_id.as_deref(),
-            display_name: req.body.initial_device_display_name.as_deref(),
-            refresh_token: req.body.refresh_token,
-            client_ip: req.client_ip.as_deref(),
-        })
-        .await?;
-    let mut response = login::v3::Response::new(user_id, session.access_token, session.device_id);
-    response.refresh_token = session.refresh_token;
-    response.expires_in = session.expires_in_ms.map(std::time::Duration::from_millis);
-    Ok(RumaResponse(response))
+    })
 }
 
 pub async fn refresh(

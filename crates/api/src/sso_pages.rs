@@ -1,0 +1,438 @@
+//! Single sign-on in the browser: the redirect endpoints of the Matrix SSO
+//! flow, the provider picker, the callback, the username form, the
+//! "Continue to <app>?" confirmation and the UIA fallback page. The logic
+//! lives in `conduit_service::sso`; this module renders it.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Form,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use conduit_service::{
+    Error, ErrorCode, Services,
+    sso::{self, BROWSER_COOKIE, CALLBACK_PATH, Callback, Outcome, Purpose, SignupForm, SsoError},
+    utils,
+};
+use serde::Deserialize;
+
+use crate::{
+    error::ApiError,
+    html::{escape, page, page_with_policy, policy_with},
+};
+
+const SIGNUP_PATH: &str = "/_conduit/sso/signup";
+const REAUTH_PATH: &str = "/_conduit/sso/reauth";
+
+pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>> {
+    let mut router = router
+        .route(&format!("{CALLBACK_PATH}/{{idp}}"), get(callback))
+        .route(SIGNUP_PATH, post(signup))
+        .route(&format!("{REAUTH_PATH}/{{idp}}"), get(reauth_redirect));
+    for version in ["r0", "v3"] {
+        router = router
+            .route(
+                &format!("/_matrix/client/{version}/login/sso/redirect"),
+                get(redirect),
+            )
+            .route(
+                &format!("/_matrix/client/{version}/login/sso/redirect/{{idp}}"),
+                get(redirect_to),
+            )
+            .route(
+                &format!("/_matrix/client/{version}/auth/m.login.sso/fallback/web"),
+                get(reauth_page),
+            );
+    }
+    router
+}
+
+/// The browser's flow cookie, if it sent one.
+fn browser_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == BROWSER_COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// `302` to the provider, setting the cookie that ties the flow to this browser.
+fn to_provider(services: &Services, url: &str, browser: &str) -> Response {
+    let secure = if services.config.client_base_url().starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie =
+        format!("{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; SameSite=Lax; Max-Age=1800{secure}");
+    let mut response = StatusCode::FOUND.into_response();
+    let headers = response.headers_mut();
+    if let (Ok(location), Ok(cookie)) = (HeaderValue::from_str(url), HeaderValue::from_str(&cookie))
+    {
+        headers.insert(header::LOCATION, location);
+        headers.insert(header::SET_COOKIE, cookie);
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return response;
+    }
+    error_page(
+        services,
+        &SsoError::new(502, "The provider's address is not usable."),
+    )
+}
+
+/// A failure explained to a person.
+fn error_page(services: &Services, error: &SsoError) -> Response {
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
+    page(
+        status,
+        "Sign-in failed",
+        &format!(
+            "<h1>Could not sign you in to {}</h1><div class=\"card\"><p class=\"error\" id=\"error\">{}</p></div>",
+            escape(services.config.server_name.as_str()),
+            escape(&error.message)
+        ),
+    )
+}
+
+fn server_name(services: &Services) -> String {
+    escape(services.config.server_name.as_str())
+}
+
+#[derive(Deserialize)]
+struct RedirectQuery {
+    #[serde(rename = "redirectUrl")]
+    redirect_url: Option<String>,
+}
+
+/// `redirectUrl` is required; its absence is an API error (Synapse's too).
+fn redirect_url(query: RedirectQuery) -> Result<String, ApiError> {
+    query.redirect_url.ok_or_else(|| {
+        Error::new(
+            ErrorCode::MissingParam,
+            "Missing query parameter redirectUrl.",
+        )
+        .with_status(400)
+        .into()
+    })
+}
+
+/// `GET /login/sso/redirect`: straight to the only provider, or a picker.
+async fn redirect(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    Query(query): Query<RedirectQuery>,
+) -> Result<Response, ApiError> {
+    let redirect_url = redirect_url(query)?;
+    if let Err(e) = sso::check_redirect_url(&redirect_url) {
+        return Ok(error_page(&services, &e));
+    }
+    let providers: Vec<_> = services.sso.providers().collect();
+    match providers.as_slice() {
+        [] => Err(Error::new(
+            ErrorCode::Unrecognized,
+            "This server has no single sign-on providers.",
+        )
+        .with_status(404)
+        .into()),
+        [only] => Ok(start(&services, &only.id.clone(), redirect_url, &headers).await),
+        several => {
+            let encoded: String =
+                url::form_urlencoded::byte_serialize(redirect_url.as_bytes()).collect();
+            let links: String = several
+                .iter()
+                .map(|p| {
+                    format!(
+                        "<p class=\"idp\"><a class=\"button\" id=\"idp-{id}\" \
+                         href=\"/_matrix/client/v3/login/sso/redirect/{id}?redirectUrl={encoded}\">Continue with {name}</a></p>",
+                        id = escape(&p.id),
+                        name = escape(&p.name),
+                    )
+                })
+                .collect();
+            Ok(page(
+                StatusCode::OK,
+                "Choose how to sign in",
+                &format!(
+                    "<h1>Sign in to {}</h1><div class=\"card\"><p>Choose where your account is:</p>{links}</div>",
+                    server_name(&services)
+                ),
+            ))
+        }
+    }
+}
+
+/// `GET /login/sso/redirect/{idp}`.
+async fn redirect_to(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    Path(idp): Path<String>,
+    Query(query): Query<RedirectQuery>,
+) -> Result<Response, ApiError> {
+    let redirect_url = redirect_url(query)?;
+    Ok(start(&services, &idp, redirect_url, &headers).await)
+}
+
+async fn start(
+    services: &Services,
+    idp: &str,
+    redirect_url: String,
+    headers: &HeaderMap,
+) -> Response {
+    match services
+        .sso_start(
+            idp,
+            Purpose::Login { redirect_url },
+            browser_cookie(headers),
+        )
+        .await
+    {
+        Ok((url, browser)) => to_provider(services, &url, &browser),
+        Err(e) => error_page(services, &e),
+    }
+}
+
+/// `GET /_conduit/sso/callback/{idp}`: the provider sent the browser back.
+async fn callback(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    Path(idp): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let param = |key: &str| query.get(key).map(String::as_str);
+    let callback = Callback {
+        state: param("state"),
+        code: param("code"),
+        error: param("error"),
+        error_description: param("error_description"),
+    };
+    match services
+        .sso_callback(&idp, callback, browser_cookie(&headers))
+        .await
+    {
+        Ok(outcome) => outcome_page(&services, outcome),
+        Err(e) => error_page(&services, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct SignupFields {
+    #[serde(default)]
+    signup: String,
+    #[serde(default)]
+    username: String,
+    /// A checkbox: present ("on") when ticked.
+    import_displayname: Option<String>,
+}
+
+/// `POST /_conduit/sso/signup`: the username form.
+async fn signup(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    Form(fields): Form<SignupFields>,
+) -> Response {
+    match services
+        .sso_signup(
+            &fields.signup,
+            browser_cookie(&headers),
+            &fields.username,
+            fields.import_displayname.is_some(),
+        )
+        .await
+    {
+        Ok(outcome) => outcome_page(&services, outcome),
+        Err(e) => error_page(&services, &e),
+    }
+}
+
+fn outcome_page(services: &Services, outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Continue {
+            user_id,
+            redirect_url,
+            client_host,
+        } => page(
+            StatusCode::OK,
+            &format!("Continue to {client_host}?"),
+            &format!(
+                "<h1>Continue to {host}?</h1><div class=\"card\">\
+                 <p>You are signed in to {server} as <strong id=\"user-id\">{user}</strong>.</p>\
+                 <p>Continuing gives <strong>{host}</strong> access to your account.</p>\
+                 <p><a class=\"button\" id=\"continue\" href=\"{link}\" rel=\"noreferrer\">Continue</a></p></div>\
+                 <p class=\"muted\">If you did not just try to sign in to {host}, close this page: \
+                 someone may be trying to get into your account.</p>",
+                host = escape(&client_host),
+                server = server_name(services),
+                user = escape(user_id.as_str()),
+                link = escape(&redirect_url),
+            ),
+        ),
+        Outcome::ChooseUsername(form) => username_page(services, &form),
+        Outcome::Reauthenticated => {
+            // The spec's completion signal for clients that opened this in a
+            // popup or webview; the text alone is enough without JavaScript.
+            let nonce = utils::random_string(24);
+            page_with_policy(
+                StatusCode::OK,
+                "Confirmed",
+                &format!(
+                    "<h1>Thank you</h1><div class=\"card\"><p id=\"done\">Now we know it is you. \
+                     Close this window and go back to your app.</p></div>\
+                     <script nonce=\"{nonce}\">if (window.onAuthDone) {{ window.onAuthDone(); }} \
+                     else if (window.opener && window.opener.postMessage) {{ window.opener.postMessage(\"authDone\", \"*\"); }}</script>"
+                ),
+                policy_with(&format!("script-src 'nonce-{nonce}'")),
+            )
+        }
+    }
+}
+
+fn username_page(services: &Services, form: &SignupForm) -> Response {
+    let error = form
+        .error
+        .as_deref()
+        .map(|e| format!("<p class=\"error\" id=\"error\">{}</p>", escape(e)))
+        .unwrap_or_default();
+    let display_name = form
+        .display_name
+        .as_deref()
+        .map(|name| {
+            format!(
+                "<label><input type=\"checkbox\" name=\"import_displayname\" id=\"import_displayname\" checked> \
+                 Use “{}” as my display name</label>",
+                escape(name)
+            )
+        })
+        .unwrap_or_default();
+    page(
+        StatusCode::OK,
+        "Choose your username",
+        &format!(
+            "<h1>Welcome to {server}</h1><div class=\"card\">\
+             <p>You signed in with {provider}. Choose your username on this server; \
+             your Matrix ID will be <code>@username:{server}</code>, and it cannot be changed later.</p>{error}\
+             <form method=\"post\" action=\"{SIGNUP_PATH}\">\
+             <input type=\"hidden\" name=\"signup\" value=\"{signup}\">\
+             <label for=\"username\">Username</label>\
+             <input id=\"username\" name=\"username\" value=\"{username}\" required autocomplete=\"username\" \
+             autocapitalize=\"none\" spellcheck=\"false\">{display_name}\
+             <p><button class=\"button\" id=\"create\" type=\"submit\">Create account</button></p></form></div>",
+            server = server_name(services),
+            provider = escape(&form.provider_name),
+            signup = escape(&form.signup),
+            username = escape(&form.username),
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+struct SessionQuery {
+    session: Option<String>,
+}
+
+/// `GET /auth/m.login.sso/fallback/web?session=`: a user of an SSO
+/// identity confirms a sensitive change (deleting a device, …).
+async fn reauth_page(
+    State(services): State<Arc<Services>>,
+    Query(query): Query<SessionQuery>,
+) -> Response {
+    let Some((session, user_id)) = query
+        .session
+        .and_then(|s| services.uiaa.session_user(&s).map(|u| (s, u)))
+    else {
+        return error_page(
+            &services,
+            &SsoError::new(
+                400,
+                "This confirmation is unknown or has expired. Start again from your Matrix app.",
+            ),
+        );
+    };
+    let providers = match services.sso_providers_of(&user_id) {
+        Ok(providers) if !providers.is_empty() => providers,
+        Ok(_) => {
+            return error_page(
+                &services,
+                &SsoError::new(
+                    400,
+                    "Your account is not linked to any single sign-on provider of this server.",
+                ),
+            );
+        }
+        Err(e) => return error_page(&services, &SsoError::from(e)),
+    };
+    let session: String = url::form_urlencoded::byte_serialize(session.as_bytes()).collect();
+    let links: String = providers
+        .iter()
+        .map(|p| {
+            format!(
+                "<p><a class=\"button\" id=\"idp-{id}\" href=\"{REAUTH_PATH}/{id}?session={session}\">Continue with {name}</a></p>",
+                id = escape(&p.id),
+                name = escape(&p.name),
+            )
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        "Confirm it is you",
+        &format!(
+            "<h1>Confirm it is you</h1><div class=\"card\"><p>An app signed in as <strong>{}</strong> \
+             wants to make a sensitive change (such as removing a device). Sign in again to confirm.</p>{links}\
+             <p class=\"muted\">If you did not expect this, someone else may have access to your account.</p></div>",
+            escape(user_id.as_str())
+        ),
+    )
+}
+
+/// `GET /_conduit/sso/reauth/{idp}?session=`: to the provider, for UIA.
+async fn reauth_redirect(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    Path(idp): Path<String>,
+    Query(query): Query<SessionQuery>,
+) -> Response {
+    let Some((session, user_id)) = query
+        .session
+        .and_then(|s| services.uiaa.session_user(&s).map(|u| (s, u)))
+    else {
+        return error_page(
+            &services,
+            &SsoError::new(
+                400,
+                "This confirmation is unknown or has expired. Start again from your Matrix app.",
+            ),
+        );
+    };
+    match services
+        .sso_start(
+            &idp,
+            Purpose::Reauth { session, user_id },
+            browser_cookie(&headers),
+        )
+        .await
+    {
+        Ok((url, browser)) => to_provider(&services, &url, &browser),
+        Err(e) => error_page(&services, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_flow_cookie() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; conduit_sso_browser=abc; b=2"),
+        );
+        assert_eq!(browser_cookie(&headers), Some("abc"));
+        assert_eq!(browser_cookie(&HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,713 @@
+//! Single sign-on: the Matrix SSO flow (`m.login.sso`, then `m.login.token`)
+//! over two kinds of identity provider, OpenID Connect ([`oidc`]) and
+//! Mastodon instances ([`mastodon`]).
+//!
+//! A sign-in is a *flow*, kept here in memory for [`FLOW_LIFETIME`] under a
+//! random `state`: which provider, what for (a login for a client's
+//! `redirectUrl`, or re-authentication inside a UIA session), the nonce and
+//! PKCE verifier, and the browser it started in (a cookie), so a callback
+//! link cannot be replayed in someone else's browser. A new identity becomes
+//! a *signup* until the person picks a username. A finished login hands
+//! the client a single-use login token living at most two minutes.
+//!
+//! What is stored: `(provider, subject) -> user` and its reverse
+//! (`sso_identities`, `user_sso_identities`), and the apps registered on
+//! Mastodon instances (`sso_apps`). A restart forgets flows in progress;
+//! people start again.
+
+pub mod config;
+mod http;
+pub mod mastodon;
+mod oidc;
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use conduit_storage::{KeyPrefix, Str};
+use ruma::{OwnedUserId, UserId};
+
+use self::{
+    config::{ProviderConfig, ProviderKind},
+    http::HttpClient,
+    mastodon::Mastodon,
+    oidc::Oidc,
+};
+use crate::{Config, Services, tables, utils};
+
+/// Where providers send the browser back: `<base>/_conduit/sso/callback/<id>`.
+pub const CALLBACK_PATH: &str = "/_conduit/sso/callback";
+/// The cookie that ties a flow to the browser that started it.
+pub const BROWSER_COOKIE: &str = "conduit_sso_browser";
+
+/// Time to sign in at the provider.
+const FLOW_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// Time to pick a username.
+const SIGNUP_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// Pending flows, signups or login tokens at most: anyone can start flows.
+const MAX_PENDING: usize = 10_000;
+/// Longest client `redirectUrl` accepted.
+const MAX_REDIRECT_URL: usize = 2048;
+
+/// What went wrong, told to a person on a page (details go to the log).
+#[derive(Debug)]
+pub struct SsoError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl SsoError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// The provider answered in a way we cannot use: logged in full, shown short.
+    fn provider(name: &str, detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(provider = %name, "single sign-on failed: {detail}");
+        Self::new(
+            502,
+            format!(
+                "{name} did not answer as expected, so you could not be signed in. \
+                 Try again in a moment; if it keeps happening, tell this server's admin."
+            ),
+        )
+    }
+
+    fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!("single sign-on failed: {detail}");
+        Self::new(
+            500,
+            "Something went wrong on this server. Try again in a moment.",
+        )
+    }
+
+    fn expired() -> Self {
+        Self::new(
+            400,
+            "This sign-in attempt is unknown or has expired. Start again from your Matrix app.",
+        )
+    }
+}
+
+impl From<crate::Error> for SsoError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::Matrix {
+                code,
+                status,
+                message,
+                ..
+            } if status.unwrap_or(code.status()) < 500 => {
+                Self::new(status.unwrap_or(code.status()), message)
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+/// What a flow keeps secret until its callback.
+#[derive(Default)]
+pub(crate) struct FlowSecrets {
+    nonce: Option<String>,
+    pkce_verifier: Option<String>,
+}
+
+/// Who signed in at a provider.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Stable at that provider: OIDC `sub`, a Mastodon account's URI.
+    pub subject: String,
+    pub localpart: Option<String>,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// What a sign-in is for.
+#[derive(Clone, Debug)]
+pub enum Purpose {
+    /// A login: the client waits at `redirect_url` for a login token.
+    Login { redirect_url: String },
+    /// Proving it is them inside a user-interactive auth session.
+    Reauth {
+        session: String,
+        user_id: OwnedUserId,
+    },
+}
+
+struct Flow {
+    provider: usize,
+    purpose: Purpose,
+    browser: String,
+    secrets: FlowSecrets,
+    expires_at: Instant,
+}
+
+struct Signup {
+    provider: usize,
+    identity: Identity,
+    redirect_url: String,
+    browser: String,
+    expires_at: Instant,
+}
+
+/// What the browser is shown after the provider sent it back.
+pub enum Outcome {
+    /// "Continue to <client_host>?" with a link carrying the login token.
+    Continue {
+        user_id: OwnedUserId,
+        redirect_url: String,
+        client_host: String,
+    },
+    /// A new identity: the username form.
+    ChooseUsername(SignupForm),
+    /// The UIA stage is done: the page tells the client and can be closed.
+    Reauthenticated,
+}
+
+/// The username form of a new identity.
+pub struct SignupForm {
+    pub signup: String,
+    pub provider_name: String,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The provider's answer at the callback, as the browser brought it.
+#[derive(Default)]
+pub struct Callback<'a> {
+    pub state: Option<&'a str>,
+    pub code: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub error_description: Option<&'a str>,
+}
+
+enum Backend {
+    Oidc(Oidc),
+    Mastodon(Mastodon),
+}
+
+struct Provider {
+    config: ProviderConfig,
+    backend: Backend,
+}
+
+/// The providers and everything in progress.
+pub struct Sso {
+    providers: Vec<Provider>,
+    http: HttpClient,
+    base_url: String,
+    token_lifetime: Duration,
+    flows: Mutex<HashMap<String, Flow>>,
+    signups: Mutex<HashMap<String, Signup>>,
+    login_tokens: Mutex<HashMap<String, (OwnedUserId, Instant)>>,
+    /// Creating an account for an identity: one at a time, so two tabs
+    /// cannot make two accounts for one identity.
+    account_lock: tokio::sync::Mutex<()>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Keeps a pending map bounded: expired entries go; when still full, the
+/// caller refuses.
+fn prune<T>(map: &mut HashMap<String, T>, expires: impl Fn(&T) -> Instant) -> bool {
+    let now = Instant::now();
+    map.retain(|_, v| expires(v) > now);
+    map.len() < MAX_PENDING
+}
+
+impl Sso {
+    pub(crate) fn new(config: &Config) -> Result<Self, String> {
+        let providers = config
+            .sso
+            .providers
+            .iter()
+            .map(|p| Provider {
+                backend: match &p.kind {
+                    ProviderKind::Oidc(oidc) => Backend::Oidc(Oidc::new(oidc.clone())),
+                    ProviderKind::Mastodon(m) => {
+                        Backend::Mastodon(Mastodon::new(&p.id, &m.instance))
+                    }
+                },
+                config: p.clone(),
+            })
+            .collect();
+        Ok(Self {
+            providers,
+            http: HttpClient::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?,
+            base_url: config.client_base_url().trim_end_matches('/').to_owned(),
+            token_lifetime: Duration::from_secs(config.sso.login_token_lifetime),
+            flows: Mutex::default(),
+            signups: Mutex::default(),
+            login_tokens: Mutex::default(),
+            account_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The configured providers, in config order.
+    pub fn providers(&self) -> impl Iterator<Item = &ProviderConfig> {
+        self.providers.iter().map(|p| &p.config)
+    }
+
+    fn find(&self, id: &str) -> Option<(usize, &Provider)> {
+        self.providers
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.config.id == id)
+    }
+
+    /// The callback URL to register at provider `id`.
+    pub fn callback_url(&self, id: &str) -> String {
+        format!("{}{CALLBACK_PATH}/{id}", self.base_url)
+    }
+
+    /// A single-use login token for `user_id`.
+    fn issue_login_token(&self, user_id: &UserId) -> Result<String, SsoError> {
+        let mut tokens = locked(&self.login_tokens);
+        if !prune(&mut tokens, |(_, at)| *at) {
+            return Err(SsoError::new(
+                503,
+                "Too many sign-ins at once; try again in a minute.",
+            ));
+        }
+        let token = utils::random_string(32);
+        tokens.insert(
+            token.clone(),
+            (user_id.to_owned(), Instant::now() + self.token_lifetime),
+        );
+        Ok(token)
+    }
+
+    /// The user a login token was issued for; the token is gone afterwards.
+    pub fn take_login_token(&self, token: &str) -> Option<OwnedUserId> {
+        let (user_id, expires_at) = locked(&self.login_tokens).remove(token)?;
+        (expires_at > Instant::now()).then_some(user_id)
+    }
+}
+
+/// `redirectUrl` must be an absolute http(s) URL.
+pub fn check_redirect_url(url: &str) -> Result<url::Url, SsoError> {
+    let bad = || {
+        SsoError::new(
+            400,
+            "The app that sent you here gave an invalid return address (redirectUrl); \
+             it must be an http or https URL.",
+        )
+    };
+    if url.len() > MAX_REDIRECT_URL {
+        return Err(bad());
+    }
+    let parsed = url::Url::parse(url).map_err(|_| bad())?;
+    match parsed.scheme() {
+        "http" | "https" if parsed.host().is_some() => Ok(parsed),
+        _ => Err(bad()),
+    }
+}
+
+/// The client's address with the login token added (any `loginToken`
+/// already there removed, as the spec asks), and the host to name on the
+/// confirmation page: the host alone for https, more for plain http.
+fn continue_url(redirect_url: &str, token: &str) -> Result<(String, String), SsoError> {
+    let mut url = check_redirect_url(redirect_url)?;
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "loginToken")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("loginToken", token);
+    let host = url.host_str().unwrap_or_default();
+    let shown = match (url.scheme(), url.port()) {
+        ("https", None) => host.to_owned(),
+        ("https", Some(port)) => format!("{host}:{port}"),
+        (scheme, port) => format!(
+            "{scheme}://{host}{}{}",
+            port.map(|p| format!(":{p}")).unwrap_or_default(),
+            url.path()
+        ),
+    };
+    Ok((url.into(), shown))
+}
+
+/// A username suggestion from a provider's claim: lower-cased, characters
+/// a localpart cannot hold replaced by `_`.
+fn suggest_localpart(hint: &str) -> String {
+    hint.trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+' => c,
+            _ => '_',
+        })
+        .take(64)
+        .collect()
+}
+
+impl Services {
+    /// Starts a sign-in at provider `id`: the provider's authorization URL,
+    /// and the browser cookie value to set (the one the browser had, or a new one).
+    pub async fn sso_start(
+        &self,
+        id: &str,
+        purpose: Purpose,
+        browser: Option<&str>,
+    ) -> Result<(String, String), SsoError> {
+        let Some((index, provider)) = self.sso.find(id) else {
+            return Err(SsoError::new(
+                404,
+                "This server has no such sign-in provider.",
+            ));
+        };
+        if let Purpose::Login { redirect_url } = &purpose {
+            check_redirect_url(redirect_url)?;
+        }
+        let browser = browser
+            .filter(|b| b.len() == 32 && b.bytes().all(|c| c.is_ascii_alphanumeric()))
+            .map_or_else(|| utils::random_string(32), str::to_owned);
+        let state = utils::random_string(32);
+        let name = &provider.config.name;
+        let redirect_uri = self.sso.callback_url(id);
+        let (url, secrets) = match &provider.backend {
+            Backend::Oidc(oidc) => {
+                oidc.authorize(&self.sso.http, name, &redirect_uri, &state)
+                    .await?
+            }
+            Backend::Mastodon(m) => {
+                m.authorize(&self.sso.http, &self.db, name, &redirect_uri, &state)
+                    .await?
+            }
+        };
+        let mut flows = locked(&self.sso.flows);
+        if !prune(&mut flows, |f| f.expires_at) {
+            return Err(SsoError::new(
+                503,
+                "Too many sign-ins at once; try again in a minute.",
+            ));
+        }
+        flows.insert(
+            state,
+            Flow {
+                provider: index,
+                purpose,
+                browser: browser.clone(),
+                secrets,
+                expires_at: Instant::now() + FLOW_LIFETIME,
+            },
+        );
+        Ok((url, browser))
+    }
+
+    /// The provider sent the browser back: checks the flow, asks the
+    /// provider who signed in, and decides what comes next.
+    pub async fn sso_callback(
+        &self,
+        id: &str,
+        callback: Callback<'_>,
+        browser: Option<&str>,
+    ) -> Result<Outcome, SsoError> {
+        let state = callback.state.ok_or_else(SsoError::expired)?;
+        let flow = {
+            let mut flows = locked(&self.sso.flows);
+            // A state is used once, whatever happens next.
+            let flow = flows.remove(state).ok_or_else(SsoError::expired)?;
+            if flow.expires_at <= Instant::now()
+                || self.sso.providers[flow.provider].config.id != id
+            {
+                return Err(SsoError::expired());
+            }
+            flow
+        };
+        if browser != Some(flow.browser.as_str()) {
+            return Err(SsoError::new(
+                403,
+                "This sign-in was started in another browser (or cookies are blocked). \
+                 Start again from your Matrix app, in this browser.",
+            ));
+        }
+        let provider = &self.sso.providers[flow.provider];
+        let name = &provider.config.name;
+        if let Some(error) = callback.error {
+            let why = callback.error_description.unwrap_or(error);
+            return Err(SsoError::new(
+                403,
+                format!("{name} did not sign you in: {why}"),
+            ));
+        }
+        let code = callback
+            .code
+            .ok_or_else(|| SsoError::provider(name, "the callback has no code"))?;
+        let redirect_uri = self.sso.callback_url(id);
+        let identity = match &provider.backend {
+            Backend::Oidc(oidc) => {
+                oidc.identify(&self.sso.http, name, &redirect_uri, code, flow.secrets)
+                    .await?
+            }
+            Backend::Mastodon(m) => {
+                m.identify(
+                    &self.sso.http,
+                    &self.db,
+                    name,
+                    &redirect_uri,
+                    code,
+                    flow.secrets,
+                )
+                .await?
+            }
+        };
+        let known = self.sso_user(id, &identity.subject)?;
+        tracing::info!(provider = %id, subject = %identity.subject, user = ?known, "signed in at the identity provider");
+
+        match flow.purpose {
+            Purpose::Reauth { session, user_id } => {
+                if known.as_deref() != Some(&*user_id) {
+                    return Err(SsoError::new(
+                        403,
+                        format!("This {name} account is not the one linked to {user_id}."),
+                    ));
+                }
+                self.uiaa
+                    .complete_stage(&session, &user_id, ruma::api::client::uiaa::AuthType::Sso)
+                    .map_err(|why| SsoError::new(400, why))?;
+                Ok(Outcome::Reauthenticated)
+            }
+            Purpose::Login { redirect_url } => match known {
+                Some(user_id) => self.sso_continue(user_id, &redirect_url),
+                None if !provider.config.allow_registration => Err(SsoError::new(
+                    403,
+                    format!(
+                        "Your {name} account has no account on this server, and this server \
+                         does not create accounts through {name}."
+                    ),
+                )),
+                None => self.sso_new_signup(flow.provider, identity, redirect_url, flow.browser),
+            },
+        }
+    }
+
+    /// The user an identity signs in, if it is known.
+    fn sso_user(&self, provider: &str, subject: &str) -> Result<Option<OwnedUserId>, SsoError> {
+        let user = self
+            .db
+            .get(&tables::SSO_IDENTITIES, (provider, subject))
+            .map_err(SsoError::internal)?;
+        Ok(user.and_then(|u| UserId::parse(u).ok()))
+    }
+
+    /// Whether `user_id` can prove itself through single sign-on.
+    pub fn has_sso_identity(&self, user_id: &UserId) -> crate::Result<bool> {
+        let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
+        Ok(self
+            .db
+            .scan_prefix(&tables::USER_SSO_IDENTITIES, &prefix)?
+            .next()
+            .is_some())
+    }
+
+    /// The providers `user_id` has an identity at (for the re-auth page).
+    pub fn sso_providers_of(&self, user_id: &UserId) -> crate::Result<Vec<ProviderConfig>> {
+        let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
+        let mut ids = Vec::new();
+        for row in self.db.scan_prefix(&tables::USER_SSO_IDENTITIES, &prefix)? {
+            let ((_, provider, _), _) = row?;
+            ids.push(provider);
+        }
+        Ok(self
+            .sso
+            .providers()
+            .filter(|p| ids.contains(&p.id))
+            .cloned()
+            .collect())
+    }
+
+    fn sso_continue(&self, user_id: OwnedUserId, redirect_url: &str) -> Result<Outcome, SsoError> {
+        let account = self.users.account(&user_id)?;
+        if account.is_none_or(|a| a.deactivated) {
+            return Err(SsoError::new(403, "This account has been deactivated."));
+        }
+        let token = self.sso.issue_login_token(&user_id)?;
+        let (redirect_url, client_host) = continue_url(redirect_url, &token)?;
+        Ok(Outcome::Continue {
+            user_id,
+            redirect_url,
+            client_host,
+        })
+    }
+
+    fn sso_new_signup(
+        &self,
+        provider: usize,
+        identity: Identity,
+        redirect_url: String,
+        browser: String,
+    ) -> Result<Outcome, SsoError> {
+        let base = identity
+            .localpart
+            .as_deref()
+            .map(suggest_localpart)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_default();
+        // Offer the provider's name when it is free, else the first free variant.
+        let mut error = None;
+        let mut username = base.clone();
+        if !base.is_empty() && self.check_username_available(&base).is_err() {
+            error = Some(format!(
+                "The username “{base}” is not available here. Choose another one."
+            ));
+            username = (2..100)
+                .map(|n| format!("{base}{n}"))
+                .find(|name| self.check_username_available(name).is_ok())
+                .unwrap_or_default();
+        }
+        let signup = utils::random_string(32);
+        let form = SignupForm {
+            signup: signup.clone(),
+            provider_name: self.sso.providers[provider].config.name.clone(),
+            username,
+            display_name: identity.display_name.clone(),
+            error,
+        };
+        let mut signups = locked(&self.sso.signups);
+        if !prune(&mut signups, |s| s.expires_at) {
+            return Err(SsoError::new(
+                503,
+                "Too many sign-ins at once; try again in a minute.",
+            ));
+        }
+        signups.insert(
+            signup,
+            Signup {
+                provider,
+                identity,
+                redirect_url,
+                browser,
+                expires_at: Instant::now() + SIGNUP_LIFETIME,
+            },
+        );
+        Ok(ChooseUsername(form))
+    }
+
+    /// The username form was sent: creates the account (or shows the form
+    /// again saying what is wrong with the name).
+    pub async fn sso_signup(
+        &self,
+        signup_id: &str,
+        browser: Option<&str>,
+        username: &str,
+        import_display_name: bool,
+    ) -> Result<Outcome, SsoError> {
+        let (provider, identity, redirect_url) = {
+            let signups = locked(&self.sso.signups);
+            let signup = signups
+                .get(signup_id)
+                .filter(|s| s.expires_at > Instant::now())
+                .ok_or_else(SsoError::expired)?;
+            if browser != Some(signup.browser.as_str()) {
+                return Err(SsoError::expired());
+            }
+            (
+                signup.provider,
+                signup.identity.clone(),
+                signup.redirect_url.clone(),
+            )
+        };
+        let config = &self.sso.providers[provider].config;
+        let retry = |error: String| {
+            Ok(ChooseUsername(SignupForm {
+                signup: signup_id.to_owned(),
+                provider_name: config.name.clone(),
+                username: username.to_owned(),
+                display_name: identity.display_name.clone(),
+                error: Some(error),
+            }))
+        };
+        let localpart = username.trim().to_lowercase();
+        if localpart.is_empty() {
+            return retry("Choose a username.".into());
+        }
+        if let Err(e) = self.check_username_available(&localpart) {
+            return retry(SsoError::from(e).message);
+        }
+        let user_id = self.users.parse_new_localpart(&localpart)?;
+
+        let _guard = self.sso.account_lock.lock().await;
+        // Another tab may have finished this signup meanwhile.
+        if let Some(existing) = self.sso_user(&config.id, &identity.subject)? {
+            locked(&self.sso.signups).remove(signup_id);
+            return self.sso_continue(existing, &redirect_url);
+        }
+        let display_name = identity
+            .display_name
+            .as_deref()
+            .filter(|_| import_display_name);
+        let created = self.users.create(&user_id, None, false, |batch, _| {
+            let (provider, subject) = (config.id.as_str(), identity.subject.as_str());
+            batch.put(
+                &tables::SSO_IDENTITIES,
+                (provider, subject),
+                user_id.as_str(),
+            )?;
+            batch.put(
+                &tables::USER_SSO_IDENTITIES,
+                (user_id.as_str(), provider, subject),
+                &true,
+            )?;
+            if let Some(name) = display_name {
+                let name = serde_json::Value::String(name.to_owned());
+                batch.put(&tables::PROFILES, (user_id.as_str(), "displayname"), &name)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = created {
+            // Taken between the check and now.
+            return retry(SsoError::from(e).message);
+        }
+        locked(&self.sso.signups).remove(signup_id);
+        tracing::info!(%user_id, provider = %config.id, "registered a new account through single sign-on");
+        self.sso_continue(user_id, &redirect_url)
+    }
+}
+
+use Outcome::ChooseUsername;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_url_replaces_login_token() {
+        let (url, host) = continue_url("https://app.example/#/?loginToken=old&x=1", "new").unwrap();
+        assert_eq!(
+            url,
+            "https://app.example/?loginToken=new#/?loginToken=old&x=1"
+        );
+        assert_eq!(host, "app.example");
+        let (url, host) = continue_url("http://127.0.0.1:8080/cb?loginToken=a&b=c", "t").unwrap();
+        assert_eq!(url, "http://127.0.0.1:8080/cb?b=c&loginToken=t");
+        assert_eq!(host, "http://127.0.0.1:8080/cb");
+    }
+
+    #[test]
+    fn redirect_urls_must_be_http() {
+        assert!(check_redirect_url("https://app.element.io/").is_ok());
+        assert!(check_redirect_url("javascript:alert(1)").is_err());
+        assert!(check_redirect_url("element://login").is_err());
+        assert!(check_redirect_url("/relative").is_err());
+        assert!(check_redirect_url(&format!("https://x.example/{}", "a".repeat(3000))).is_err());
+    }
+
+    #[test]
+    fn suggestions_are_valid_localparts() {
+        assert_eq!(suggest_localpart("Alice Smith"), "alice_smith");
+        assert_eq!(suggest_localpart("bob.b-1"), "bob.b-1");
+        assert_eq!(suggest_localpart("Zoë"), "zo_");
+    }
+}
