@@ -130,6 +130,11 @@ def test_tampered_state_and_another_browser_fail_with_a_page(sso):
                                       "error_description": "<b>denied</b>"})
     assert r.status_code == 403 and "did not sign you in: &lt;b&gt;denied&lt;/b&gt;" in r.text
 
+    # A code claiming to come from another issuer (RFC 9207 mix-up) is not redeemed.
+    query = start_flow(sso, browser)
+    r = browser.get(callback, params={"state": query["state"], "code": "c", "iss": "https://evil.example"})
+    assert r.status_code == 502 and "callback from issuer https://evil.example" in sso.log()
+
     # A forged code is refused by the provider; the page says so, no stack trace.
     query = start_flow(sso, browser)
     r = browser.get(callback, params={"state": query["state"], "code": "forged"})

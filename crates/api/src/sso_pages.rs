@@ -210,6 +210,7 @@ async fn callback(
         code: param("code"),
         error: param("error"),
         error_description: param("error_description"),
+        iss: param("iss"),
     };
     match services
         .sso_callback(&idp, callback, browser_cookie(&headers))

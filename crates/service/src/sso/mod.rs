@@ -185,6 +185,8 @@ pub struct Callback<'a> {
     pub code: Option<&'a str>,
     pub error: Option<&'a str>,
     pub error_description: Option<&'a str>,
+    /// RFC 9207: the issuer that answered, when the provider says so.
+    pub iss: Option<&'a str>,
 }
 
 enum Backend {
@@ -448,8 +450,15 @@ impl Services {
         let redirect_uri = self.sso.callback_url(id);
         let identity = match &provider.backend {
             Backend::Oidc(oidc) => {
-                oidc.identify(&self.sso.http, name, &redirect_uri, code, flow.secrets)
-                    .await?
+                oidc.identify(
+                    &self.sso.http,
+                    name,
+                    &redirect_uri,
+                    code,
+                    callback.iss,
+                    flow.secrets,
+                )
+                .await?
             }
             Backend::Mastodon(m) => {
                 m.identify(
