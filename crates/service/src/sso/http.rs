@@ -24,6 +24,10 @@ pub enum HttpError {
     Json(#[from] serde_json::Error),
 }
 
+/// An answer on its way, as `openidconnect`'s client trait wants it.
+pub type PendingResponse =
+    std::pin::Pin<Box<dyn Future<Output = Result<http::Response<Vec<u8>>, HttpError>> + Send>>;
+
 #[derive(Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
@@ -73,13 +77,7 @@ impl HttpClient {
     }
 
     /// The client in the shape the `openidconnect` crate calls.
-    pub fn for_oauth(
-        &self,
-    ) -> impl Fn(
-        http::Request<Vec<u8>>,
-    ) -> std::pin::Pin<
-        Box<dyn Future<Output = Result<http::Response<Vec<u8>>, HttpError>> + Send>,
-    > + use<> {
+    pub fn for_oauth(&self) -> impl Fn(http::Request<Vec<u8>>) -> PendingResponse + use<> {
         let this = self.clone();
         move |request| {
             let this = this.clone();

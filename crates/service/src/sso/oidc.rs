@@ -138,7 +138,10 @@ impl Oidc {
         let metadata = self.metadata(http, name).await?;
         // A code sent back by another issuer (a mix-up attack) is not ours to redeem.
         if let Some(iss) = iss.filter(|iss| *iss != metadata.issuer().as_str()) {
-            return Err(SsoError::provider(name, format!("callback from issuer {iss}")));
+            return Err(SsoError::provider(
+                name,
+                format!("callback from issuer {iss}"),
+            ));
         }
         let client = self.client(&metadata, redirect_uri, name)?;
         let mut exchange = client
