@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from sso_peers import FakeMastodon, browser_login, configure_sso, login_path, token_login
+from test_admin_cli import admin
 from test_cli import run
 
 
@@ -33,9 +34,10 @@ def mastodon_server(make_server, fake: FakeMastodon):
     return server.start()
 
 
-def http_login(server, pick: str | None = None) -> tuple[str, dict | None]:
+def http_login(server, pick: str | None = None, link: tuple[str, str] | None = None) -> tuple[str, dict | None]:
     """One login with plain HTTP (the instance signs in without a page):
-    returns the login token and the username form's state, if it came."""
+    returns the login token and the username form's state, if it came.
+    `link` (username, password) links the identity to that account instead."""
     browser = requests.Session()
     r = browser.get(server.url + login_path("social"), allow_redirects=False)
     assert r.status_code == 302, r.text
@@ -49,9 +51,15 @@ def http_login(server, pick: str | None = None) -> tuple[str, dict | None]:
         prefilled = html.unescape(re.search(r'id="username" name="username" value="([^"]*)"', r.text).group(1))
         error = re.search(r'id="error">([^<]+)<', r.text)
         form = {"prefilled": prefilled, "error": error and html.unescape(error.group(1))}
-        r = browser.post(server.url + "/_conduit/sso/signup",
-                         data={"signup": signup, "username": pick or prefilled, "import_displayname": "on"})
+        if link:
+            r = browser.post(server.url + "/_conduit/sso/link",
+                             data={"signup": signup, "link_username": link[0], "link_password": link[1]})
+        else:
+            r = browser.post(server.url + "/_conduit/sso/signup",
+                             data={"signup": signup, "username": pick or prefilled, "import_displayname": "on"})
         assert r.status_code == 200, r.text
+        if 'id="error"' in r.text:
+            raise AssertionError(html.unescape(re.search(r'id="error">([^<]+)<', r.text).group(1)))
     link = html.unescape(re.search(r'id="continue" href="([^"]+)"', r.text).group(1))
     return parse_qs(urlparse(link).query)["loginToken"][0], form
 
@@ -172,3 +180,28 @@ def test_unreachable_instance_is_explained(make_server):
     r = server.request("GET", login_path("social"), allow_redirects=False)
     assert r.status_code == 502 and "Social Example did not answer as expected" in r.text
     assert "Traceback" not in r.text
+
+
+def test_an_existing_password_account_links_its_mastodon_identity(make_server, instance):
+    server = mastodon_server(make_server, instance)
+    dave = server.register("dave", "dave's password")
+    instance.login("dave_on_social")
+
+    with pytest.raises(AssertionError, match="Wrong username or password: nothing was linked"):
+        http_login(server, link=("dave", "not it"))
+    token, form = http_login(server, link=("dave", "dave's password"))
+    assert form["prefilled"] == "dave_on_social"
+    assert token_login(server, token).json()["user_id"] == "@dave:localhost"
+    # From now on the identity signs in to dave directly; the password still works.
+    token, form = http_login(server)
+    assert form is None and token_login(server, token).json()["user_id"] == "@dave:localhost"
+    assert server.login("dave", "dave's password").status_code == 200
+
+    # Synapse's admin API lists the identity.
+    admin(server, "user", "make-admin", "@dave:localhost")
+    user = server.request("GET", "/_synapse/admin/v2/users/@dave:localhost", token=dave["access_token"]).json()
+    assert user["external_ids"] == [{"auth_provider": "social", "external_id": f"{instance.base_url}/users/dave_on_social"}]
+
+    # A user with a password and an identity may confirm with either.
+    r = server.request("DELETE", f"/_matrix/client/v3/devices/{dave['device_id']}", token=dave["access_token"], json={})
+    assert sorted(f["stages"][0] for f in r.json()["flows"]) == ["m.login.password", "m.login.sso"]

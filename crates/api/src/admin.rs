@@ -122,6 +122,11 @@ async fn user(
         .account(&user_id)?
         .ok_or_else(|| Error::not_found("User not found"))?;
     let field = |name: &str| services.users.profile_field(&user_id, name);
+    let external_ids: Vec<JsonValue> = services
+        .sso_identities_of(&user_id)?
+        .into_iter()
+        .map(|(provider, subject)| json!({"auth_provider": provider, "external_id": subject}))
+        .collect();
     Ok(Json(json!({
         "name": user_id,
         "displayname": field("displayname")?,
@@ -135,7 +140,7 @@ async fn user(
         "user_type": null,
         "appservice_id": null,
         "threepids": [],
-        "external_ids": [],
+        "external_ids": external_ids,
     })))
 }
 

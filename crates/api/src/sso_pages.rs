@@ -25,12 +25,14 @@ use crate::{
 };
 
 const SIGNUP_PATH: &str = "/_conduit/sso/signup";
+const LINK_PATH: &str = "/_conduit/sso/link";
 const REAUTH_PATH: &str = "/_conduit/sso/reauth";
 
 pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>> {
     let mut router = router
         .route(&format!("{CALLBACK_PATH}/{{idp}}"), get(callback))
         .route(SIGNUP_PATH, post(signup))
+        .route(LINK_PATH, post(link))
         .route(&format!("{REAUTH_PATH}/{{idp}}"), get(reauth_redirect));
     for version in ["r0", "v3"] {
         router = router
@@ -251,6 +253,36 @@ async fn signup(
     }
 }
 
+#[derive(Deserialize)]
+struct LinkFields {
+    #[serde(default)]
+    signup: String,
+    #[serde(default)]
+    link_username: String,
+    #[serde(default)]
+    link_password: String,
+}
+
+/// `POST /_conduit/sso/link`: link the new identity to an existing account.
+async fn link(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    Form(fields): Form<LinkFields>,
+) -> Response {
+    match services
+        .sso_link(
+            &fields.signup,
+            browser_cookie(&headers),
+            &fields.link_username,
+            &fields.link_password,
+        )
+        .await
+    {
+        Ok(outcome) => outcome_page(&services, outcome),
+        Err(e) => error_page(&services, &e),
+    }
+}
+
 fn outcome_page(services: &Services, outcome: Outcome) -> Response {
     match outcome {
         Outcome::Continue {
@@ -322,7 +354,16 @@ fn username_page(services: &Services, form: &SignupForm) -> Response {
              <label for=\"username\">Username</label>\
              <input id=\"username\" name=\"username\" value=\"{username}\" required autocomplete=\"username\" \
              autocapitalize=\"none\" spellcheck=\"false\">{display_name}\
-             <p><button class=\"button\" id=\"create\" type=\"submit\">Create account</button></p></form></div>",
+             <p><button class=\"button\" id=\"create\" type=\"submit\">Create account</button></p></form></div>\
+             <details class=\"card\"><summary>I already have an account on {server}</summary>\
+             <p>Sign in with its password once; afterwards {provider} signs you in to it.</p>\
+             <form method=\"post\" action=\"{LINK_PATH}\">\
+             <input type=\"hidden\" name=\"signup\" value=\"{signup}\">\
+             <label for=\"link_username\">Username</label>\
+             <input id=\"link_username\" name=\"link_username\" required autocomplete=\"username\" autocapitalize=\"none\">\
+             <label for=\"link_password\">Password</label>\
+             <input id=\"link_password\" name=\"link_password\" type=\"password\" required autocomplete=\"current-password\">\
+             <p><button class=\"button\" id=\"link\" type=\"submit\">Link my account</button></p></form></details>",
             server = server_name(services),
             provider = escape(&form.provider_name),
             signup = escape(&form.signup),

@@ -521,18 +521,25 @@ impl Services {
             .is_some())
     }
 
-    /// The providers `user_id` has an identity at (for the re-auth page).
-    pub fn sso_providers_of(&self, user_id: &UserId) -> crate::Result<Vec<ProviderConfig>> {
+    /// `user_id`'s identities: (provider id, subject), for the admin API.
+    pub fn sso_identities_of(&self, user_id: &UserId) -> crate::Result<Vec<(String, String)>> {
         let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
-        let mut ids = Vec::new();
-        for row in self.db.scan_prefix(&tables::USER_SSO_IDENTITIES, &prefix)? {
-            let ((_, provider, _), _) = row?;
-            ids.push(provider);
-        }
+        self.db
+            .scan_prefix(&tables::USER_SSO_IDENTITIES, &prefix)?
+            .map(|row| {
+                let ((_, provider, subject), _) = row?;
+                Ok((provider, subject))
+            })
+            .collect()
+    }
+
+    /// The configured providers `user_id` has an identity at (the re-auth page).
+    pub fn sso_providers_of(&self, user_id: &UserId) -> crate::Result<Vec<ProviderConfig>> {
+        let ids = self.sso_identities_of(user_id)?;
         Ok(self
             .sso
             .providers()
-            .filter(|p| ids.contains(&p.id))
+            .filter(|p| ids.iter().any(|(id, _)| *id == p.id))
             .cloned()
             .collect())
     }
@@ -682,6 +689,88 @@ impl Services {
         locked(&self.sso.signups).remove(signup_id);
         tracing::info!(%user_id, provider = %config.id, "registered a new account through single sign-on");
         self.sso_continue(user_id, &redirect_url)
+    }
+
+    /// The username page's other form: the person already has an account
+    /// here (made with a password) and links this identity to it.
+    pub async fn sso_link(
+        &self,
+        signup_id: &str,
+        browser: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> Result<Outcome, SsoError> {
+        let (provider, identity, redirect_url) = self.sso.pending_signup(signup_id, browser)?;
+        let config = &self.sso.providers[provider].config;
+        let wrong = || {
+            Ok(ChooseUsername(SignupForm {
+                signup: signup_id.to_owned(),
+                provider_name: config.name.clone(),
+                username: String::new(),
+                display_name: identity.display_name.clone(),
+                error: Some("Wrong username or password: nothing was linked.".into()),
+            }))
+        };
+        let Some(user_id) = self.users.resolve_login_name(username.trim()) else {
+            return wrong();
+        };
+        if self.users.check_password(&user_id, password).await.is_err() {
+            return wrong();
+        }
+        let _guard = self.sso.account_lock.lock().await;
+        if let Some(existing) = self.sso_user(&config.id, &identity.subject)? {
+            locked(&self.sso.signups).remove(signup_id);
+            return self.sso_continue(existing, &redirect_url);
+        }
+        let mut batch = self.db.batch();
+        link_into(&mut batch, &config.id, &identity.subject, &user_id)?;
+        self.db.write(batch).map_err(SsoError::internal)?;
+        locked(&self.sso.signups).remove(signup_id);
+        tracing::info!(%user_id, provider = %config.id, "linked a single sign-on identity to an account");
+        self.sso_continue(user_id, &redirect_url)
+    }
+}
+
+/// Stores that `subject` at `provider` signs in `user_id`, both ways.
+fn link_into(
+    batch: &mut conduit_storage::Batch<'_>,
+    provider: &str,
+    subject: &str,
+    user_id: &UserId,
+) -> crate::Result<()> {
+    batch.put(
+        &tables::SSO_IDENTITIES,
+        (provider, subject),
+        user_id.as_str(),
+    )?;
+    batch.put(
+        &tables::USER_SSO_IDENTITIES,
+        (user_id.as_str(), provider, subject),
+        &true,
+    )?;
+    Ok(())
+}
+
+impl Sso {
+    /// A signup still waiting for its form, from the browser that started it.
+    fn pending_signup(
+        &self,
+        id: &str,
+        browser: Option<&str>,
+    ) -> Result<(usize, Identity, String), SsoError> {
+        let signups = locked(&self.signups);
+        let signup = signups
+            .get(id)
+            .filter(|s| s.expires_at > Instant::now())
+            .ok_or_else(SsoError::expired)?;
+        if browser != Some(signup.browser.as_str()) {
+            return Err(SsoError::expired());
+        }
+        Ok((
+            signup.provider,
+            signup.identity.clone(),
+            signup.redirect_url.clone(),
+        ))
     }
 }
 
