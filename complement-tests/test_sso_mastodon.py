@@ -98,6 +98,17 @@ def test_both_versions_log_in_and_map_the_account_uri(make_server, instance):
     assert token_login(server, token).json()["user_id"] == "@alice:localhost"
     assert instance.state()["apps_registered"] == 1
 
+    # After a restart the server checks that the instance still knows its
+    # app (a client-credentials token, revoked at once) and reuses it.
+    server.stop()
+    server.start()
+    token, _ = http_login(server)
+    assert token_login(server, token).status_code == 200
+    state = instance.state()
+    assert state["apps_registered"] == 1 and state["last_token_request"]["grant_type"] == "authorization_code"
+    assert state["client_credentials_grants"] == 1, "one check after the restart"
+    assert state["app_tokens"] == 0, "the check's app token was revoked"
+
     # The subject is the account's ActivityPub URI on that instance.
     assert f'"{instance.base_url}/users/alice"' in identities(server)
 

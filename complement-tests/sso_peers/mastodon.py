@@ -86,6 +86,7 @@ class FakeMastodon:
         self.accounts: dict[str, dict] = {}  # username -> account
         self.codes: dict[str, dict] = {}  # authorization code -> grant
         self.tokens: dict[str, dict] = {}  # access token -> {client_id, username, scopes}
+        self.client_credentials_grants = 0  # app tokens handed out (our server's "app still known?" checks)
         self.logged_in: str | None = None
         self.apps_registered = 0
         self.last_authorize: dict | None = None
@@ -154,7 +155,9 @@ class FakeMastodon:
         with self.lock:
             return {"apps_registered": self.apps_registered, "last_authorize": self.last_authorize,
                     "last_token_request": self.last_token_request, "last_token_auth": self.last_token_auth,
-                    "logged_in": self.logged_in}
+                    "logged_in": self.logged_in,
+                    "client_credentials_grants": self.client_credentials_grants,
+                    "app_tokens": sum(1 for t in self.tokens.values() if t["username"] is None)}
 
     # --- entities ----------------------------------------------------------
 
@@ -404,6 +407,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(401, {"error": "invalid_client", "error_description": INVALID_CLIENT})
         grant_type = form.get("grant_type")
         if grant_type == "client_credentials":  # an app token, no user
+            with m.lock:
+                m.client_credentials_grants += 1
             scopes = (form.get("scope") or "read").split()
             if not set(scopes) <= set(app["scopes"]):
                 return self._json(400, {"error": "invalid_scope", "error_description": INVALID_SCOPE})

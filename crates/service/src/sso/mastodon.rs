@@ -43,6 +43,7 @@ pub struct MastodonApp {
 struct Endpoints {
     authorize: String,
     token: String,
+    revoke: String,
     apps: String,
     userinfo: Option<String>,
     pkce: bool,
@@ -98,6 +99,7 @@ impl Mastodon {
         let endpoints = Arc::new(Endpoints {
             authorize: field("authorization_endpoint", &format!("{base}/oauth/authorize")),
             token: field("token_endpoint", &format!("{base}/oauth/token")),
+            revoke: field("revocation_endpoint", &format!("{base}/oauth/revoke")),
             apps: field("app_registration_endpoint", &format!("{base}/api/v1/apps")),
             userinfo: metadata
                 .get("userinfo_endpoint")
@@ -220,6 +222,26 @@ impl Mastodon {
                 ],
             )
             .await;
+        if let Some(token) = answer
+            .as_ref()
+            .ok()
+            .and_then(|a| a.get("access_token"))
+            .and_then(JsonValue::as_str)
+        {
+            let revoked = http
+                .post_form(
+                    &endpoints.revoke,
+                    &[
+                        ("token", token),
+                        ("client_id", &app.client_id),
+                        ("client_secret", &app.client_secret),
+                    ],
+                )
+                .await;
+            if let Err(e) = revoked {
+                tracing::debug!(provider = %self.provider_id, "revoking the check's app token: {e}");
+            }
+        }
         !matches!(answer, Err(HttpError::Status { status: 401, .. }))
     }
 
