@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 
-from sso_peers import FakeMastodon, browser_login, configure_sso, login_path, token_login
+from sso_peers import CLIENT_REDIRECT, FakeMastodon, browser_login, configure_sso, login_path, token_login
 from test_admin_cli import admin
 from test_cli import run
 
@@ -34,12 +34,13 @@ def mastodon_server(make_server, fake: FakeMastodon):
     return server.start()
 
 
-def http_login(server, pick: str | None = None, link: tuple[str, str] | None = None) -> tuple[str, dict | None]:
+def http_login(server, pick: str | None = None, link: tuple[str, str] | None = None,
+               redirect: str = CLIENT_REDIRECT) -> tuple[str, dict | None]:
     """One login with plain HTTP (the instance signs in without a page):
     returns the login token and the username form's state, if it came.
     `link` (username, password) links the identity to that account instead."""
     browser = requests.Session()
-    r = browser.get(server.url + login_path("social"), allow_redirects=False)
+    r = browser.get(server.url + login_path("social", redirect), allow_redirects=False)
     assert r.status_code == 302, r.text
     r = browser.get(r.headers["location"], allow_redirects=False)  # the instance's authorize
     assert r.status_code == 302, r.text
@@ -61,6 +62,7 @@ def http_login(server, pick: str | None = None, link: tuple[str, str] | None = N
         if 'id="error"' in r.text:
             raise AssertionError(html.unescape(re.search(r'id="error">([^<]+)<', r.text).group(1)))
     link = html.unescape(re.search(r'id="continue" href="([^"]+)"', r.text).group(1))
+    assert link.startswith(redirect.split("?")[0]), link
     return parse_qs(urlparse(link).query)["loginToken"][0], form
 
 
@@ -208,11 +210,62 @@ def test_an_existing_password_account_links_its_mastodon_identity(make_server, i
     assert form is None and token_login(server, token).json()["user_id"] == "@dave:localhost"
     assert server.login("dave", "dave's password").status_code == 200
 
+    # Passwords off: linking by password is refused too.
+    server.stop()
+    server.env["CONDUIT_SSO__PASSWORD_LOGIN"] = "false"
+    server.start()
+    instance.login("dave_again")
+    with pytest.raises(AssertionError, match="cannot be linked by its password"):
+        http_login(server, link=("dave", "dave's password"))
+    del server.env["CONDUIT_SSO__PASSWORD_LOGIN"]
+    server.stop()
+    server.start()
+
     # Synapse's admin API lists the identity.
     admin(server, "user", "make-admin", "@dave:localhost")
+    dave = server.login("dave", "dave's password").json()
     user = server.request("GET", "/_synapse/admin/v2/users/@dave:localhost", token=dave["access_token"]).json()
     assert user["external_ids"] == [{"auth_provider": "social", "external_id": f"{instance.base_url}/users/dave_on_social"}]
 
     # A user with a password and an identity may confirm with either.
     r = server.request("DELETE", f"/_matrix/client/v3/devices/{dave['device_id']}", token=dave["access_token"], json={})
     assert sorted(f["stages"][0] for f in r.json()["flows"]) == ["m.login.password", "m.login.sso"]
+
+
+def test_three_wrong_link_passwords_end_the_signup(make_server, instance):
+    server = mastodon_server(make_server, instance)
+    server.register("erin", "erin's password")
+    instance.login("erin_m")
+    browser = requests.Session()
+    r = browser.get(server.url + login_path("social"), allow_redirects=False)
+    r = browser.get(r.headers["location"], allow_redirects=False)
+    r = browser.get(r.headers["location"])
+    signup = re.search(r'name="signup" value="([^"]+)"', r.text).group(1)
+    answers = [browser.post(server.url + "/_conduit/sso/link",
+                            data={"signup": signup, "link_username": "erin", "link_password": f"guess {i}"})
+               for i in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 403, 400]
+    assert "Too many wrong passwords" in answers[2].text
+    assert "unknown or has expired" in answers[3].text, "the signup is gone, even for the right password"
+
+
+def test_element_desktop_redirect_and_browser_schemes(make_server, instance):
+    server = mastodon_server(make_server, instance)
+    instance.login("frank")
+    # Element Desktop comes back through its own scheme; its query is kept.
+    desktop = "element://vector/webapp/?element-desktop-ssoid=abc%20def"
+    token, _ = http_login(server, redirect=desktop)
+    assert token_login(server, token).json()["user_id"] == "@frank:localhost"
+    for bad in ["javascript:alert(1)", "data:text/html,<b>x</b>", "file:///etc/passwd", "https://"]:
+        r = server.request("GET", login_path("social", bad), allow_redirects=False)
+        assert r.status_code == 400 and "invalid return address" in r.text, bad
+
+
+def test_metadata_pointing_outside_the_instance_is_refused(make_server, instance, monkeypatch):
+    honest = instance.metadata
+    monkeypatch.setattr(instance, "metadata", lambda: {**honest(), "token_endpoint": "http://127.0.0.2:9/steal"})
+    server = mastodon_server(make_server, instance)
+    r = server.request("GET", login_path("social"), allow_redirects=False)
+    assert r.status_code == 502
+    assert "endpoint outside the instance: http://127.0.0.2:9/steal" in server.log()
+    assert instance.state()["apps_registered"] == 0, "no secret was sent anywhere"

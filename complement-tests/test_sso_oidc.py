@@ -145,7 +145,7 @@ def test_bad_redirects_and_unknown_provider(sso):
     r = sso.request("GET", "/_matrix/client/v3/login/sso/redirect/example", allow_redirects=False)
     assert r.status_code == 400 and r.json()["errcode"] == "M_MISSING_PARAM"
     r = sso.request("GET", login_path("example", "javascript:alert(1)"), allow_redirects=False)
-    assert r.status_code == 400 and "http or https" in r.text
+    assert r.status_code == 400 and "invalid return address" in r.text
     r = sso.request("GET", login_path("nope"), allow_redirects=False)
     assert r.status_code == 404 and "no such sign-in provider" in r.text
     # With one provider the generic redirect goes straight to it.
@@ -197,6 +197,10 @@ def test_sso_only_user_deletes_a_device_through_the_sso_stage(sso):
     assert challenge["flows"] == [{"stages": ["m.login.sso"]}], "no password stage without a password"
     session = challenge["session"]
 
+    # The page says what is being approved.
+    page = sso.request("GET", f"/_matrix/client/v3/auth/m.login.sso/fallback/web?session={session}")
+    assert 'id="purpose">remove a device from your account<' in page.text
+
     # Without the stage done, the session alone is not enough.
     r = sso.request("DELETE", device, token=login["access_token"], json={"auth": {"session": session}})
     assert r.status_code == 401
@@ -205,7 +209,9 @@ def test_sso_only_user_deletes_a_device_through_the_sso_stage(sso):
                          "alice", "sso-uia", click="#idp-example")
     assert "Now we know it is you" in done["done"]
 
-    r = sso.request("DELETE", device, token=login["access_token"], json={"auth": {"session": session}})
+    # Clients may name the stage when they come back; that passes too.
+    r = sso.request("DELETE", device, token=login["access_token"],
+                    json={"auth": {"type": "m.login.sso", "session": session}})
     assert r.status_code == 200, r.text
     r = sso.request("GET", "/_matrix/client/v3/account/whoami", token=login["access_token"])
     assert r.status_code == 401, "the device and its token are gone"
@@ -239,3 +245,9 @@ def test_password_login_off(make_server, request):
     # SSO still creates accounts and logs in.
     seen = browser_login(server, login_path("example"), "alice", "sso-nopassword")
     assert token_login(server, seen["loginToken"]).status_code == 200
+
+
+def test_sign_in_starts_are_limited_per_address(sso):
+    statuses = [sso.request("GET", login_path("example"), allow_redirects=False).status_code for _ in range(35)]
+    assert statuses[:30] == [302] * 30
+    assert statuses[-1] == 429

@@ -3,18 +3,18 @@
 //! "Continue to <app>?" confirmation and the UIA fallback page. The logic
 //! lives in `conduit_service::sso`; this module renders it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use axum::{
     Form,
-    extract::{Path, Query, State},
+    extract::{ConnectInfo, Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use conduit_service::{
     Error, ErrorCode, Services,
-    sso::{self, BROWSER_COOKIE, CALLBACK_PATH, Callback, Outcome, Purpose, SignupForm, SsoError},
+    sso::{self, CALLBACK_PATH, Callback, Outcome, Purpose, SignupForm, SsoError},
     utils,
 };
 use serde::Deserialize;
@@ -52,27 +52,43 @@ pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>
     router
 }
 
-/// The browser's flow cookie, if it sent one.
-fn browser_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// Whether people reach this server over https (then the cookie is `Secure`
+/// and `__Host-` prefixed).
+fn secure(services: &Services) -> bool {
+    services.config.client_base_url().starts_with("https://")
+}
+
+/// The browser's flow cookie, if it sent exactly one.
+fn browser_cookie<'h>(services: &Services, headers: &'h HeaderMap) -> Option<&'h str> {
+    single_cookie(headers, sso::browser_cookie_name(secure(services)))
+}
+
+/// The value of cookie `name`; `None` when absent or sent twice (one of
+/// the two was planted: trust neither).
+fn single_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut values = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == BROWSER_COOKIE)
-        .map(|(_, value)| value)
+        .filter(|(n, _)| *n == name)
+        .map(|(_, value)| value);
+    let first = values.next();
+    if values.next().is_some() {
+        return None;
+    }
+    first
 }
 
 /// `302` to the provider, setting the cookie that ties the flow to this browser.
 fn to_provider(services: &Services, url: &str, browser: &str) -> Response {
-    let secure = if services.config.client_base_url().starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie =
-        format!("{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; SameSite=Lax; Max-Age=1800{secure}");
+    let secure = secure(services);
+    let cookie = format!(
+        "{}={browser}; Path=/; HttpOnly; SameSite=Lax; Max-Age=1800{}",
+        sso::browser_cookie_name(secure),
+        if secure { "; Secure" } else { "" }
+    );
     let mut response = StatusCode::FOUND.into_response();
     let headers = response.headers_mut();
     if let (Ok(location), Ok(cookie)) = (HeaderValue::from_str(url), HeaderValue::from_str(&cookie))
@@ -124,9 +140,25 @@ fn redirect_url(query: RedirectQuery) -> Result<String, ApiError> {
     })
 }
 
+/// Starting a sign-in keeps a flow in memory: a limit per client address
+/// keeps one client from crowding everyone else's out.
+fn limited(services: &Services, addr: &SocketAddr) -> Option<Response> {
+    services
+        .sso_start_limiter
+        .check(&addr.ip().to_string())
+        .err()
+        .map(|_| {
+            error_page(
+                services,
+                &SsoError::new(429, "Too many sign-in attempts; try again in a minute."),
+            )
+        })
+}
+
 /// `GET /login/sso/redirect`: straight to the only provider, or a picker.
 async fn redirect(
     State(services): State<Arc<Services>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<RedirectQuery>,
 ) -> Result<Response, ApiError> {
@@ -142,7 +174,7 @@ async fn redirect(
         )
         .with_status(404)
         .into()),
-        [only] => Ok(start(&services, &only.id.clone(), redirect_url, &headers).await),
+        [only] => Ok(start(&services, &addr, &only.id.clone(), redirect_url, &headers).await),
         several => {
             let encoded: String =
                 url::form_urlencoded::byte_serialize(redirect_url.as_bytes()).collect();
@@ -172,25 +204,30 @@ async fn redirect(
 /// `GET /login/sso/redirect/{idp}`.
 async fn redirect_to(
     State(services): State<Arc<Services>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(idp): Path<String>,
     Query(query): Query<RedirectQuery>,
 ) -> Result<Response, ApiError> {
     let redirect_url = redirect_url(query)?;
-    Ok(start(&services, &idp, redirect_url, &headers).await)
+    Ok(start(&services, &addr, &idp, redirect_url, &headers).await)
 }
 
 async fn start(
     services: &Services,
+    addr: &SocketAddr,
     idp: &str,
     redirect_url: String,
     headers: &HeaderMap,
 ) -> Response {
+    if let Some(refusal) = limited(services, addr) {
+        return refusal;
+    }
     match services
         .sso_start(
             idp,
             Purpose::Login { redirect_url },
-            browser_cookie(headers),
+            browser_cookie(services, headers),
         )
         .await
     {
@@ -215,7 +252,7 @@ async fn callback(
         iss: param("iss"),
     };
     match services
-        .sso_callback(&idp, callback, browser_cookie(&headers))
+        .sso_callback(&idp, callback, browser_cookie(&services, &headers))
         .await
     {
         Ok(outcome) => outcome_page(&services, outcome),
@@ -242,7 +279,7 @@ async fn signup(
     match services
         .sso_signup(
             &fields.signup,
-            browser_cookie(&headers),
+            browser_cookie(&services, &headers),
             &fields.username,
             fields.import_displayname.is_some(),
         )
@@ -272,7 +309,7 @@ async fn link(
     match services
         .sso_link(
             &fields.signup,
-            browser_cookie(&headers),
+            browser_cookie(&services, &headers),
             &fields.link_username,
             &fields.link_password,
         )
@@ -383,7 +420,7 @@ async fn reauth_page(
     State(services): State<Arc<Services>>,
     Query(query): Query<SessionQuery>,
 ) -> Response {
-    let Some((session, user_id)) = query
+    let Some((session, (user_id, purpose))) = query
         .session
         .and_then(|s| services.uiaa.session_user(&s).map(|u| (s, u)))
     else {
@@ -424,9 +461,11 @@ async fn reauth_page(
         "Confirm it is you",
         &format!(
             "<h1>Confirm it is you</h1><div class=\"card\"><p>An app signed in as <strong>{}</strong> \
-             wants to make a sensitive change (such as removing a device). Sign in again to confirm.</p>{links}\
-             <p class=\"muted\">If you did not expect this, someone else may have access to your account.</p></div>",
-            escape(user_id.as_str())
+             asks to <strong id=\"purpose\">{}</strong>. Sign in again to confirm.</p>{links}\
+             <p class=\"muted\">If you did not ask for this, do not continue: someone else may have access \
+             to your account.</p></div>",
+            escape(user_id.as_str()),
+            escape(purpose)
         ),
     )
 }
@@ -434,11 +473,15 @@ async fn reauth_page(
 /// `GET /_conduit/sso/reauth/{idp}?session=`: to the provider, for UIA.
 async fn reauth_redirect(
     State(services): State<Arc<Services>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(idp): Path<String>,
     Query(query): Query<SessionQuery>,
 ) -> Response {
-    let Some((session, user_id)) = query
+    if let Some(refusal) = limited(&services, &addr) {
+        return refusal;
+    }
+    let Some((session, (user_id, _))) = query
         .session
         .and_then(|s| services.uiaa.session_user(&s).map(|u| (s, u)))
     else {
@@ -454,7 +497,7 @@ async fn reauth_redirect(
         .sso_start(
             &idp,
             Purpose::Reauth { session, user_id },
-            browser_cookie(&headers),
+            browser_cookie(&services, &headers),
         )
         .await
     {
@@ -468,13 +511,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_flow_cookie() {
+    fn finds_the_flow_cookie_unless_doubled() {
+        let name = "conduit_sso_browser";
         let mut headers = HeaderMap::new();
         headers.insert(
             header::COOKIE,
             HeaderValue::from_static("a=1; conduit_sso_browser=abc; b=2"),
         );
-        assert_eq!(browser_cookie(&headers), Some("abc"));
-        assert_eq!(browser_cookie(&HeaderMap::new()), None);
+        assert_eq!(single_cookie(&headers, name), Some("abc"));
+        assert_eq!(single_cookie(&HeaderMap::new(), name), None);
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("conduit_sso_browser=planted"),
+        );
+        assert_eq!(single_cookie(&headers, name), None);
     }
 }

@@ -72,6 +72,8 @@ pub struct Services {
     pub registration_tokens: RegistrationTokens,
     /// Registration-token validity checks per client address.
     pub token_validity_limiter: rate_limit::RateLimiter,
+    /// Single sign-on starts per client address.
+    pub sso_start_limiter: rate_limit::RateLimiter,
     pub account_data: AccountData,
     pub filters: Filters,
     pub server_keys: ServerKeys,
@@ -121,6 +123,7 @@ impl Services {
                 30,
                 std::time::Duration::from_secs(60),
             ),
+            sso_start_limiter: rate_limit::RateLimiter::new(30, std::time::Duration::from_secs(60)),
             account_data: AccountData::new(db.clone(), stream.clone()),
             filters: Filters::new(db.clone()),
             db,

@@ -93,7 +93,10 @@ impl Services {
     /// if any). `None` once accounts exist or when registration is open.
     pub fn first_admin_invite(&self) -> Result<Option<TokenView>> {
         let config = &self.config;
-        if !config.allow_registration || !config.registration_requires_token || self.users.any()? {
+        if self.registration_open().is_err()
+            || !config.registration_requires_token
+            || self.users.any()?
+        {
             return Ok(None);
         }
         let now = utils::now_ms();
@@ -154,6 +157,7 @@ impl Services {
                 flows,
                 auth: request.auth,
                 body: request.body,
+                purpose: "create an account",
             })
             .await?;
 

@@ -66,6 +66,9 @@ struct UiaaSession {
     first_body: JsonValue,
     /// The user a password stage proved, for sessions opened without one.
     proven_user: Option<OwnedUserId>,
+    /// What the session would allow ("remove a device"), shown on the SSO
+    /// confirmation page so a person knows what they approve.
+    purpose: &'static str,
 }
 
 /// Open user-interactive auth sessions, kept in memory: a session lives for
@@ -82,6 +85,8 @@ pub struct UiaaRequest<'a> {
     pub flows: Vec<AuthFlow>,
     pub auth: Option<&'a AuthData>,
     pub body: Option<&'a JsonValue>,
+    /// What passing allows, in words ("remove a device").
+    pub purpose: &'static str,
 }
 
 /// A finished user-interactive auth.
@@ -121,6 +126,7 @@ impl Uiaa {
         user_id: Option<&UserId>,
         flows: Vec<AuthFlow>,
         body: Option<&JsonValue>,
+        purpose: &'static str,
     ) -> Result<String> {
         let now = Instant::now();
         let mut sessions = self.lock();
@@ -141,6 +147,7 @@ impl Uiaa {
                 expires_at: now + self.lifetime,
                 first_body: remembered(body),
                 proven_user: None,
+                purpose,
             },
         );
         Ok(id)
@@ -151,12 +158,12 @@ impl Uiaa {
         self.lock().remove(&passed.session);
     }
 
-    /// The user a live session authenticates (`None` for registration or
-    /// an unknown session).
-    pub fn session_user(&self, id: &str) -> Option<OwnedUserId> {
+    /// The user a live session authenticates and what for (`None` for
+    /// registration or an unknown session).
+    pub fn session_user(&self, id: &str) -> Option<(OwnedUserId, &'static str)> {
         let sessions = self.lock();
         let session = sessions.get(id).filter(|s| s.expires_at > Instant::now())?;
-        session.user_id.clone()
+        Some((session.user_id.clone()?, session.purpose))
     }
 
     /// Marks a stage passed outside the API (single sign-on finished in a
@@ -201,9 +208,12 @@ impl Services {
     /// `Err(Error::Uiaa)` tells the client what is still needed.
     pub async fn user_interactive_auth(&self, request: UiaaRequest<'_>) -> Result<UiaaPassed> {
         let Some(auth) = request.auth else {
-            let id = self
-                .uiaa
-                .open(request.user_id, request.flows, request.body)?;
+            let id = self.uiaa.open(
+                request.user_id,
+                request.flows,
+                request.body,
+                request.purpose,
+            )?;
             return Err(self.uiaa_challenge(&id, None));
         };
 
@@ -225,12 +235,21 @@ impl Services {
                 id.to_owned()
             }
             // Clients may start with a stage (matrix-nio sends m.login.dummy at once).
-            None => self
-                .uiaa
-                .open(request.user_id, request.flows, request.body)?,
+            None => self.uiaa.open(
+                request.user_id,
+                request.flows,
+                request.body,
+                request.purpose,
+            )?,
         };
 
         let stage = match auth.auth_type() {
+            // The SSO stage is passed in the browser; naming it here only
+            // acknowledges that, like the fallback's bare `{session}`.
+            // (ruma parses `{type: m.login.sso, session}` as a custom stage.)
+            Some(stage) if stage.as_str() == AuthType::Sso.as_str() => {
+                return self.finish_if_complete(&id);
+            }
             Some(stage) => stage,
             // The fallback page's acknowledgement completes nothing by itself.
             None if matches!(auth, AuthData::FallbackAcknowledgement(_)) => {
@@ -278,6 +297,7 @@ impl Services {
         user_id: Option<&UserId>,
         auth: Option<&AuthData>,
         body: Option<&JsonValue>,
+        purpose: &'static str,
     ) -> Result<UiaaPassed> {
         let flows = match user_id {
             Some(user_id) => self.reauth_flows(user_id)?,
@@ -288,6 +308,7 @@ impl Services {
             flows,
             auth,
             body,
+            purpose,
         })
         .await
     }
@@ -304,7 +325,8 @@ impl Services {
         if has_password && self.config.sso.password_login_enabled() {
             flows.push(AuthFlow::new(vec![AuthType::Password]));
         }
-        if self.sso.providers().next().is_some() && self.has_sso_identity(user_id)? {
+        // Only identities at providers still configured can be re-proven.
+        if !self.sso_providers_of(user_id)?.is_empty() {
             flows.push(AuthFlow::new(vec![AuthType::Sso]));
         }
         if flows.is_empty() {

@@ -23,17 +23,18 @@ pub async fn whoami(
     Ok(RumaResponse(response))
 }
 
-/// Runs the password stage for a change, and says whom it is for: the
+/// Asks the user to prove it is them before a change, and says whom it is for: the
 /// token's user, or (the spec allows these endpoints without a token) the
 /// user the password proved.
-async fn confirm_by_password(
+async fn confirm_identity(
     services: &Services,
     session: Option<&Session>,
     auth: Option<&ruma::api::client::uiaa::AuthData>,
     json: Option<&serde_json::Value>,
+    purpose: &'static str,
 ) -> Result<(UiaaPassed, OwnedUserId), ApiError> {
     let passed = services
-        .reauthenticate(session.map(|s| &*s.user_id), auth, json)
+        .reauthenticate(session.map(|s| &*s.user_id), auth, json, purpose)
         .await?;
     let user_id = passed
         .user_id
@@ -47,11 +48,12 @@ pub async fn change_password(
     req: Ruma<change_password::v3::Request>,
 ) -> Result<RumaResponse<change_password::v3::Response>, ApiError> {
     let session = req.session.as_ref();
-    let (passed, user_id) = confirm_by_password(
+    let (passed, user_id) = confirm_identity(
         &services,
         session,
         req.body.auth.as_ref(),
         req.json.as_ref(),
+        "change your password",
     )
     .await?;
     services
@@ -71,11 +73,12 @@ pub async fn deactivate(
     req: Ruma<deactivate::v3::Request>,
 ) -> Result<RumaResponse<deactivate::v3::Response>, ApiError> {
     let session = req.session.as_ref();
-    let (passed, user_id) = confirm_by_password(
+    let (passed, user_id) = confirm_identity(
         &services,
         session,
         req.body.auth.as_ref(),
         req.json.as_ref(),
+        "deactivate your account for good",
     )
     .await?;
     services.deactivate(&user_id).await?;

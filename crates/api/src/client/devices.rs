@@ -75,6 +75,7 @@ pub async fn delete(
             Some(&sender.user_id),
             req.body.auth.as_ref(),
             req.json.as_ref(),
+            "remove a device from your account",
         )
         .await?;
     services
@@ -94,6 +95,7 @@ pub async fn delete_many(
             Some(&sender.user_id),
             req.body.auth.as_ref(),
             req.json.as_ref(),
+            "remove devices from your account",
         )
         .await?;
     services

@@ -56,6 +56,9 @@ pub(super) struct Mastodon {
     endpoints: Mutex<Option<(Instant, Arc<Endpoints>)>>,
     /// When the instance last confirmed it knows our app.
     app_checked: Mutex<Option<Instant>>,
+    /// One app check or registration at a time: two first sign-ins at once
+    /// must not register two apps (the flow of the first would then fail).
+    app_lock: tokio::sync::Mutex<()>,
 }
 
 impl Mastodon {
@@ -65,6 +68,7 @@ impl Mastodon {
             instance: instance.to_owned(),
             endpoints: Mutex::new(None),
             app_checked: Mutex::new(None),
+            app_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -114,9 +118,37 @@ impl Mastodon {
                 "read:accounts"
             },
         });
+        self.check_origin(&metadata, &endpoints)
+            .map_err(|why| SsoError::provider(name, why))?;
         *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((Instant::now(), endpoints.clone()));
         Ok(endpoints)
+    }
+
+    /// The metadata may only name this instance (its issuer) and endpoints
+    /// on it: the server sends its app secret and people's codes there.
+    fn check_origin(&self, metadata: &JsonValue, endpoints: &Endpoints) -> Result<(), String> {
+        if let Some(issuer) = metadata.get("issuer").and_then(JsonValue::as_str)
+            && issuer.trim_end_matches('/') != self.instance
+        {
+            return Err(format!("the metadata names another issuer: {issuer}"));
+        }
+        let origin = |url: &str| url::Url::parse(url).ok().map(|u| u.origin());
+        let ours = origin(&self.instance);
+        let urls = [
+            &endpoints.authorize,
+            &endpoints.token,
+            &endpoints.revoke,
+            &endpoints.apps,
+        ];
+        for url in urls.into_iter().chain(&endpoints.userinfo) {
+            if ours.is_none() || origin(url) != ours {
+                return Err(format!(
+                    "the metadata names an endpoint outside the instance: {url}"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn stored_app(&self, db: &Database) -> Option<MastodonApp> {
@@ -147,6 +179,7 @@ impl Mastodon {
         name: &str,
         redirect_uri: &str,
     ) -> Result<MastodonApp, SsoError> {
+        let _guard = self.app_lock.lock().await;
         if let Some(app) = self.stored_app(db).filter(|app| {
             app.instance == self.instance
                 && app.redirect_uri == redirect_uri

@@ -39,14 +39,22 @@ use crate::{Config, Services, tables, utils};
 
 /// Where providers send the browser back: `<base>/_conduit/sso/callback/<id>`.
 pub const CALLBACK_PATH: &str = "/_conduit/sso/callback";
-/// The cookie that ties a flow to the browser that started it.
-pub const BROWSER_COOKIE: &str = "conduit_sso_browser";
+/// The cookie that ties a flow to the browser that started it. Behind
+/// https it carries the `__Host-` prefix, so no sibling subdomain can plant
+/// one (a planted value would let someone finish their flow in your browser).
+pub fn browser_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-conduit_sso_browser"
+    } else {
+        "conduit_sso_browser"
+    }
+}
 
 /// Time to sign in at the provider.
 const FLOW_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// Time to pick a username.
 const SIGNUP_LIFETIME: Duration = Duration::from_secs(15 * 60);
-/// Pending flows, signups or login tokens at most: anyone can start flows.
+/// Pending flows, signups or login tokens kept at most: anyone can start flows.
 const MAX_PENDING: usize = 10_000;
 /// Longest client `redirectUrl` accepted.
 const MAX_REDIRECT_URL: usize = 2048;
@@ -148,6 +156,8 @@ struct Flow {
 }
 
 struct Signup {
+    /// Wrong passwords given to link an existing account.
+    link_failures: u8,
     provider: usize,
     identity: Identity,
     redirect_url: String,
@@ -217,12 +227,20 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Keeps a pending map bounded: expired entries go; when still full, the
-/// caller refuses.
-fn prune<T>(map: &mut HashMap<String, T>, expires: impl Fn(&T) -> Instant) -> bool {
+/// Keeps a pending map bounded: expired entries go, and when it is still
+/// full the entry closest to expiring goes too. Refusing new entries instead
+/// would let anyone who fills the map lock everybody out of signing in.
+fn make_room<T>(map: &mut HashMap<String, T>, expires: impl Fn(&T) -> Instant) {
     let now = Instant::now();
     map.retain(|_, v| expires(v) > now);
-    map.len() < MAX_PENDING
+    if map.len() >= MAX_PENDING
+        && let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| expires(v))
+            .map(|(k, _)| k.clone())
+    {
+        map.remove(&oldest);
+    }
 }
 
 impl Sso {
@@ -273,12 +291,7 @@ impl Sso {
     /// A single-use login token for `user_id`.
     fn issue_login_token(&self, user_id: &UserId) -> Result<String, SsoError> {
         let mut tokens = locked(&self.login_tokens);
-        if !prune(&mut tokens, |(_, at)| *at) {
-            return Err(SsoError::new(
-                503,
-                "Too many sign-ins at once; try again in a minute.",
-            ));
-        }
+        make_room(&mut tokens, |(_, at)| *at);
         let token = utils::random_string(32);
         tokens.insert(
             token.clone(),
@@ -294,13 +307,33 @@ impl Sso {
     }
 }
 
-/// `redirectUrl` must be an absolute http(s) URL.
+/// Schemes a browser runs or reads itself instead of handing to an app:
+/// never a place for a login token.
+const BROWSER_SCHEMES: &[&str] = &[
+    "javascript",
+    "data",
+    "vbscript",
+    "file",
+    "blob",
+    "about",
+    "filesystem",
+    "view-source",
+    "ftp",
+    "ws",
+    "wss",
+    "mailto",
+];
+
+/// `redirectUrl`: an absolute http(s) URL with a host, or an app's own
+/// scheme (Element Desktop returns through `element://vector/webapp/…`,
+/// mobile apps through theirs, as RFC 8252 describes). Schemes the browser
+/// would run or read itself are refused.
 pub fn check_redirect_url(url: &str) -> Result<url::Url, SsoError> {
     let bad = || {
         SsoError::new(
             400,
             "The app that sent you here gave an invalid return address (redirectUrl); \
-             it must be an http or https URL.",
+             it must be an http or https URL, or an app's own address.",
         )
     };
     if url.len() > MAX_REDIRECT_URL {
@@ -309,24 +342,29 @@ pub fn check_redirect_url(url: &str) -> Result<url::Url, SsoError> {
     let parsed = url::Url::parse(url).map_err(|_| bad())?;
     match parsed.scheme() {
         "http" | "https" if parsed.host().is_some() => Ok(parsed),
-        _ => Err(bad()),
+        "http" | "https" => Err(bad()),
+        scheme if BROWSER_SCHEMES.contains(&scheme) => Err(bad()),
+        _ => Ok(parsed),
     }
 }
 
 /// The client's address with the login token added (any `loginToken`
-/// already there removed, as the spec asks), and the host to name on the
-/// confirmation page: the host alone for https, more for plain http.
+/// already there removed, as the spec asks; the rest of the query kept
+/// byte for byte), and the host to name on the confirmation page: the host
+/// alone for https, more for anything else.
 fn continue_url(redirect_url: &str, token: &str) -> Result<(String, String), SsoError> {
     let mut url = check_redirect_url(redirect_url)?;
-    let kept: Vec<(String, String)> = url
-        .query_pairs()
-        .filter(|(k, _)| k != "loginToken")
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+    let mut query: Vec<&str> = url
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("loginToken"))
         .collect();
-    url.query_pairs_mut()
-        .clear()
-        .extend_pairs(kept)
-        .append_pair("loginToken", token);
+    // The token is alphanumeric: nothing to encode.
+    let token_pair = format!("loginToken={token}");
+    query.push(&token_pair);
+    let query = query.join("&");
+    url.set_query(Some(&query));
     let host = url.host_str().unwrap_or_default();
     let shown = match (url.scheme(), url.port()) {
         ("https", None) => host.to_owned(),
@@ -389,12 +427,7 @@ impl Services {
             }
         };
         let mut flows = locked(&self.sso.flows);
-        if !prune(&mut flows, |f| f.expires_at) {
-            return Err(SsoError::new(
-                503,
-                "Too many sign-ins at once; try again in a minute.",
-            ));
-        }
+        make_room(&mut flows, |f| f.expires_at);
         flows.insert(
             state,
             Flow {
@@ -511,16 +544,6 @@ impl Services {
         Ok(user.and_then(|u| UserId::parse(u).ok()))
     }
 
-    /// Whether `user_id` can prove itself through single sign-on.
-    pub fn has_sso_identity(&self, user_id: &UserId) -> crate::Result<bool> {
-        let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
-        Ok(self
-            .db
-            .scan_prefix(&tables::USER_SSO_IDENTITIES, &prefix)?
-            .next()
-            .is_some())
-    }
-
     /// `user_id`'s identities: (provider id, subject), for the admin API.
     pub fn sso_identities_of(&self, user_id: &UserId) -> crate::Result<Vec<(String, String)>> {
         let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
@@ -592,15 +615,11 @@ impl Services {
             error,
         };
         let mut signups = locked(&self.sso.signups);
-        if !prune(&mut signups, |s| s.expires_at) {
-            return Err(SsoError::new(
-                503,
-                "Too many sign-ins at once; try again in a minute.",
-            ));
-        }
+        make_room(&mut signups, |s| s.expires_at);
         signups.insert(
             signup,
             Signup {
+                link_failures: 0,
                 provider,
                 identity,
                 redirect_url,
@@ -700,9 +719,21 @@ impl Services {
         username: &str,
         password: &str,
     ) -> Result<Outcome, SsoError> {
+        if !self.config.sso.password_login_enabled() {
+            return Err(SsoError::new(
+                403,
+                "Passwords are turned off on this server, so an account cannot be linked by its password.",
+            ));
+        }
         let (provider, identity, redirect_url) = self.sso.pending_signup(signup_id, browser)?;
         let config = &self.sso.providers[provider].config;
         let wrong = || {
+            if !self.sso.count_link_failure(signup_id) {
+                return Err(SsoError::new(
+                    403,
+                    "Too many wrong passwords: nothing was linked. Start again from your Matrix app.",
+                ));
+            }
             Ok(ChooseUsername(SignupForm {
                 signup: signup_id.to_owned(),
                 provider_name: config.name.clone(),
@@ -751,7 +782,25 @@ fn link_into(
     Ok(())
 }
 
+/// Wrong passwords a signup may give before it is dropped.
+const MAX_LINK_FAILURES: u8 = 3;
+
 impl Sso {
+    /// Counts a wrong password on a signup; `false` (and the signup gone)
+    /// once there were too many.
+    fn count_link_failure(&self, id: &str) -> bool {
+        let mut signups = locked(&self.signups);
+        let Some(signup) = signups.get_mut(id) else {
+            return false;
+        };
+        signup.link_failures += 1;
+        if signup.link_failures >= MAX_LINK_FAILURES {
+            signups.remove(id);
+            return false;
+        }
+        true
+    }
+
     /// A signup still waiting for its form, from the browser that started it.
     fn pending_signup(
         &self,
@@ -791,13 +840,32 @@ mod tests {
         let (url, host) = continue_url("http://127.0.0.1:8080/cb?loginToken=a&b=c", "t").unwrap();
         assert_eq!(url, "http://127.0.0.1:8080/cb?b=c&loginToken=t");
         assert_eq!(host, "http://127.0.0.1:8080/cb");
+        // The app's own query is kept as it was written.
+        let (url, _) = continue_url("https://a.example/?flag&sig=a%20b+c", "t").unwrap();
+        assert_eq!(url, "https://a.example/?flag&sig=a%20b+c&loginToken=t");
+        let (url, host) =
+            continue_url("element://vector/webapp/?element-desktop-ssoid=abc", "t").unwrap();
+        assert_eq!(
+            url,
+            "element://vector/webapp/?element-desktop-ssoid=abc&loginToken=t"
+        );
+        assert_eq!(host, "element://vector/webapp/");
     }
 
     #[test]
-    fn redirect_urls_must_be_http() {
+    fn redirect_urls_refuse_browser_schemes() {
         assert!(check_redirect_url("https://app.element.io/").is_ok());
         assert!(check_redirect_url("javascript:alert(1)").is_err());
-        assert!(check_redirect_url("element://login").is_err());
+        assert!(
+            check_redirect_url("JavaScript:alert(1)").is_err(),
+            "schemes are lower-cased"
+        );
+        assert!(check_redirect_url("data:text/html,x").is_err());
+        assert!(check_redirect_url("file:///etc/passwd").is_err());
+        assert!(check_redirect_url("https://").is_err());
+        assert!(check_redirect_url("http:").is_err());
+        assert!(check_redirect_url("element://vector/webapp/").is_ok());
+        assert!(check_redirect_url("im.fluffychat://login").is_ok());
         assert!(check_redirect_url("/relative").is_err());
         assert!(check_redirect_url(&format!("https://x.example/{}", "a".repeat(3000))).is_err());
     }

@@ -158,10 +158,29 @@ impl Oidc {
             .id_token()
             .ok_or_else(|| SsoError::provider(name, "the token answer has no id_token"))?;
         let nonce = Nonce::new(secrets.nonce.unwrap_or_default());
-        let verified = id_token
-            .claims(&client.id_token_verifier(), &nonce)
-            .map_err(|e| SsoError::provider(name, format!("id_token rejected: {}", chain(&e))))?;
-        let subject = verified.subject().as_str().to_owned();
+        let subject = match id_token.claims(&client.id_token_verifier(), &nonce) {
+            Ok(verified) => verified.subject().as_str().to_owned(),
+            Err(first) => {
+                // Perhaps the provider rotated its keys since discovery was
+                // cached: read them again once before refusing.
+                *self.metadata.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                let fresh = self.metadata(http, name).await?;
+                let client = self.client(&fresh, redirect_uri, name)?;
+                let verified = id_token
+                    .claims(&client.id_token_verifier(), &nonce)
+                    .map_err(|e| {
+                        SsoError::provider(
+                            name,
+                            format!(
+                                "id_token rejected: {} (before a key refresh: {})",
+                                chain(&e),
+                                chain(&first)
+                            ),
+                        )
+                    })?;
+                verified.subject().as_str().to_owned()
+            }
+        };
 
         // The crate checked the token; its payload also holds the claims the
         // crate has no field for (groups, custom localpart claims).
