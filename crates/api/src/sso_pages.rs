@@ -251,13 +251,10 @@ async fn callback(
         error_description: param("error_description"),
         iss: param("iss"),
     };
-    match services
+    let outcome = services
         .sso_callback(&idp, callback, browser_cookie(&services, &headers))
-        .await
-    {
-        Ok(outcome) => outcome_page(&services, outcome),
-        Err(e) => error_page(&services, &e),
-    }
+        .await;
+    outcome_or_error(&services, outcome)
 }
 
 #[derive(Deserialize)]
@@ -276,18 +273,15 @@ async fn signup(
     headers: HeaderMap,
     Form(fields): Form<SignupFields>,
 ) -> Response {
-    match services
+    let outcome = services
         .sso_signup(
             &fields.signup,
             browser_cookie(&services, &headers),
             &fields.username,
             fields.import_displayname.is_some(),
         )
-        .await
-    {
-        Ok(outcome) => outcome_page(&services, outcome),
-        Err(e) => error_page(&services, &e),
-    }
+        .await;
+    outcome_or_error(&services, outcome)
 }
 
 #[derive(Deserialize)]
@@ -306,17 +300,21 @@ async fn link(
     headers: HeaderMap,
     Form(fields): Form<LinkFields>,
 ) -> Response {
-    match services
+    let outcome = services
         .sso_link(
             &fields.signup,
             browser_cookie(&services, &headers),
             &fields.link_username,
             &fields.link_password,
         )
-        .await
-    {
-        Ok(outcome) => outcome_page(&services, outcome),
-        Err(e) => error_page(&services, &e),
+        .await;
+    outcome_or_error(&services, outcome)
+}
+
+fn outcome_or_error(services: &Services, outcome: Result<Outcome, SsoError>) -> Response {
+    match outcome {
+        Ok(outcome) => outcome_page(services, outcome),
+        Err(e) => error_page(services, &e),
     }
 }
 
@@ -414,23 +412,34 @@ struct SessionQuery {
     session: Option<String>,
 }
 
+/// The live UIA session named in the query: its id, user and purpose.
+fn reauth_session(
+    services: &Services,
+    query: SessionQuery,
+) -> Result<(String, ruma::OwnedUserId, &'static str), SsoError> {
+    query
+        .session
+        .and_then(|s| {
+            let (user_id, purpose) = services.uiaa.session_user(&s)?;
+            Some((s, user_id, purpose))
+        })
+        .ok_or_else(|| {
+            SsoError::new(
+                400,
+                "This confirmation is unknown or has expired. Start again from your Matrix app.",
+            )
+        })
+}
+
 /// `GET /auth/m.login.sso/fallback/web?session=`: a user of an SSO
 /// identity confirms a sensitive change (deleting a device, …).
 async fn reauth_page(
     State(services): State<Arc<Services>>,
     Query(query): Query<SessionQuery>,
 ) -> Response {
-    let Some((session, (user_id, purpose))) = query
-        .session
-        .and_then(|s| services.uiaa.session_user(&s).map(|u| (s, u)))
-    else {
-        return error_page(
-            &services,
-            &SsoError::new(
-                400,
-                "This confirmation is unknown or has expired. Start again from your Matrix app.",
-            ),
-        );
+    let (session, user_id, purpose) = match reauth_session(&services, query) {
+        Ok(found) => found,
+        Err(e) => return error_page(&services, &e),
     };
     let providers = match services.sso_providers_of(&user_id) {
         Ok(providers) if !providers.is_empty() => providers,
@@ -481,17 +490,9 @@ async fn reauth_redirect(
     if let Some(refusal) = limited(&services, &addr) {
         return refusal;
     }
-    let Some((session, (user_id, _))) = query
-        .session
-        .and_then(|s| services.uiaa.session_user(&s).map(|u| (s, u)))
-    else {
-        return error_page(
-            &services,
-            &SsoError::new(
-                400,
-                "This confirmation is unknown or has expired. Start again from your Matrix app.",
-            ),
-        );
+    let (session, user_id, _) = match reauth_session(&services, query) {
+        Ok(found) => found,
+        Err(e) => return error_page(&services, &e),
     };
     match services
         .sso_start(

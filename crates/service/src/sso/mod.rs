@@ -639,21 +639,7 @@ impl Services {
         username: &str,
         import_display_name: bool,
     ) -> Result<Outcome, SsoError> {
-        let (provider, identity, redirect_url) = {
-            let signups = locked(&self.sso.signups);
-            let signup = signups
-                .get(signup_id)
-                .filter(|s| s.expires_at > Instant::now())
-                .ok_or_else(SsoError::expired)?;
-            if browser != Some(signup.browser.as_str()) {
-                return Err(SsoError::expired());
-            }
-            (
-                signup.provider,
-                signup.identity.clone(),
-                signup.redirect_url.clone(),
-            )
-        };
+        let (provider, identity, redirect_url) = self.sso.pending_signup(signup_id, browser)?;
         let config = &self.sso.providers[provider].config;
         let retry = |error: String| {
             Ok(ChooseUsername(SignupForm {
@@ -684,17 +670,7 @@ impl Services {
             .as_deref()
             .filter(|_| import_display_name);
         let created = self.users.create(&user_id, None, false, |batch, _| {
-            let (provider, subject) = (config.id.as_str(), identity.subject.as_str());
-            batch.put(
-                &tables::SSO_IDENTITIES,
-                (provider, subject),
-                user_id.as_str(),
-            )?;
-            batch.put(
-                &tables::USER_SSO_IDENTITIES,
-                (user_id.as_str(), provider, subject),
-                &true,
-            )?;
+            link_into(batch, &config.id, &identity.subject, &user_id)?;
             if let Some(name) = display_name {
                 let name = serde_json::Value::String(name.to_owned());
                 batch.put(&tables::PROFILES, (user_id.as_str(), "displayname"), &name)?;
