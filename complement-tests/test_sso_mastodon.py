@@ -231,6 +231,17 @@ def test_an_existing_password_account_links_its_mastodon_identity(make_server, i
     r = server.request("DELETE", f"/_matrix/client/v3/devices/{dave['device_id']}", token=dave["access_token"], json={})
     assert sorted(f["stages"][0] for f in r.json()["flows"]) == ["m.login.password", "m.login.sso"]
 
+    # The admin sees and removes the link; the identity is then new again.
+    listed = admin(server, "user", "identities", "dave").stdout
+    assert f"social {instance.base_url}/users/dave_on_social" in listed
+    assert "Unlinked 1 identity of @dave:localhost at social" in admin(server, "user", "unlink", "dave", "social").stdout
+    assert "no single sign-on identities" in admin(server, "user", "identities", "dave").stdout
+    failed = admin(server, "user", "unlink", "dave", "social", ok=False)
+    assert failed.returncode != 0 and "has no identity at provider social" in failed.stderr
+    instance.login("dave_on_social")
+    _, form = http_login(server, pick="dave2")
+    assert form is not None, "no longer linked: a new identity"
+
 
 def test_three_wrong_link_passwords_end_the_signup(make_server, instance):
     server = mastodon_server(make_server, instance)

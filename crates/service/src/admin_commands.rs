@@ -26,7 +26,7 @@ pub enum Admin {
     /// Registration tokens: create, list, show, update, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Server admins: make or unmake one.
+    /// Users: server-admin rights, single sign-on identities.
     #[command(subcommand)]
     User(UserCommand),
     /// Make a registration token for inviting people (one use, a week, by
@@ -50,6 +50,11 @@ pub enum UserCommand {
     MakeAdmin { user: String },
     /// Take a user's server-admin rights away.
     RevokeAdmin { user: String },
+    /// List the single sign-on identities that log in to a user.
+    Identities { user: String },
+    /// Remove a user's identities at one single sign-on provider (they no
+    /// longer log in to this account; a new sign-in there is a new identity).
+    Unlink { user: String, provider: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,29 +189,58 @@ fn human(seconds: u64) -> String {
 }
 
 impl Services {
+    fn run_user_command(&self, command: UserCommand) -> Result<String> {
+        let (UserCommand::MakeAdmin { user }
+        | UserCommand::RevokeAdmin { user }
+        | UserCommand::Identities { user }
+        | UserCommand::Unlink { user, .. }) = &command;
+        let user_id = self
+            .users
+            .resolve_login_name(user)
+            .ok_or_else(|| Error::not_found(format!("No such local user: {user}")))?;
+        if user_id.localpart() == crate::admin_room::BOT_LOCALPART {
+            return Err(Error::forbidden("The server's bot is not a person."));
+        }
+        if !self.users.exists(&user_id)? {
+            return Err(Error::not_found(format!("No such user: {user_id}")));
+        }
+        match command {
+            UserCommand::MakeAdmin { .. } => {
+                self.users.set_admin(&user_id, true)?;
+                Ok(format!("{user_id} is now a server admin."))
+            }
+            UserCommand::RevokeAdmin { .. } => {
+                self.users.set_admin(&user_id, false)?;
+                Ok(format!("{user_id} is no longer a server admin."))
+            }
+            UserCommand::Identities { .. } => {
+                let identities = self.sso_identities_of(&user_id)?;
+                if identities.is_empty() {
+                    return Ok(format!("{user_id} has no single sign-on identities."));
+                }
+                Ok(identities
+                    .iter()
+                    .map(|(provider, subject)| format!("{provider} {subject}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            }
+            UserCommand::Unlink { provider, .. } => match self.sso_unlink(&user_id, &provider)? {
+                0 => Err(Error::not_found(format!(
+                    "{user_id} has no identity at provider {provider}."
+                ))),
+                n => Ok(format!(
+                    "Unlinked {n} identit{} of {user_id} at {provider}.",
+                    if n == 1 { "y" } else { "ies" }
+                )),
+            },
+        }
+    }
+
     /// Runs an admin command; `by` is who asked (a user id, or `cli`).
     pub fn run_admin_command(&self, command: AdminCommand, by: &str) -> Result<String> {
         let tokens = &self.registration_tokens;
         match command.command {
-            Admin::User(command) => {
-                let (user, admin) = match &command {
-                    UserCommand::MakeAdmin { user } => (user, true),
-                    UserCommand::RevokeAdmin { user } => (user, false),
-                };
-                let user_id = self
-                    .users
-                    .resolve_login_name(user)
-                    .ok_or_else(|| Error::not_found(format!("No such local user: {user}")))?;
-                if user_id.localpart() == crate::admin_room::BOT_LOCALPART {
-                    return Err(Error::forbidden("The server's bot is not a person."));
-                }
-                self.users.set_admin(&user_id, admin)?;
-                Ok(if admin {
-                    format!("{user_id} is now a server admin.")
-                } else {
-                    format!("{user_id} is no longer a server admin.")
-                })
-            }
+            Admin::User(command) => self.run_user_command(command),
             Admin::Invite {
                 uses,
                 expires,

@@ -556,6 +556,29 @@ impl Services {
             .collect()
     }
 
+    /// Removes `user_id`'s identities at `provider`; how many there were.
+    pub fn sso_unlink(&self, user_id: &UserId, provider: &str) -> crate::Result<usize> {
+        let subjects: Vec<String> = self
+            .sso_identities_of(user_id)?
+            .into_iter()
+            .filter(|(p, _)| p == provider)
+            .map(|(_, subject)| subject)
+            .collect();
+        let mut batch = self.db.batch();
+        for subject in &subjects {
+            batch.delete(&tables::SSO_IDENTITIES, (provider, subject.as_str()))?;
+            batch.delete(
+                &tables::USER_SSO_IDENTITIES,
+                (user_id.as_str(), provider, subject.as_str()),
+            )?;
+        }
+        self.db.write(batch)?;
+        if !subjects.is_empty() {
+            tracing::info!(%user_id, %provider, "unlinked single sign-on identities");
+        }
+        Ok(subjects.len())
+    }
+
     /// The configured providers `user_id` has an identity at (the re-auth page).
     pub fn sso_providers_of(&self, user_id: &UserId) -> crate::Result<Vec<ProviderConfig>> {
         let ids = self.sso_identities_of(user_id)?;
