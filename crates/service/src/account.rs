@@ -19,14 +19,13 @@ impl Services {
     ) -> Result<()> {
         let hash = password::hash(new_password.to_owned()).await?;
         let _lock = self.user_locks.lock(user_id).await;
-        let mut batch = self.db.batch();
-        self.users
-            .set_password_hash_into(&mut batch, user_id, hash)?;
-        if logout_devices {
-            self.devices
-                .remove_all_into(&mut batch, user_id, keep_device)?;
-        }
-        self.db.write(batch)?;
+        self.users.update_account(user_id, |record, batch| {
+            record.password_hash = Some(hash);
+            if logout_devices {
+                self.devices.remove_all_into(batch, user_id, keep_device)?;
+            }
+            Ok(())
+        })?;
         tracing::info!(%user_id, "password changed");
         Ok(())
     }

@@ -35,8 +35,9 @@ pub struct Users {
     db: Arc<Database>,
     server_name: ruma::OwnedServerName,
     /// Held from "is this name free?" to "written", so two registrations of one
-    /// name cannot both pass.
-    create_lock: Mutex<()>,
+    /// name cannot both pass, and around every rewrite of an account record,
+    /// so two changes to one record cannot lose each other.
+    accounts_lock: Mutex<()>,
 }
 
 impl Users {
@@ -44,7 +45,7 @@ impl Users {
         Self {
             db,
             server_name: server_name.to_owned(),
-            create_lock: Mutex::new(()),
+            accounts_lock: Mutex::new(()),
         }
     }
 
@@ -123,7 +124,7 @@ impl Users {
         is_guest: bool,
         with: impl FnOnce(&mut Batch<'_>, &mut AccountRecord) -> Result<T>,
     ) -> Result<T> {
-        let _guard = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.accounts_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.exists(user_id)? {
             return Err(Error::new(
                 ErrorCode::UserInUse,
@@ -147,31 +148,32 @@ impl Users {
         Ok(extra)
     }
 
-    /// Makes a local account a server admin, or not.
-    pub fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<()> {
-        let _guard = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+    /// Changes an account record: `change` edits it and may add to the
+    /// batch (device removals), and the record is written with them. Every
+    /// rewrite of a record goes through here, under the accounts lock, so
+    /// two changes at once (an admin flag, a password) cannot lose one.
+    pub fn update_account(
+        &self,
+        user_id: &UserId,
+        change: impl FnOnce(&mut AccountRecord, &mut Batch<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let _guard = self.accounts_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut record = self
             .account(user_id)?
             .ok_or_else(|| Error::not_found(format!("No such user: {user_id}")))?;
-        record.is_admin = admin;
         let mut batch = self.db.batch();
+        change(&mut record, &mut batch)?;
         batch.put(&tables::ACCOUNTS, user_id.as_str(), &record)?;
         self.db.write(batch)?;
         Ok(())
     }
 
-    pub fn set_password_hash_into(
-        &self,
-        batch: &mut Batch<'_>,
-        user_id: &UserId,
-        hash: String,
-    ) -> Result<()> {
-        let mut record = self
-            .account(user_id)?
-            .ok_or_else(|| Error::not_found("No such user."))?;
-        record.password_hash = Some(hash);
-        batch.put(&tables::ACCOUNTS, user_id.as_str(), &record)?;
-        Ok(())
+    /// Makes a local account a server admin, or not.
+    pub fn set_admin(&self, user_id: &UserId, admin: bool) -> Result<()> {
+        self.update_account(user_id, |record, _| {
+            record.is_admin = admin;
+            Ok(())
+        })
     }
 
     /// Checks a password for login or user-interactive auth.
@@ -198,19 +200,14 @@ impl Users {
     /// Deactivates an account for good: the password goes, every device and
     /// token goes, and the profile is cleared. The user id stays taken.
     pub fn deactivate(&self, user_id: &UserId, devices: &devices::Devices) -> Result<()> {
-        let mut record = self
-            .account(user_id)?
-            .ok_or_else(|| Error::not_found("No such user."))?;
-        record.deactivated = true;
-        record.password_hash = None;
-        let mut batch = self.db.batch();
-        batch.put(&tables::ACCOUNTS, user_id.as_str(), &record)?;
-        for field in ["displayname", "avatar_url"] {
-            batch.delete(&tables::PROFILES, (user_id.as_str(), field))?;
-        }
-        devices.remove_all_into(&mut batch, user_id, None)?;
-        self.db.write(batch)?;
-        Ok(())
+        self.update_account(user_id, |record, batch| {
+            record.deactivated = true;
+            record.password_hash = None;
+            for field in ["displayname", "avatar_url"] {
+                batch.delete(&tables::PROFILES, (user_id.as_str(), field))?;
+            }
+            devices.remove_all_into(batch, user_id, None)
+        })
     }
 }
 
@@ -282,5 +279,35 @@ mod tests {
             users.profile_field(alice, "displayname").unwrap(),
             Some(serde_json::json!("alice"))
         );
+    }
+
+    #[test]
+    fn concurrent_record_changes_keep_both() {
+        let (_dir, users) = users();
+        let users = Arc::new(users);
+        let alice = user_id!("@alice:example.org");
+        users.create(alice, None, false, |_, _| Ok(())).unwrap();
+        let (started, start) = std::sync::mpsc::channel();
+        let admin = {
+            let users = users.clone();
+            std::thread::spawn(move || {
+                start.recv().unwrap();
+                users.set_admin(alice, true).unwrap();
+            })
+        };
+        // A password change that is slow between reading and writing the
+        // record, with the admin change landing in the middle.
+        users
+            .update_account(alice, |record, _| {
+                started.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                record.password_hash = Some("new hash".into());
+                Ok(())
+            })
+            .unwrap();
+        admin.join().unwrap();
+        let record = users.account(alice).unwrap().unwrap();
+        assert!(record.is_admin, "the admin change is not lost");
+        assert_eq!(record.password_hash.as_deref(), Some("new hash"));
     }
 }
