@@ -111,6 +111,7 @@ impl Services {
                     state_key: Some(""),
                     content: JsonValue::Object(create_content),
                 },
+                None,
             )
             .await?;
         let room_id = if v12 {

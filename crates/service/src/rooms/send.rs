@@ -95,11 +95,8 @@ impl Services {
         self.check_annotation(sender, event.kind, &event.content)?;
         let head = self.rooms.head(room.short)?;
         let pdu = self
-            .build_check_append(room_id, &room, &head, sender, event)
+            .build_check_append(room_id, &room, &head, sender, event, txn.as_ref())
             .await?;
-        if let Some(txn) = &txn {
-            self.rooms.record_transaction(txn, &pdu.event_id)?;
-        }
         Ok((pdu, true))
     }
 
@@ -119,7 +116,8 @@ impl Services {
         ))
     }
 
-    /// Builds, signs, checks and appends one event; the caller holds the room's lock.
+    /// Builds, signs, checks and appends one event (with the transaction
+    /// that sent it, if any); the caller holds the room's lock.
     pub(crate) async fn build_check_append(
         &self,
         room_id: &str,
@@ -127,6 +125,7 @@ impl Services {
         head: &RoomHead,
         sender: &UserId,
         event: NewEvent<'_>,
+        transaction: Option<&Transaction<'_>>,
     ) -> Result<Pdu> {
         let (version, rules) = version_rules(&room.version)?;
         let state = self.rooms.state_map(&self.state_snapshots, head)?;
@@ -213,6 +212,7 @@ impl Services {
             pdu: &pdu,
             notifications: &notifications,
             relation: RelationRows::prepare(&self.db, &self.short_ids, room.short, &pdu)?,
+            transaction,
         })?;
         Ok(pdu)
     }

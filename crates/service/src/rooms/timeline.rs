@@ -54,6 +54,9 @@ pub(crate) struct Append<'a> {
     pub notifications: &'a [(ruma::OwnedUserId, super::push::Notification)],
     /// The relation index rows, when the event relates to another.
     pub relation: Option<RelationRows>,
+    /// The client transaction that sent it: remembered in the event's own
+    /// batch, so a retry after a crash finds the event instead of sending again.
+    pub transaction: Option<&'a super::send::Transaction<'a>>,
 }
 
 pub struct Rooms {
@@ -154,6 +157,7 @@ impl Rooms {
             pdu,
             notifications,
             relation,
+            transaction,
         } = entry;
         let search_words = super::search::index_rows(pdu);
         let mut batch = self.db.batch();
@@ -164,6 +168,13 @@ impl Rooms {
             depth: pdu.depth,
         };
         batch.put(&tables::ROOM_HEADS, room.short, &next_head)?;
+        if let Some(txn) = transaction {
+            batch.put(
+                &tables::TRANSACTIONS,
+                (txn.user_id.as_str(), txn.device_id, txn.txn_id),
+                pdu.event_id.as_str(),
+            )?;
+        }
         if pdu.kind == "m.room.member"
             && let (Some(user), Some(membership)) = (
                 pdu.state_key.as_deref(),
@@ -238,23 +249,6 @@ impl Rooms {
             &tables::TRANSACTIONS,
             (txn.user_id.as_str(), txn.device_id, txn.txn_id),
         )?)
-    }
-
-    /// Remembers what a transaction made. Written right after the event, under
-    /// the room's lock: a crash in between lets one retry send again.
-    pub(crate) fn record_transaction(
-        &self,
-        txn: &super::send::Transaction<'_>,
-        event_id: &str,
-    ) -> Result<()> {
-        let mut batch = self.db.batch();
-        batch.put(
-            &tables::TRANSACTIONS,
-            (txn.user_id.as_str(), txn.device_id, txn.txn_id),
-            event_id,
-        )?;
-        self.db.write(batch)?;
-        Ok(())
     }
 
     pub(crate) fn set_published(&self, room_id: &str, published: bool) -> Result<()> {
