@@ -178,3 +178,20 @@ async fn rooms_and_timelines_survive_a_restart() {
             > s.rooms.meta(head.extremities[0]).unwrap().unwrap().count
     );
 }
+
+#[tokio::test]
+async fn idle_room_locks_are_dropped_held_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = services(dir.path());
+    let held = s.rooms.lock(u64::MAX).await;
+    for room in 0..3000 {
+        drop(s.rooms.lock(room).await);
+    }
+    let kept = s.rooms.locks_kept();
+    assert!(kept <= 1025, "{kept} locks kept");
+    // The held lock survived every pruning: a second locker waits for it.
+    let waiting =
+        tokio::time::timeout(std::time::Duration::from_millis(50), s.rooms.lock(u64::MAX)).await;
+    assert!(waiting.is_err(), "the held room lock must still exclude");
+    drop(held);
+}

@@ -59,6 +59,9 @@ pub(crate) struct Append<'a> {
     pub transaction: Option<&'a super::send::Transaction<'a>>,
 }
 
+/// Room locks kept before idle ones are dropped.
+const ROOM_LOCKS_KEPT: usize = 1024;
+
 pub struct Rooms {
     db: Arc<Database>,
     locks: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
@@ -108,9 +111,19 @@ impl Rooms {
     pub async fn lock(&self, room: u64) -> OwnedMutexGuard<()> {
         let mutex = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            // Locks nobody holds or waits for are dropped once the map grows,
+            // so it stays as large as the rooms in use, not all rooms ever.
+            if locks.len() >= ROOM_LOCKS_KEPT {
+                locks.retain(|_, mutex| Arc::strong_count(mutex) > 1);
+            }
             locks.entry(room).or_default().clone()
         };
         mutex.lock_owned().await
+    }
+
+    #[cfg(test)]
+    pub(crate) fn locks_kept(&self) -> usize {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn pdu(&self, short: ShortEventId, ids: &ShortIds) -> Result<Option<Pdu>> {
