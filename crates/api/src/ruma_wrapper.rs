@@ -122,7 +122,11 @@ where
                 return Err(Error::new(ErrorCode::MissingToken, "Missing access token.").into());
             }
             (Policy::Required | Policy::Optional, Some(token)) => {
-                Some(services.devices.authenticate(&token)?)
+                let session = services.devices.authenticate(&token)?;
+                services
+                    .devices
+                    .mark_seen(&session, &token, client_ip.as_deref());
+                Some(session)
             }
         };
         if !GUEST && session.as_ref().is_some_and(|s| s.is_guest) {

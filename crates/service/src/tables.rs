@@ -14,6 +14,10 @@ pub const ACCOUNTS: Table<Str, Json<AccountRecord>> = Table::new("accounts");
 pub const PROFILES: Table<(Str, Str), Json<JsonValue>> = Table::new("profiles");
 /// (user id, device id) -> the device and its current tokens.
 pub const DEVICES: Table<(Str, Str), Json<DeviceRecord>> = Table::new("devices");
+/// (user id, device id) -> (time, address) of the device's latest request,
+/// written at most every five minutes.
+pub const DEVICE_LAST_SEEN: Table<(Str, Str), Json<crate::users::devices::LastSeen>> =
+    Table::new("device_last_seen");
 /// access token -> whose it is. A point lookup per authenticated request.
 pub const ACCESS_TOKENS: Table<Str, Json<TokenRecord>> = Table::new("access_tokens");
 /// refresh token -> whose it is.
@@ -107,6 +111,7 @@ pub const ALL: &[TableDef] = &[
     ACCOUNTS.def(),
     PROFILES.def(),
     DEVICES.def(),
+    DEVICE_LAST_SEEN.def(),
     ACCESS_TOKENS.def(),
     REFRESH_TOKENS.def(),
     ACCOUNT_DATA.def(),

@@ -1,7 +1,10 @@
 //! Devices and the tokens that belong to them. A device has at most one live
 //! access token (and refresh token); deleting the device revokes both.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use conduit_storage::{Batch, Database, KeyPrefix, Str};
 use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
@@ -73,10 +76,26 @@ pub struct SessionRequest<'a> {
     pub client_ip: Option<&'a str>,
 }
 
+/// A device's latest request (table `device_last_seen`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct LastSeen {
+    pub ts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// How often a device's "last seen" is written while it makes requests.
+const SEEN_EVERY_MS: u64 = 5 * 60 * 1000;
+/// Access tokens remembered for that; the map is emptied beyond this.
+const SEEN_TOKENS_KEPT: usize = 100_000;
+
 pub struct Devices {
     db: Arc<Database>,
     /// Lifetime of access tokens that come with a refresh token, in ms.
     refreshable_lifetime_ms: u64,
+    /// Access token -> when its device's last-seen row was last written:
+    /// a request costs a map lookup, one in five minutes a small write.
+    seen_written: Mutex<HashMap<String, u64>>,
 }
 
 impl Devices {
@@ -84,7 +103,58 @@ impl Devices {
         Self {
             db,
             refreshable_lifetime_ms,
+            seen_written: Mutex::default(),
         }
+    }
+
+    /// Notes that a device made a request (time and address), at most once
+    /// every five minutes. Kept in its own table, so it never races the
+    /// device record's other changes.
+    pub fn mark_seen(&self, session: &Session, access_token: &str, ip: Option<&str>) {
+        let now = utils::now_ms();
+        {
+            let mut written = self.seen_written.lock().unwrap_or_else(|p| p.into_inner());
+            if written
+                .get(access_token)
+                .is_some_and(|at| now.saturating_sub(*at) < SEEN_EVERY_MS)
+            {
+                return;
+            }
+            if written.len() >= SEEN_TOKENS_KEPT {
+                written.clear();
+            }
+            written.insert(access_token.to_owned(), now);
+        }
+        let key = (session.user_id.as_str(), session.device_id.as_str());
+        let seen = LastSeen {
+            ts: now,
+            ip: ip.map(str::to_owned),
+        };
+        let mut batch = self.db.batch();
+        let written = batch
+            .put(&tables::DEVICE_LAST_SEEN, key, &seen)
+            .and_then(|()| self.db.write(batch));
+        if let Err(e) = written {
+            tracing::warn!("cannot note a device's last activity: {e}");
+        }
+    }
+
+    /// The record with its latest activity from `device_last_seen`.
+    fn with_last_seen(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        mut record: DeviceRecord,
+    ) -> Result<DeviceRecord> {
+        if let Some(LastSeen { ts, ip }) = self
+            .db
+            .get(&tables::DEVICE_LAST_SEEN, (user_id, device_id))?
+            && record.last_seen_ts.is_none_or(|known| ts >= known)
+        {
+            record.last_seen_ts = Some(ts);
+            record.last_seen_ip = ip;
+        }
+        Ok(record)
     }
 
     /// Finds who an access token belongs to: one point lookup.
@@ -107,9 +177,10 @@ impl Devices {
     }
 
     pub fn get(&self, user_id: &UserId, device_id: &DeviceId) -> Result<Option<DeviceRecord>> {
-        Ok(self
-            .db
-            .get(&tables::DEVICES, (user_id.as_str(), device_id.as_str()))?)
+        self.db
+            .get(&tables::DEVICES, (user_id.as_str(), device_id.as_str()))?
+            .map(|record| self.with_last_seen(user_id.as_str(), device_id.as_str(), record))
+            .transpose()
     }
 
     pub fn list(&self, user_id: &UserId) -> Result<Vec<(OwnedDeviceId, DeviceRecord)>> {
@@ -118,6 +189,7 @@ impl Devices {
             .scan_prefix(&tables::DEVICES, &prefix)?
             .map(|row| {
                 let ((_, device_id), record) = row?;
+                let record = self.with_last_seen(user_id.as_str(), &device_id, record)?;
                 Ok((device_id.into(), record))
             })
             .collect()
@@ -359,7 +431,9 @@ impl Devices {
     ) -> Result<()> {
         if let Some(mut record) = self.get(user_id, device_id)? {
             Self::revoke_tokens_into(batch, &mut record)?;
-            batch.delete(&tables::DEVICES, (user_id.as_str(), device_id.as_str()))?;
+            let key = (user_id.as_str(), device_id.as_str());
+            batch.delete(&tables::DEVICES, key)?;
+            batch.delete(&tables::DEVICE_LAST_SEEN, key)?;
         }
         Ok(())
     }
@@ -425,6 +499,44 @@ mod tests {
         devices.remove(user_id!("@a:x"), device_id!("D")).unwrap();
         assert!(devices.authenticate(&second.access_token).is_err());
         assert!(devices.list(user_id!("@a:x")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn requests_update_last_seen_in_their_own_table() {
+        let (_dir, devices) = devices(60_000);
+        let (alice, d) = (user_id!("@a:x"), device_id!("D"));
+        let new = login(&devices, Some(d), false);
+        let session = devices.authenticate(&new.access_token).unwrap();
+        let key = (alice.as_str(), d.as_str());
+        devices.mark_seen(&session, &new.access_token, Some("192.0.2.7"));
+        let LastSeen { ts, ip } = devices
+            .db
+            .get(&tables::DEVICE_LAST_SEEN, key)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ip.as_deref(), Some("192.0.2.7"));
+        let record = devices.get(alice, d).unwrap().unwrap();
+        assert_eq!(record.last_seen_ip.as_deref(), Some("192.0.2.7"));
+        assert_eq!(record.last_seen_ts, Some(ts));
+        assert_eq!(devices.list(alice).unwrap()[0].1.last_seen_ts, Some(ts));
+
+        // Within five minutes a request writes nothing.
+        devices.mark_seen(&session, &new.access_token, Some("198.51.100.1"));
+        let LastSeen { ip, .. } = devices
+            .db
+            .get(&tables::DEVICE_LAST_SEEN, key)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ip.as_deref(), Some("192.0.2.7"));
+
+        devices.remove(alice, d).unwrap();
+        assert!(
+            devices
+                .db
+                .get(&tables::DEVICE_LAST_SEEN, key)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
