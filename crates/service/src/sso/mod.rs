@@ -212,7 +212,9 @@ struct Provider {
 /// The providers and everything in progress.
 pub struct Sso {
     providers: Vec<Provider>,
-    http: HttpClient,
+    /// Built on the first sign-in: TLS roots and connection pools cost a
+    /// few MiB that a server without SSO (or before anyone signs in) keeps.
+    http: std::sync::OnceLock<HttpClient>,
     base_url: String,
     token_lifetime: Duration,
     flows: Mutex<HashMap<String, Flow>>,
@@ -244,7 +246,7 @@ fn make_room<T>(map: &mut HashMap<String, T>, expires: impl Fn(&T) -> Instant) {
 }
 
 impl Sso {
-    pub(crate) fn new(config: &Config) -> Result<Self, String> {
+    pub(crate) fn new(config: &Config) -> Self {
         let providers = config
             .sso
             .providers
@@ -259,16 +261,26 @@ impl Sso {
                 config: p.clone(),
             })
             .collect();
-        Ok(Self {
+        Self {
             providers,
-            http: HttpClient::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?,
+            http: std::sync::OnceLock::new(),
             base_url: config.client_base_url().trim_end_matches('/').to_owned(),
             token_lifetime: Duration::from_secs(config.sso.login_token_lifetime),
             flows: Mutex::default(),
             signups: Mutex::default(),
             login_tokens: Mutex::default(),
             account_lock: tokio::sync::Mutex::new(()),
-        })
+        }
+    }
+
+    /// The client identity providers are reached with.
+    fn http(&self) -> Result<&HttpClient, SsoError> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = HttpClient::new()
+            .map_err(|e| SsoError::internal(format!("cannot build the HTTP client: {e}")))?;
+        Ok(self.http.get_or_init(|| client))
     }
 
     /// The configured providers, in config order.
@@ -418,11 +430,11 @@ impl Services {
         let redirect_uri = self.sso.callback_url(id);
         let (url, secrets) = match &provider.backend {
             Backend::Oidc(oidc) => {
-                oidc.authorize(&self.sso.http, name, &redirect_uri, &state)
+                oidc.authorize(self.sso.http()?, name, &redirect_uri, &state)
                     .await?
             }
             Backend::Mastodon(m) => {
-                m.authorize(&self.sso.http, &self.db, name, &redirect_uri, &state)
+                m.authorize(self.sso.http()?, &self.db, name, &redirect_uri, &state)
                     .await?
             }
         };
@@ -484,7 +496,7 @@ impl Services {
         let identity = match &provider.backend {
             Backend::Oidc(oidc) => {
                 oidc.identify(
-                    &self.sso.http,
+                    self.sso.http()?,
                     name,
                     &redirect_uri,
                     code,
@@ -495,7 +507,7 @@ impl Services {
             }
             Backend::Mastodon(m) => {
                 m.identify(
-                    &self.sso.http,
+                    self.sso.http()?,
                     &self.db,
                     name,
                     &redirect_uri,
