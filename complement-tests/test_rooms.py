@@ -100,6 +100,12 @@ def test_transaction_ids_make_sends_idempotent_per_device(server):
     b = server.request("PUT", path, token=token, json={"msgtype": "m.text", "body": "once"}).json()["event_id"]
     c = server.request("PUT", path, token=other_device, json={"msgtype": "m.text", "body": "once"}).json()["event_id"]
     assert a == b and a != c
+    # The same id in another room, or for a redaction, is another send.
+    other_room = create(server, token)
+    d = server.request("PUT", f"{CS}/rooms/{quote(other_room)}/send/m.room.message/txn1", token=token,
+                       json={"msgtype": "m.text", "body": "elsewhere"}).json()["event_id"]
+    e = server.request("PUT", f"{CS}/rooms/{quote(room)}/redact/{quote(c)}/txn1", token=token, json={}).json()
+    assert d != a and e["event_id"] not in (a, d)
     event = server.request("GET", f"{CS}/rooms/{quote(room)}/event/{quote(a)}", token=token).json()
     assert event["content"]["body"] == "once" and event["sender"] == first["user_id"]
     assert "signatures" not in event and "auth_events" not in event, "clients get the client format"

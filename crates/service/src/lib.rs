@@ -59,6 +59,8 @@ pub enum StartError {
     SigningKey(String),
     #[error("cannot read the database: {0}")]
     Load(String),
+    #[error("{0}")]
+    Http(String),
 }
 
 pub struct Services {
@@ -101,7 +103,7 @@ impl Services {
         let uiaa_lifetime = std::time::Duration::from_secs(config.uiaa_session_timeout);
         let stream = Arc::new(Stream::new(&db).map_err(|e| StartError::Load(e.to_string()))?);
         let rooms = Rooms::new(db.clone(), stream.clone());
-        let sso = Sso::new(&config);
+        let sso = Sso::new(&config).map_err(StartError::Http)?;
         Ok(Arc::new(Self {
             sso,
             server_keys,

@@ -86,9 +86,17 @@ impl Services {
             .room(room_id)?
             .ok_or_else(|| Error::not_found("Unknown room."))?;
         let _lock = self.rooms.lock(room.short).await;
+        // A transaction id answers only for the same kind of send in the
+        // same room: a client reusing one elsewhere (another room, a
+        // redaction after a message) sends anew.
         if let Some(txn) = &txn
             && let Some(event_id) = self.rooms.transaction(txn)?
             && let Some(pdu) = self.rooms.pdu_by_id(&event_id, &self.short_ids)?
+            && pdu.kind == event.kind
+            && self
+                .rooms
+                .meta(pdu.short)?
+                .is_some_and(|m| m.room == room.short)
         {
             return Ok((pdu, false));
         }

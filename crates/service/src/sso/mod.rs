@@ -212,9 +212,10 @@ struct Provider {
 /// The providers and everything in progress.
 pub struct Sso {
     providers: Vec<Provider>,
-    /// Built on the first sign-in: TLS roots and connection pools cost a
-    /// few MiB that a server without SSO (or before anyone signs in) keeps.
-    http: std::sync::OnceLock<HttpClient>,
+    /// Built at start when providers are configured (a failure stops the
+    /// server with a clear message), never without: a server without SSO
+    /// keeps the memory TLS roots and connection pools cost.
+    http: Option<HttpClient>,
     base_url: String,
     token_lifetime: Duration,
     flows: Mutex<HashMap<String, Flow>>,
@@ -246,7 +247,7 @@ fn make_room<T>(map: &mut HashMap<String, T>, expires: impl Fn(&T) -> Instant) {
 }
 
 impl Sso {
-    pub(crate) fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Result<Self, String> {
         let providers = config
             .sso
             .providers
@@ -261,26 +262,31 @@ impl Sso {
                 config: p.clone(),
             })
             .collect();
-        Self {
+        Ok(Self {
             providers,
-            http: std::sync::OnceLock::new(),
+            http: if config.sso.providers.is_empty() {
+                None
+            } else {
+                Some(
+                    HttpClient::new()
+                        .map_err(|e| format!("cannot build the HTTP client for SSO: {e}"))?,
+                )
+            },
             base_url: config.client_base_url().trim_end_matches('/').to_owned(),
             token_lifetime: Duration::from_secs(config.sso.login_token_lifetime),
             flows: Mutex::default(),
             signups: Mutex::default(),
             login_tokens: Mutex::default(),
             account_lock: tokio::sync::Mutex::new(()),
-        }
+        })
     }
 
     /// The client identity providers are reached with.
     fn http(&self) -> Result<&HttpClient, SsoError> {
-        if let Some(client) = self.http.get() {
-            return Ok(client);
-        }
-        let client = HttpClient::new()
-            .map_err(|e| SsoError::internal(format!("cannot build the HTTP client: {e}")))?;
-        Ok(self.http.get_or_init(|| client))
+        // Providers exist whenever a flow reaches here, and so does the client.
+        self.http
+            .as_ref()
+            .ok_or_else(|| SsoError::internal("no HTTP client without providers"))
     }
 
     /// The configured providers, in config order.

@@ -86,16 +86,17 @@ pub struct LastSeen {
 
 /// How often a device's "last seen" is written while it makes requests.
 const SEEN_EVERY_MS: u64 = 5 * 60 * 1000;
-/// Access tokens remembered for that; the map is emptied beyond this.
+/// Access tokens remembered for that; beyond this, entries older than the
+/// interval go.
 const SEEN_TOKENS_KEPT: usize = 100_000;
 
 pub struct Devices {
     db: Arc<Database>,
     /// Lifetime of access tokens that come with a refresh token, in ms.
     refreshable_lifetime_ms: u64,
-    /// Access token -> when its device's last-seen row was last written:
-    /// a request costs a map lookup, one in five minutes a small write.
-    seen_written: Mutex<HashMap<String, u64>>,
+    /// Hash of an access token -> when its device's last-seen row was last
+    /// written: a request costs a map lookup, one in five minutes a small write.
+    seen_written: Mutex<HashMap<u64, u64>>,
 }
 
 impl Devices {
@@ -112,20 +113,30 @@ impl Devices {
     /// device record's other changes.
     pub fn mark_seen(&self, session: &Session, access_token: &str, ip: Option<&str>) {
         let now = utils::now_ms();
+        // Keyed by a hash: the map need not hold bearer tokens.
+        let token_hash = {
+            let mut hasher = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(access_token, &mut hasher);
+            std::hash::Hasher::finish(&hasher)
+        };
         {
             let mut written = self.seen_written.lock().unwrap_or_else(|p| p.into_inner());
             if written
-                .get(access_token)
+                .get(&token_hash)
                 .is_some_and(|at| now.saturating_sub(*at) < SEEN_EVERY_MS)
             {
                 return;
             }
             if written.len() >= SEEN_TOKENS_KEPT {
-                written.clear();
+                written.retain(|_, at| now.saturating_sub(*at) < SEEN_EVERY_MS);
             }
-            written.insert(access_token.to_owned(), now);
+            written.insert(token_hash, now);
         }
         let key = (session.user_id.as_str(), session.device_id.as_str());
+        // A device deleted since the request authenticated gets no row back.
+        if !self.db.contains(&tables::DEVICES, key).unwrap_or(false) {
+            return;
+        }
         let seen = LastSeen {
             ts: now,
             ip: ip.map(str::to_owned),
@@ -253,7 +264,18 @@ impl Devices {
     ) -> Result<()> {
         let mut batch = self.db.batch();
         batch.delete(&tables::REFRESH_TOKENS, previous)?;
-        if let Some(mut device) = self.get(&token.user_id, &token.device_id)?
+        let key = (token.user_id.as_str(), token.device_id.as_str());
+        let device = self.db.get(&tables::DEVICES, key)?;
+        // A logout, password change or deletion may have revoked this token
+        // since it was read: never write it (or its device) back then.
+        if device
+            .as_ref()
+            .is_none_or(|d| d.access_token.as_deref() != Some(access_token))
+        {
+            self.db.write(batch)?;
+            return Err(Error::unknown_token(false));
+        }
+        if let Some(mut device) = device
             && device.previous_refresh_token.as_deref() == Some(previous)
         {
             device.previous_refresh_token = None;
@@ -429,12 +451,26 @@ impl Devices {
         user_id: &UserId,
         device_id: &DeviceId,
     ) -> Result<()> {
-        if let Some(mut record) = self.get(user_id, device_id)? {
-            Self::revoke_tokens_into(batch, &mut record)?;
-            let key = (user_id.as_str(), device_id.as_str());
-            batch.delete(&tables::DEVICES, key)?;
-            batch.delete(&tables::DEVICE_LAST_SEEN, key)?;
+        let key = (user_id.as_str(), device_id.as_str());
+        if let Some(record) = self.db.get(&tables::DEVICES, key)? {
+            Self::remove_record_into(batch, user_id, device_id.as_str(), record)?;
         }
+        // Also when the device is gone: a request racing its deletion may
+        // have noted it after all.
+        batch.delete(&tables::DEVICE_LAST_SEEN, key)?;
+        Ok(())
+    }
+
+    fn remove_record_into(
+        batch: &mut Batch<'_>,
+        user_id: &UserId,
+        device_id: &str,
+        mut record: DeviceRecord,
+    ) -> Result<()> {
+        Self::revoke_tokens_into(batch, &mut record)?;
+        let key = (user_id.as_str(), device_id);
+        batch.delete(&tables::DEVICES, key)?;
+        batch.delete(&tables::DEVICE_LAST_SEEN, key)?;
         Ok(())
     }
 
@@ -445,9 +481,12 @@ impl Devices {
         user_id: &UserId,
         except: Option<&DeviceId>,
     ) -> Result<()> {
-        for (device_id, _) in self.list(user_id)? {
-            if Some(device_id.as_ref()) != except {
-                self.remove_into(batch, user_id, &device_id)?;
+        // One scan: each row read here is the record whose tokens go.
+        let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
+        for row in self.db.scan_prefix(&tables::DEVICES, &prefix)? {
+            let ((_, device_id), record) = row?;
+            if Some(device_id.as_str()) != except.map(DeviceId::as_str) {
+                Self::remove_record_into(batch, user_id, &device_id, record)?;
             }
         }
         Ok(())
@@ -485,6 +524,42 @@ mod tests {
                 client_ip: None,
             })
             .unwrap()
+    }
+
+    #[test]
+    fn a_token_revoked_while_settling_is_not_written_back() {
+        let (_dir, devices) = devices(60_000);
+        let first = login(&devices, Some(device_id!("D")), true);
+        let refreshed = devices
+            .refresh(first.refresh_token.as_deref().unwrap())
+            .unwrap();
+        let record = devices
+            .db
+            .get(&tables::ACCESS_TOKENS, refreshed.access_token.as_str())
+            .unwrap()
+            .unwrap();
+        let previous = record.revokes_on_use.clone().unwrap();
+        // A logout lands between authenticate's read and its settling write.
+        devices.remove(user_id!("@a:x"), device_id!("D")).unwrap();
+        assert!(
+            devices
+                .first_use_after_refresh(&refreshed.access_token, &record, &previous)
+                .is_err()
+        );
+        let token = refreshed.access_token.as_str();
+        assert!(
+            devices
+                .db
+                .get(&tables::ACCESS_TOKENS, token)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            devices
+                .get(user_id!("@a:x"), device_id!("D"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -152,6 +152,8 @@ impl Users {
     /// batch (device removals), and the record is written with them. Every
     /// rewrite of a record goes through here, under the accounts lock, so
     /// two changes at once (an admin flag, a password) cannot lose one.
+    /// `change` must not call back into account creation or updates (the
+    /// lock is not reentrant).
     pub fn update_account(
         &self,
         user_id: &UserId,
