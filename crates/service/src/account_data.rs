@@ -7,7 +7,7 @@ use conduit_storage::{Database, KeyPrefix, Str, U64};
 use ruma::{RoomId, UserId, push::Ruleset};
 use serde_json::{Value as JsonValue, json};
 
-use crate::{Error, Result, stream::Stream, tables};
+use crate::{Error, Result, stream::Stream, tables, utils};
 
 pub struct AccountData {
     db: Arc<Database>,
@@ -83,7 +83,7 @@ impl AccountData {
     ) -> Result<()> {
         let room = Self::room_key(room_id);
         let key = (user_id.as_str(), room, event_type);
-        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let _writing = utils::locked(&self.writing);
         let mut batch = self.db.batch();
         batch.put(&tables::ACCOUNT_DATA, key, content)?;
         if let Some(old) = self.db.get(&tables::ACCOUNT_DATA_POSITIONS, key)? {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use conduit_storage::{Batch, Database};
 
-use crate::{Result, tables};
+use crate::{Result, tables, utils};
 
 pub(crate) struct Counter {
     name: &'static str,
@@ -30,7 +30,7 @@ impl Counter {
 
     /// The value the next `take` will hand out.
     pub(crate) fn peek(&self) -> u64 {
-        *self.next.lock().unwrap_or_else(|p| p.into_inner())
+        *utils::locked(&self.next)
     }
 
     /// Takes the next value, lets `fill` add the rows that use it to
@@ -46,7 +46,7 @@ impl Counter {
         fill: impl FnOnce(&mut Batch<'_>, u64) -> Result<()>,
         written: impl FnOnce(u64),
     ) -> Result<u64> {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = utils::locked(&self.next);
         let value = *next;
         fill(&mut batch, value)?;
         batch.put(&tables::GLOBAL_JSON, self.name, &(value + 1).into())?;

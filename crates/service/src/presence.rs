@@ -13,7 +13,7 @@ use std::{
 use ruma::{OwnedUserId, UserId};
 use serde_json::{Value as JsonValue, json};
 
-use crate::{Error, Result, Services};
+use crate::{Error, Result, Services, utils};
 
 /// How long without activity before `online` shows as `unavailable`.
 pub const IDLE_AFTER: Duration = Duration::from_secs(5 * 60);
@@ -33,7 +33,7 @@ pub struct Presence {
 
 impl Presence {
     fn users(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedUserId, UserPresence>> {
-        self.users.lock().unwrap_or_else(|p| p.into_inner())
+        utils::locked(&self.users)
     }
 }
 

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Error, ErrorCode, Result};
+use crate::{Error, ErrorCode, Result, utils};
 
 pub struct RateLimiter {
     per_window: u32,
@@ -31,7 +31,7 @@ impl RateLimiter {
     /// Counts one request for `key`; `429 M_LIMIT_EXCEEDED` past the limit.
     pub fn check(&self, key: &str) -> Result<()> {
         let now = Instant::now();
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = utils::locked(&self.counts);
         if counts.len() >= MAX_KEYS {
             counts.retain(|_, (start, _)| now.duration_since(*start) < self.window);
         }

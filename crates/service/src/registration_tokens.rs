@@ -157,7 +157,7 @@ impl RegistrationTokens {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Reservation>> {
-        let mut reservations = self.reservations.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reservations = utils::locked(&self.reservations);
         let now = Instant::now();
         reservations.retain(|_, r| r.expires_at + FORGET_AFTER > now);
         reservations

@@ -16,7 +16,7 @@ use std::{collections::HashMap, sync::Mutex};
 use conduit_storage::{Batch, Database};
 use tokio::sync::watch;
 
-use crate::{Result, counter::Counter};
+use crate::{Result, counter::Counter, utils};
 
 pub struct Stream {
     counts: Counter,
@@ -62,7 +62,7 @@ impl Stream {
     ) -> Result<u64> {
         let position = self.counts.write_next(db, batch, fill, |position| {
             if let Some(room) = room {
-                let mut changes = self.room_changes.lock().unwrap_or_else(|p| p.into_inner());
+                let mut changes = utils::locked(&self.room_changes);
                 changes.insert(room, position);
             }
             written(position);
@@ -96,7 +96,7 @@ impl Stream {
     /// Records a change of `user`'s at `position` (call it from a
     /// `written` closure, before the position is published).
     pub(crate) fn mark_user(&self, user: &str, position: u64) {
-        let mut changes = self.user_changes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changes = utils::locked(&self.user_changes);
         let last = changes.entry(user.to_owned()).or_default();
         *last = (*last).max(position);
     }
@@ -118,10 +118,7 @@ impl Stream {
         {
             return true;
         }
-        let user_changed = self
-            .user_changes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let user_changed = utils::locked(&self.user_changes)
             .get(user)
             .copied()
             .unwrap_or(self.started_at);
@@ -133,7 +130,7 @@ impl Stream {
 
     /// Whether anything may have happened in `room` at or after `since`.
     pub fn room_changed_since(&self, room: u64, since: u64) -> bool {
-        let changes = self.room_changes.lock().unwrap_or_else(|p| p.into_inner());
+        let changes = utils::locked(&self.room_changes);
         let last = changes.get(&room).copied().unwrap_or(self.started_at);
         last >= since
     }

@@ -118,7 +118,7 @@ impl Uiaa {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, UiaaSession>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        utils::locked(&self.sessions)
     }
 
     fn open(

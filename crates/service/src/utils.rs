@@ -28,3 +28,11 @@ pub fn random_device_id() -> String {
         .map(|_| rng.random_range(b'A'..=b'Z') as char)
         .collect()
 }
+
+/// Locks a mutex, also after a thread panicked while holding it: the data
+/// behind each of the server's mutexes stays usable (maps and counters
+/// whose every update is a single step), and one failed request must not
+/// take every later one down with it.
+pub fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

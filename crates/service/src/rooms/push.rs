@@ -23,7 +23,7 @@ use ruma::{
 use serde::{Deserialize, Serialize};
 
 use super::{membership::membership_of, pdu::Pdu, send::version_rules, timeline::RoomRecord};
-use crate::{Error, Result, Services};
+use crate::{Error, Result, Services, utils};
 
 /// An event that notifies a user, until a receipt covers it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub struct PushCache {
 
 impl PushCache {
     pub(crate) fn forget_rules(&self, user_id: &UserId) {
-        let mut rulesets = self.rulesets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rulesets = utils::locked(&self.rulesets);
         rulesets.0 += 1;
         rulesets.1.remove(user_id);
     }
@@ -128,22 +128,14 @@ impl Services {
 
     fn push_rules_cached(&self, user_id: &UserId) -> Result<Arc<Ruleset>> {
         let generation = {
-            let rulesets = self
-                .push_cache
-                .rulesets
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let rulesets = utils::locked(&self.push_cache.rulesets);
             if let Some(rules) = rulesets.1.get(user_id) {
                 return Ok(rules.clone());
             }
             rulesets.0
         };
         let rules = Arc::new(self.account_data.push_rules(user_id)?);
-        let mut rulesets = self
-            .push_cache
-            .rulesets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut rulesets = utils::locked(&self.push_cache.rulesets);
         if rulesets.0 == generation {
             rulesets.1.insert(user_id.to_owned(), rules.clone());
         }
@@ -157,11 +149,7 @@ impl Services {
         snapshot: Option<u64>,
         state: &StateMap,
     ) -> Result<Arc<RoomContext>> {
-        if let Some(context) = self
-            .push_cache
-            .rooms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        if let Some(context) = utils::locked(&self.push_cache.rooms)
             .get(&room.short)
             .filter(|c| c.snapshot == snapshot && snapshot.is_some())
         {
@@ -201,11 +189,7 @@ impl Services {
             member_count: UInt::from(joined),
             power_levels: self.push_power_levels(room_id, room, state)?,
         });
-        self.push_cache
-            .rooms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(room.short, context.clone());
+        utils::locked(&self.push_cache.rooms).insert(room.short, context.clone());
         Ok(context)
     }
 

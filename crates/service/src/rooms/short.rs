@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use conduit_storage::Database;
 
-use crate::{Error, Result, counter::Counter, tables};
+use crate::{Error, Result, counter::Counter, tables, utils};
 
 pub struct ShortIds {
     db: Arc<Database>,
@@ -43,7 +43,7 @@ impl ShortIds {
         if let Some(short) = self.event_short(event_id)? {
             return Ok(short);
         }
-        let _allocating = self.allocate.lock().unwrap_or_else(|p| p.into_inner());
+        let _allocating = utils::locked(&self.allocate);
         if let Some(short) = self.event_short(event_id)? {
             return Ok(short);
         }
@@ -76,7 +76,7 @@ impl ShortIds {
         if let Some(short) = self.state_key_short(event_type, state_key)? {
             return Ok(short);
         }
-        let _allocating = self.allocate.lock().unwrap_or_else(|p| p.into_inner());
+        let _allocating = utils::locked(&self.allocate);
         if let Some(short) = self.state_key_short(event_type, state_key)? {
             return Ok(short);
         }

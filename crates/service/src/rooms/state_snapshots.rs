@@ -13,7 +13,7 @@ use conduit_storage::Database;
 use serde::{Deserialize, Serialize};
 
 use super::short::ShortIds;
-use crate::{Error, Result, tables};
+use crate::{Error, Result, tables, utils};
 
 /// Longest chain of diffs before a full copy is stored.
 const MAX_DEPTH: u32 = 8;
@@ -54,7 +54,7 @@ impl StateSnapshots {
 
     /// The full state of a snapshot.
     pub fn load(&self, id: u64) -> Result<Arc<StateMap>> {
-        if let Some(state) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if let Some(state) = utils::locked(&self.cache).get(id) {
             return Ok(state);
         }
         let stored = self.stored(id)?;
@@ -67,10 +67,7 @@ impl StateSnapshots {
         }
         state.extend(stored.added.iter().copied());
         let state = Arc::new(state);
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, state.clone());
+        utils::locked(&self.cache).insert(id, state.clone());
         Ok(state)
     }
 
@@ -107,10 +104,7 @@ impl StateSnapshots {
         let mut batch = self.db.batch();
         batch.put(&tables::STATE_SNAPSHOTS, id, &snapshot)?;
         self.db.write(batch)?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Arc::new(state.clone()));
+        utils::locked(&self.cache).insert(id, Arc::new(state.clone()));
         Ok(id)
     }
 }

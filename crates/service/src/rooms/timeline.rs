@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{pdu::Pdu, relations::RelationRows, short::ShortIds};
-use crate::{Error, Result, stream::Stream, tables};
+use crate::{Error, Result, stream::Stream, tables, utils};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct RoomRecord {
@@ -84,20 +84,12 @@ impl Rooms {
     /// A room's record (cached: it never changes once made, and sync asks
     /// for every room of a user on every pass).
     pub fn room(&self, room_id: &str) -> Result<Option<RoomRecord>> {
-        if let Some(record) = self
-            .records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(room_id)
-        {
+        if let Some(record) = utils::locked(&self.records).get(room_id) {
             return Ok(Some(record.clone()));
         }
         let record: Option<RoomRecord> = self.db.get(&tables::ROOMS, room_id)?;
         if let Some(record) = &record {
-            self.records
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(room_id.to_owned(), record.clone());
+            utils::locked(&self.records).insert(room_id.to_owned(), record.clone());
         }
         Ok(record)
     }
@@ -110,7 +102,7 @@ impl Rooms {
     /// head moves one event at a time. Different rooms proceed in parallel.
     pub async fn lock(&self, room: u64) -> OwnedMutexGuard<()> {
         let mutex = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            let mut locks = utils::locked(&self.locks);
             // Locks nobody holds or waits for are dropped once the map grows,
             // so it stays as large as the rooms in use, not all rooms ever.
             if locks.len() >= ROOM_LOCKS_KEPT {
@@ -123,7 +115,7 @@ impl Rooms {
 
     #[cfg(test)]
     pub(crate) fn locks_kept(&self) -> usize {
-        self.locks.lock().unwrap_or_else(|p| p.into_inner()).len()
+        utils::locked(&self.locks).len()
     }
 
     pub fn pdu(&self, short: ShortEventId, ids: &ShortIds) -> Result<Option<Pdu>> {

@@ -12,7 +12,7 @@ use std::{
 use ruma::UserId;
 use tokio::time::Instant;
 
-use crate::{Result, Services};
+use crate::{Result, Services, utils};
 
 /// The longest a client may keep a typing notification without renewing it.
 pub const MAX_TYPING_TIMEOUT: Duration = Duration::from_secs(120);
@@ -33,7 +33,7 @@ struct RoomTyping {
 impl Typing {
     /// Who is typing in a room now, and the position of the last change.
     pub fn in_room(&self, room: u64) -> (Vec<String>, u64) {
-        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let rooms = utils::locked(&self.rooms);
         let Some(typing) = rooms.get(&room) else {
             return (Vec::new(), 0);
         };
@@ -49,7 +49,7 @@ impl Typing {
 
     /// Applies a change; whether the list of typing users changed.
     fn apply(&self, room: u64, user: &str, until: Option<Instant>) -> bool {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rooms = utils::locked(&self.rooms);
         let typing = rooms.entry(room).or_default();
         let now = Instant::now();
         let was_typing = typing.users.iter().any(|(u, t)| u == user && *t > now);
@@ -62,7 +62,7 @@ impl Typing {
 
     /// Drops notifications whose time has passed; whether any did.
     fn expire(&self, room: u64) -> bool {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rooms = utils::locked(&self.rooms);
         let Some(typing) = rooms.get_mut(&room) else {
             return false;
         };
@@ -75,7 +75,7 @@ impl Typing {
     }
 
     fn mark_changed(&self, room: u64, position: u64) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rooms = utils::locked(&self.rooms);
         let typing = rooms.entry(room).or_default();
         typing.changed_at = typing.changed_at.max(position);
     }

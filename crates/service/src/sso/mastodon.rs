@@ -21,7 +21,7 @@ use super::{
     FlowSecrets, Identity, SsoError,
     http::{HttpClient, HttpError},
 };
-use crate::tables;
+use crate::{tables, utils};
 
 /// How long the instance's metadata, and the knowledge that it still knows
 /// our app, are trusted before asking again.
@@ -73,7 +73,7 @@ impl Mastodon {
     }
 
     async fn endpoints(&self, http: &HttpClient, name: &str) -> Result<Arc<Endpoints>, SsoError> {
-        if let Some((at, endpoints)) = &*self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
+        if let Some((at, endpoints)) = &*utils::locked(&self.endpoints)
             && at.elapsed() < RECHECK_AFTER
         {
             return Ok(endpoints.clone());
@@ -120,8 +120,7 @@ impl Mastodon {
         });
         self.check_origin(&metadata, &endpoints)
             .map_err(|why| SsoError::provider(name, why))?;
-        *self.endpoints.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), endpoints.clone()));
+        *utils::locked(&self.endpoints) = Some((Instant::now(), endpoints.clone()));
         Ok(endpoints)
     }
 
@@ -165,7 +164,7 @@ impl Mastodon {
         {
             let _ = db.write(batch);
         }
-        *self.app_checked.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *utils::locked(&self.app_checked) = None;
     }
 
     /// Our app on the instance: the stored one if it was made for this
@@ -185,11 +184,11 @@ impl Mastodon {
                 && app.redirect_uri == redirect_uri
                 && app.scope == endpoints.scope
         }) {
-            let checked = *self.app_checked.lock().unwrap_or_else(|p| p.into_inner());
+            let checked = *utils::locked(&self.app_checked);
             if checked.is_some_and(|at| at.elapsed() < RECHECK_AFTER)
                 || self.instance_knows(http, endpoints, &app).await
             {
-                *self.app_checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                *utils::locked(&self.app_checked) = Some(Instant::now());
                 return Ok(app);
             }
             tracing::info!(provider = %self.provider_id, "the instance forgot our app; registering it again");
@@ -230,7 +229,7 @@ impl Mastodon {
             db.write(batch)
         })();
         stored.map_err(|e| SsoError::internal(format!("storing the Mastodon app: {e}")))?;
-        *self.app_checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *utils::locked(&self.app_checked) = Some(Instant::now());
         tracing::info!(provider = %self.provider_id, instance = %self.instance, "registered our OAuth app");
         Ok(app)
     }

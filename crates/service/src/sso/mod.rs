@@ -226,10 +226,6 @@ pub struct Sso {
     account_lock: tokio::sync::Mutex<()>,
 }
 
-fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Keeps a pending map bounded: expired entries go, and when it is still
 /// full the entry closest to expiring goes too. Refusing new entries instead
 /// would let anyone who fills the map lock everybody out of signing in.
@@ -308,7 +304,7 @@ impl Sso {
 
     /// A single-use login token for `user_id`.
     fn issue_login_token(&self, user_id: &UserId) -> Result<String, SsoError> {
-        let mut tokens = locked(&self.login_tokens);
+        let mut tokens = utils::locked(&self.login_tokens);
         make_room(&mut tokens, |(_, at)| *at);
         let token = utils::random_string(32);
         tokens.insert(
@@ -320,7 +316,7 @@ impl Sso {
 
     /// The user a login token was issued for; the token is gone afterwards.
     pub fn take_login_token(&self, token: &str) -> Option<OwnedUserId> {
-        let (user_id, expires_at) = locked(&self.login_tokens).remove(token)?;
+        let (user_id, expires_at) = utils::locked(&self.login_tokens).remove(token)?;
         (expires_at > Instant::now()).then_some(user_id)
     }
 }
@@ -444,7 +440,7 @@ impl Services {
                     .await?
             }
         };
-        let mut flows = locked(&self.sso.flows);
+        let mut flows = utils::locked(&self.sso.flows);
         make_room(&mut flows, |f| f.expires_at);
         flows.insert(
             state,
@@ -469,7 +465,7 @@ impl Services {
     ) -> Result<Outcome, SsoError> {
         let state = callback.state.ok_or_else(SsoError::expired)?;
         let flow = {
-            let mut flows = locked(&self.sso.flows);
+            let mut flows = utils::locked(&self.sso.flows);
             // A state is used once, whatever happens next.
             let flow = flows.remove(state).ok_or_else(SsoError::expired)?;
             if flow.expires_at <= Instant::now()
@@ -655,7 +651,7 @@ impl Services {
             display_name: identity.display_name.clone(),
             error,
         };
-        let mut signups = locked(&self.sso.signups);
+        let mut signups = utils::locked(&self.sso.signups);
         make_room(&mut signups, |s| s.expires_at);
         signups.insert(
             signup,
@@ -703,7 +699,7 @@ impl Services {
         let _guard = self.sso.account_lock.lock().await;
         // Another tab may have finished this signup meanwhile.
         if let Some(existing) = self.sso_user(&config.id, &identity.subject)? {
-            locked(&self.sso.signups).remove(signup_id);
+            utils::locked(&self.sso.signups).remove(signup_id);
             return self.sso_continue(existing, &redirect_url);
         }
         let display_name = identity
@@ -722,7 +718,7 @@ impl Services {
             // Taken between the check and now.
             return retry(SsoError::from(e).message);
         }
-        locked(&self.sso.signups).remove(signup_id);
+        utils::locked(&self.sso.signups).remove(signup_id);
         tracing::info!(%user_id, provider = %config.id, "registered a new account through single sign-on");
         self.sso_continue(user_id, &redirect_url)
     }
@@ -767,13 +763,13 @@ impl Services {
         }
         let _guard = self.sso.account_lock.lock().await;
         if let Some(existing) = self.sso_user(&config.id, &identity.subject)? {
-            locked(&self.sso.signups).remove(signup_id);
+            utils::locked(&self.sso.signups).remove(signup_id);
             return self.sso_continue(existing, &redirect_url);
         }
         let mut batch = self.db.batch();
         link_into(&mut batch, &config.id, &identity.subject, &user_id)?;
         self.db.write(batch).map_err(SsoError::internal)?;
-        locked(&self.sso.signups).remove(signup_id);
+        utils::locked(&self.sso.signups).remove(signup_id);
         tracing::info!(%user_id, provider = %config.id, "linked a single sign-on identity to an account");
         self.sso_continue(user_id, &redirect_url)
     }
@@ -806,7 +802,7 @@ impl Sso {
     /// Counts a wrong password on a signup; `false` (and the signup gone)
     /// once there were too many.
     fn count_link_failure(&self, id: &str) -> bool {
-        let mut signups = locked(&self.signups);
+        let mut signups = utils::locked(&self.signups);
         let Some(signup) = signups.get_mut(id) else {
             return false;
         };
@@ -824,7 +820,7 @@ impl Sso {
         id: &str,
         browser: Option<&str>,
     ) -> Result<(usize, Identity, String), SsoError> {
-        let signups = locked(&self.signups);
+        let signups = utils::locked(&self.signups);
         let signup = signups
             .get(id)
             .filter(|s| s.expires_at > Instant::now())

@@ -3,6 +3,7 @@
 //! `openidconnect` crate (JWKS signature, issuer, audience, expiry, nonce),
 //! then the claims of the id_token and of the userinfo endpoint.
 
+use crate::utils;
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -45,7 +46,7 @@ impl Oidc {
         http: &HttpClient,
         name: &str,
     ) -> Result<Arc<CoreProviderMetadata>, SsoError> {
-        if let Some((at, metadata)) = &*self.metadata.lock().unwrap_or_else(|p| p.into_inner())
+        if let Some((at, metadata)) = &*utils::locked(&self.metadata)
             && at.elapsed() < METADATA_LIFETIME
         {
             return Ok(metadata.clone());
@@ -56,8 +57,7 @@ impl Oidc {
             .await
             .map(Arc::new)
             .map_err(|e| SsoError::provider(name, format!("discovery: {}", chain(&e))))?;
-        *self.metadata.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), metadata.clone()));
+        *utils::locked(&self.metadata) = Some((Instant::now(), metadata.clone()));
         Ok(metadata)
     }
 
@@ -163,7 +163,7 @@ impl Oidc {
             Err(first) => {
                 // Perhaps the provider rotated its keys since discovery was
                 // cached: read them again once before refusing.
-                *self.metadata.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *utils::locked(&self.metadata) = None;
                 let fresh = self.metadata(http, name).await?;
                 let client = self.client(&fresh, redirect_uri, name)?;
                 let verified = id_token

@@ -120,7 +120,7 @@ impl Devices {
             std::hash::Hasher::finish(&hasher)
         };
         {
-            let mut written = self.seen_written.lock().unwrap_or_else(|p| p.into_inner());
+            let mut written = utils::locked(&self.seen_written);
             if written
                 .get(&token_hash)
                 .is_some_and(|at| now.saturating_sub(*at) < SEEN_EVERY_MS)

@@ -124,7 +124,7 @@ impl Users {
         is_guest: bool,
         with: impl FnOnce(&mut Batch<'_>, &mut AccountRecord) -> Result<T>,
     ) -> Result<T> {
-        let _guard = self.accounts_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = utils::locked(&self.accounts_lock);
         if self.exists(user_id)? {
             return Err(Error::new(
                 ErrorCode::UserInUse,
@@ -159,7 +159,7 @@ impl Users {
         user_id: &UserId,
         change: impl FnOnce(&mut AccountRecord, &mut Batch<'_>) -> Result<()>,
     ) -> Result<()> {
-        let _guard = self.accounts_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = utils::locked(&self.accounts_lock);
         let mut record = self
             .account(user_id)?
             .ok_or_else(|| Error::not_found(format!("No such user: {user_id}")))?;
