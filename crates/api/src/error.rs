@@ -19,22 +19,22 @@ impl<E: Into<Error>> From<E> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match self.0 {
             Error::Matrix {
                 code,
                 message,
-                status,
                 soft_logout,
+                ..
             } => {
-                let status = StatusCode::from_u16(status.unwrap_or_else(|| code.status()))
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let mut body = json!({ "errcode": code.as_str(), "error": message });
                 if soft_logout {
                     body["soft_logout"] = true.into();
                 }
                 (status, Json(body)).into_response()
             }
-            Error::Uiaa(info) => (StatusCode::UNAUTHORIZED, Json(info)).into_response(),
+            Error::Uiaa(info) => (status, Json(info)).into_response(),
         }
     }
 }

@@ -98,6 +98,14 @@ impl Error {
         }
     }
 
+    /// The HTTP status it is answered with: the one set, else its code's.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Matrix { code, status, .. } => status.unwrap_or_else(|| code.status()),
+            Self::Uiaa(_) => 401,
+        }
+    }
+
     pub fn with_status(mut self, new_status: u16) -> Self {
         if let Self::Matrix { status, .. } = &mut self {
             *status = Some(new_status);

@@ -104,15 +104,9 @@ impl SsoError {
 
 impl From<crate::Error> for SsoError {
     fn from(e: crate::Error) -> Self {
+        let status = e.status();
         match e {
-            crate::Error::Matrix {
-                code,
-                status,
-                message,
-                ..
-            } if status.unwrap_or(code.status()) < 500 => {
-                Self::new(status.unwrap_or(code.status()), message)
-            }
+            crate::Error::Matrix { message, .. } if status < 500 => Self::new(status, message),
             other => Self::internal(other),
         }
     }
