@@ -638,13 +638,9 @@ impl Services {
                 .unwrap_or_default();
         }
         let signup = utils::random_string(32);
-        let form = SignupForm {
-            signup: signup.clone(),
-            provider_name: self.sso.providers[provider].config.name.clone(),
-            username,
-            display_name: identity.display_name.clone(),
-            error,
-        };
+        let form = self
+            .sso
+            .signup_form(&signup, provider, &identity, username, error);
         let mut signups = utils::locked(&self.sso.signups);
         make_room(&mut signups, |s| s.expires_at);
         signups.insert(
@@ -658,7 +654,7 @@ impl Services {
                 expires_at: Instant::now() + SIGNUP_LIFETIME,
             },
         );
-        Ok(ChooseUsername(form))
+        Ok(form)
     }
 
     /// The username form was sent: creates the account (or shows the form
@@ -673,13 +669,13 @@ impl Services {
         let (provider, identity, redirect_url) = self.sso.pending_signup(signup_id, browser)?;
         let config = &self.sso.providers[provider].config;
         let retry = |error: String| {
-            Ok(ChooseUsername(SignupForm {
-                signup: signup_id.to_owned(),
-                provider_name: config.name.clone(),
-                username: username.to_owned(),
-                display_name: identity.display_name.clone(),
-                error: Some(error),
-            }))
+            Ok(self.sso.signup_form(
+                signup_id,
+                provider,
+                &identity,
+                username.to_owned(),
+                Some(error),
+            ))
         };
         let localpart = username.trim().to_lowercase();
         if localpart.is_empty() {
@@ -741,13 +737,13 @@ impl Services {
                     "Too many wrong passwords: nothing was linked. Start again from your Matrix app.",
                 ));
             }
-            Ok(ChooseUsername(SignupForm {
-                signup: signup_id.to_owned(),
-                provider_name: config.name.clone(),
-                username: String::new(),
-                display_name: identity.display_name.clone(),
-                error: Some("Wrong username or password: nothing was linked.".into()),
-            }))
+            Ok(self.sso.signup_form(
+                signup_id,
+                provider,
+                &identity,
+                String::new(),
+                Some("Wrong username or password: nothing was linked.".into()),
+            ))
         };
         let Some(user_id) = self.users.resolve_login_name(username.trim()) else {
             return wrong();
@@ -793,6 +789,24 @@ fn link_into(
 const MAX_LINK_FAILURES: u8 = 3;
 
 impl Sso {
+    /// The username page of a signup, with `username` in its field.
+    fn signup_form(
+        &self,
+        signup: &str,
+        provider: usize,
+        identity: &Identity,
+        username: String,
+        error: Option<String>,
+    ) -> Outcome {
+        Outcome::ChooseUsername(SignupForm {
+            signup: signup.to_owned(),
+            provider_name: self.providers[provider].config.name.clone(),
+            username,
+            display_name: identity.display_name.clone(),
+            error,
+        })
+    }
+
     /// Counts a wrong password on a signup; `false` (and the signup gone)
     /// once there were too many.
     fn count_link_failure(&self, id: &str) -> bool {
@@ -829,8 +843,6 @@ impl Sso {
         ))
     }
 }
-
-use Outcome::ChooseUsername;
 
 #[cfg(test)]
 mod tests {
