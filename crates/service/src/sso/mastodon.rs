@@ -7,10 +7,7 @@
 //! get the documented defaults: `/oauth/authorize`, `/oauth/token`, scope
 //! `read:accounts` and `verify_credentials`.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use conduit_storage::Database;
 use openidconnect::{PkceCodeChallenge, PkceCodeVerifier};
@@ -19,9 +16,10 @@ use serde_json::Value as JsonValue;
 
 use super::{
     FlowSecrets, Identity, SsoError,
+    fresh::Fresh,
     http::{HttpClient, HttpError},
 };
-use crate::{tables, utils};
+use crate::tables;
 
 /// How long the instance's metadata, and the knowledge that it still knows
 /// our app, are trusted before asking again.
@@ -53,9 +51,9 @@ struct Endpoints {
 pub(super) struct Mastodon {
     provider_id: String,
     instance: String,
-    endpoints: Mutex<Option<(Instant, Arc<Endpoints>)>>,
+    endpoints: Fresh<Arc<Endpoints>>,
     /// When the instance last confirmed it knows our app.
-    app_checked: Mutex<Option<Instant>>,
+    app_checked: Fresh<()>,
     /// One app check or registration at a time: two first sign-ins at once
     /// must not register two apps (the flow of the first would then fail).
     app_lock: tokio::sync::Mutex<()>,
@@ -66,17 +64,15 @@ impl Mastodon {
         Self {
             provider_id: provider_id.to_owned(),
             instance: instance.to_owned(),
-            endpoints: Mutex::new(None),
-            app_checked: Mutex::new(None),
+            endpoints: Fresh::new(RECHECK_AFTER),
+            app_checked: Fresh::new(RECHECK_AFTER),
             app_lock: tokio::sync::Mutex::new(()),
         }
     }
 
     async fn endpoints(&self, http: &HttpClient, name: &str) -> Result<Arc<Endpoints>, SsoError> {
-        if let Some((at, endpoints)) = &*utils::locked(&self.endpoints)
-            && at.elapsed() < RECHECK_AFTER
-        {
-            return Ok(endpoints.clone());
+        if let Some(endpoints) = self.endpoints.get() {
+            return Ok(endpoints);
         }
         let base = &self.instance;
         let metadata = http
@@ -120,7 +116,7 @@ impl Mastodon {
         });
         self.check_origin(&metadata, &endpoints)
             .map_err(|why| SsoError::provider(name, why))?;
-        *utils::locked(&self.endpoints) = Some((Instant::now(), endpoints.clone()));
+        self.endpoints.set(endpoints.clone());
         Ok(endpoints)
     }
 
@@ -164,7 +160,7 @@ impl Mastodon {
         {
             let _ = db.write(batch);
         }
-        *utils::locked(&self.app_checked) = None;
+        self.app_checked.clear();
     }
 
     /// Our app on the instance: the stored one if it was made for this
@@ -184,11 +180,9 @@ impl Mastodon {
                 && app.redirect_uri == redirect_uri
                 && app.scope == endpoints.scope
         }) {
-            let checked = *utils::locked(&self.app_checked);
-            if checked.is_some_and(|at| at.elapsed() < RECHECK_AFTER)
-                || self.instance_knows(http, endpoints, &app).await
+            if self.app_checked.get().is_some() || self.instance_knows(http, endpoints, &app).await
             {
-                *utils::locked(&self.app_checked) = Some(Instant::now());
+                self.app_checked.set(());
                 return Ok(app);
             }
             tracing::info!(provider = %self.provider_id, "the instance forgot our app; registering it again");
@@ -229,7 +223,7 @@ impl Mastodon {
             db.write(batch)
         })();
         stored.map_err(|e| SsoError::internal(format!("storing the Mastodon app: {e}")))?;
-        *utils::locked(&self.app_checked) = Some(Instant::now());
+        self.app_checked.set(());
         tracing::info!(provider = %self.provider_id, instance = %self.instance, "registered our OAuth app");
         Ok(app)
     }

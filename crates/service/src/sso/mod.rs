@@ -16,6 +16,7 @@
 //! people start again.
 
 pub mod config;
+mod fresh;
 mod http;
 pub mod mastodon;
 mod oidc;

@@ -3,11 +3,7 @@
 //! `openidconnect` crate (JWKS signature, issuer, audience, expiry, nonce),
 //! then the claims of the id_token and of the userinfo endpoint.
 
-use crate::utils;
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use openidconnect::{
@@ -21,6 +17,7 @@ use serde_json::{Map, Value as JsonValue};
 use super::{
     FlowSecrets, Identity, SsoError,
     config::{ClaimValues, OidcConfig},
+    fresh::Fresh,
     http::HttpClient,
 };
 
@@ -30,14 +27,14 @@ const METADATA_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
 pub(super) struct Oidc {
     config: OidcConfig,
-    metadata: Mutex<Option<(Instant, Arc<CoreProviderMetadata>)>>,
+    metadata: Fresh<Arc<CoreProviderMetadata>>,
 }
 
 impl Oidc {
     pub(super) fn new(config: OidcConfig) -> Self {
         Self {
             config,
-            metadata: Mutex::new(None),
+            metadata: Fresh::new(METADATA_LIFETIME),
         }
     }
 
@@ -46,10 +43,8 @@ impl Oidc {
         http: &HttpClient,
         name: &str,
     ) -> Result<Arc<CoreProviderMetadata>, SsoError> {
-        if let Some((at, metadata)) = &*utils::locked(&self.metadata)
-            && at.elapsed() < METADATA_LIFETIME
-        {
-            return Ok(metadata.clone());
+        if let Some(metadata) = self.metadata.get() {
+            return Ok(metadata);
         }
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| SsoError::provider(name, format!("issuer URL: {e}")))?;
@@ -57,7 +52,7 @@ impl Oidc {
             .await
             .map(Arc::new)
             .map_err(|e| SsoError::provider(name, format!("discovery: {}", chain(&e))))?;
-        *utils::locked(&self.metadata) = Some((Instant::now(), metadata.clone()));
+        self.metadata.set(metadata.clone());
         Ok(metadata)
     }
 
@@ -163,7 +158,7 @@ impl Oidc {
             Err(first) => {
                 // Perhaps the provider rotated its keys since discovery was
                 // cached: read them again once before refusing.
-                *utils::locked(&self.metadata) = None;
+                self.metadata.clear();
                 let fresh = self.metadata(http, name).await?;
                 let client = self.client(&fresh, redirect_uri, name)?;
                 let verified = id_token
