@@ -20,6 +20,8 @@ pub enum HttpError {
     TooLarge,
     #[error("HTTP {status}: {body}")]
     Status { status: u16, body: String },
+    #[error("invalid URL {0}")]
+    InvalidUrl(String),
     #[error("the answer is not the JSON expected: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -96,10 +98,9 @@ impl HttpClient {
         if let Some(token) = bearer {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request.body(Vec::new()).map_err(|_| HttpError::Status {
-            status: 0,
-            body: format!("invalid URL {url}"),
-        })?;
+        let request = request
+            .body(Vec::new())
+            .map_err(|_| HttpError::InvalidUrl(url.to_owned()))?;
         let response = self.send(request).await?;
         if response.status() == http::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -123,10 +124,7 @@ impl HttpClient {
                 HeaderValue::from_static("application/x-www-form-urlencoded"),
             )
             .body(body.into_bytes())
-            .map_err(|_| HttpError::Status {
-                status: 0,
-                body: format!("invalid URL {url}"),
-            })?;
+            .map_err(|_| HttpError::InvalidUrl(url.to_owned()))?;
         json_body(self.send(request).await?)
     }
 }
