@@ -36,7 +36,7 @@ class Server:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server_name = "localhost"
+        self.server_name = env.get("CONDUIT_SERVER_NAME", "localhost")
         self.log_path = ARTIFACTS / f"{name}.log"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")},

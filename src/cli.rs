@@ -161,14 +161,52 @@ async fn serve_async(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", address.0, address.1))?;
+    // Federation over TLS on its own port, when a certificate is configured.
+    let tls = match &services.config.tls {
+        Some(tls) => {
+            let config = conduit_api::tls::server_config(&tls.certs, &tls.key)?;
+            let port = services.config.federation_port;
+            let tcp = tokio::net::TcpListener::bind((services.config.address, port))
+                .await
+                .map_err(|e| format!("cannot listen on {}:{port}: {e}", services.config.address))?;
+            let listener = conduit_api::tls::TlsListener::new(tcp, config)
+                .map_err(|e| format!("cannot listen for TLS: {e}"))?;
+            tracing::info!(
+                "serving federation over TLS on https://{}:{port}",
+                services.config.address
+            );
+            Some(listener)
+        }
+        None => None,
+    };
+    services
+        .start_federation_sender()
+        .map_err(|e| format!("cannot read the federation queue: {e}"))?;
     tracing::info!(
         "serving {} on http://{}",
         services.config.server_name,
         listener.local_addr().map_err(|e| e.to_string())?
     );
-    conduit_api::serve(services, listener, shutdown_signal())
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tls_task = tls.map(|listener| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(conduit_api::serve_tls(
+            services.clone(),
+            listener,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ))
+    });
+    conduit_api::serve(services, listener, async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    })
+    .await
+    .map_err(|e| format!("server error: {e}"))?;
+    if let Some(task) = tls_task {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -10,6 +10,7 @@ mod middleware;
 mod ruma_wrapper;
 mod server;
 mod sso_pages;
+pub mod tls;
 mod well_known;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -36,6 +37,19 @@ pub fn router(services: Arc<Services>) -> Router {
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(middleware::cors())
         .layer(axum::middleware::from_fn(middleware::log_request))
+}
+
+/// Serves over TLS until `shutdown` resolves.
+pub async fn serve_tls(
+    services: Arc<Services>,
+    listener: tls::TlsListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let app = router(services).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener.tap_io(|_| {}), app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Serves until `shutdown` resolves.

@@ -63,6 +63,21 @@ pub struct Config {
     pub allow_guest_registration: bool,
     pub allow_federation: bool,
     pub trusted_servers: Vec<OwnedServerName>,
+    /// Federation over TLS on its own port (`federation_port`), with these
+    /// PEM files; without them federation is served on `port` behind a
+    /// reverse proxy that terminates TLS.
+    pub tls: Option<TlsConfig>,
+    /// The port of the TLS listener (only with `tls`).
+    pub federation_port: u16,
+    /// Check the certificates of other servers. Only a test bed of servers
+    /// with self-signed certificates turns this off.
+    pub federation_verify_certificates: bool,
+    /// When not empty, the only servers this one federates with.
+    pub federation_domain_allowlist: Vec<OwnedServerName>,
+    /// Servers this one never federates with.
+    pub federation_domain_denylist: Vec<OwnedServerName>,
+    /// Seconds an outbound federation request may take.
+    pub federation_timeout: u64,
     pub log: String,
     /// Lifetime of an access token issued together with a refresh token, in seconds.
     pub refreshable_access_token_lifetime: u64,
@@ -75,6 +90,13 @@ pub struct Config {
     /// True when no config file was given: a loopback development server.
     #[serde(skip)]
     pub development: bool,
+}
+
+/// The certificate chain and private key the federation listener presents.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct TlsConfig {
+    pub certs: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -125,6 +147,12 @@ impl Config {
                     .expect("valid server name")
                     .to_owned(),
             ],
+            tls: None,
+            federation_port: 8448,
+            federation_verify_certificates: true,
+            federation_domain_allowlist: Vec::new(),
+            federation_domain_denylist: Vec::new(),
+            federation_timeout: 60,
             log: "info".into(),
             refreshable_access_token_lifetime: 300,
             uiaa_session_timeout: 15 * 60,
@@ -229,7 +257,22 @@ impl Config {
                 "refreshable_access_token_lifetime must be at least 1 second".into(),
             ));
         }
+        if self.federation_timeout == 0 {
+            return Err(ConfigError::Invalid(
+                "federation_timeout must be at least 1 second".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether this server federates with `server` (federation on, and the
+    /// allow- and denylists let it through).
+    pub fn federates_with(&self, server: &ServerName) -> bool {
+        self.allow_federation
+            && server != self.server_name
+            && !self.federation_domain_denylist.iter().any(|s| s == server)
+            && (self.federation_domain_allowlist.is_empty()
+                || self.federation_domain_allowlist.iter().any(|s| s == server))
     }
 
     /// The base URL clients are told to use in `/.well-known/matrix/client`.
@@ -344,7 +387,7 @@ mod tests {
         let loaded = Config::load(Some(f.path())).unwrap();
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         for key in Config::known_keys() {
-            if key == "well_known" || key == "sso" {
+            if key == "well_known" || key == "sso" || key == "tls" {
                 continue;
             }
             assert!(
@@ -352,7 +395,7 @@ mod tests {
                 "conduit.toml.example does not document `{key}`"
             );
         }
-        for key in ["client", "server"] {
+        for key in ["client", "server", "certs", "key"] {
             assert!(
                 example.contains(&format!("#{key} = ")),
                 "well_known.{key} undocumented"

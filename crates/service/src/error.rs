@@ -28,6 +28,10 @@ pub enum ErrorCode {
     RoomInUse,
     UnsupportedRoomVersion,
     DuplicateAnnotation,
+    /// A federation request whose signature does not check out.
+    Unauthorized,
+    /// A join or knock from a server that supports none of the room's versions.
+    IncompatibleRoomVersion,
     Unknown,
 }
 
@@ -54,6 +58,8 @@ impl ErrorCode {
             Self::RoomInUse => "M_ROOM_IN_USE",
             Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             Self::DuplicateAnnotation => "M_DUPLICATE_ANNOTATION",
+            Self::Unauthorized => "M_UNAUTHORIZED",
+            Self::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
             Self::Unknown => "M_UNKNOWN",
         }
     }
@@ -62,7 +68,7 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             Self::Forbidden | Self::UserDeactivated | Self::GuestAccessForbidden => 403,
-            Self::UnknownToken | Self::MissingToken => 401,
+            Self::UnknownToken | Self::MissingToken | Self::Unauthorized => 401,
             Self::NotFound | Self::Unrecognized => 404,
             Self::TooLarge => 413,
             Self::LimitExceeded => 429,

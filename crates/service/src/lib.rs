@@ -8,6 +8,7 @@ pub mod admin_room;
 pub mod config;
 mod counter;
 mod error;
+pub mod federation;
 pub mod filters;
 pub mod invites;
 pub mod presence;
@@ -86,6 +87,7 @@ pub struct Services {
     pub push_cache: PushCache,
     pub presence: Presence,
     pub sso: Sso,
+    pub federation: federation::Federation,
 }
 
 impl Services {
@@ -104,8 +106,11 @@ impl Services {
         let stream = Arc::new(Stream::new(&db).map_err(|e| StartError::Load(e.to_string()))?);
         let rooms = Rooms::new(db.clone(), stream.clone());
         let sso = Sso::new(&config).map_err(StartError::Http)?;
+        let federation = federation::Federation::new(&config)
+            .map_err(|e| StartError::Http(format!("cannot build the federation client: {e}")))?;
         Ok(Arc::new(Self {
             sso,
+            federation,
             server_keys,
             short_ids,
             user_locks: UserLocks::new(256),

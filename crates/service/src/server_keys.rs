@@ -84,6 +84,17 @@ impl ServerKeys {
         .map_err(Error::internal)
     }
 
+    /// Adds this server's signature to another server's event (an invite
+    /// of one of our users), leaving its hashes as they are.
+    pub fn sign_event(
+        &self,
+        object: &mut CanonicalJsonObject,
+        rules: &ruma::room_version_rules::RedactionRules,
+    ) -> Result<()> {
+        ruma::signatures::sign_event(self.server_name.as_str(), &self.key_pair, object, rules)
+            .map_err(Error::internal)
+    }
+
     /// Adds this server's signature to a JSON object.
     pub fn sign(&self, object: &mut CanonicalJsonObject) -> Result<()> {
         sign_json(self.server_name.as_str(), &self.key_pair, object).map_err(Error::internal)

@@ -10,6 +10,7 @@ use conduit_state_res::ShortEventId;
 use ruma::UserId;
 use serde_json::{Map, Value as JsonValue, json};
 
+use crate::federation::invite::stripped;
 use crate::{
     Result, Services,
     rooms::{membership::membership_of, messages::EventFilter, pdu::Pdu, timeline::RoomRecord},
@@ -78,7 +79,7 @@ struct RoomExtras {
 }
 
 /// Stripped state shown with an invite or a knock.
-const INVITE_STATE: &[&str] = &[
+pub(crate) const INVITE_STATE: &[&str] = &[
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
@@ -153,9 +154,41 @@ impl Services {
             let wanted = request.rooms.as_ref().is_none_or(|r| r.contains(&room_id))
                 && !request.not_rooms.contains(&room_id);
             let extras = room_extras.remove(&room_id);
-            let Some(room) = self.rooms.room(&room_id)?.filter(|_| wanted) else {
+            let Some(room) = self.rooms.room(&room_id)? else {
+                // An invite from another server to a room we are not in.
+                if wanted
+                    && let Some(remote) = self.remote_invite(user_id, &room_id)?
+                    && (request.since.is_none() || remote.position >= since)
+                {
+                    match membership.as_str() {
+                        "invite" => {
+                            let mut events = remote.invite_state;
+                            events.push(stripped(&remote.event));
+                            invite.insert(room_id, json!({ "invite_state": { "events": events } }));
+                        }
+                        "leave" if request.since.is_some() => {
+                            let events: Vec<JsonValue> = remote
+                                .event
+                                .is_object()
+                                .then_some(remote.event)
+                                .into_iter()
+                                .collect();
+                            leave.insert(
+                                room_id,
+                                json!({
+                                    "timeline": { "events": events, "limited": false },
+                                    "state": { "events": [] },
+                                }),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
                 continue;
             };
+            if !wanted {
+                continue;
+            }
             rooms.push(room.short);
             // Quiet rooms cost one lookup in memory.
             if request.since.is_some()
@@ -508,20 +541,10 @@ impl Services {
         let mut events = Vec::new();
         for kind in INVITE_STATE {
             if let Some(pdu) = self.state_event(&state, kind, "")? {
-                events.push(stripped(&pdu));
+                events.push(stripped(&pdu.json));
             }
         }
-        events.push(stripped(&member));
+        events.push(stripped(&member.json));
         Ok(Some(events))
     }
-}
-
-/// The stripped form of a state event shown to invitees.
-fn stripped(pdu: &Pdu) -> JsonValue {
-    json!({
-        "type": pdu.kind,
-        "state_key": pdu.state_key,
-        "sender": pdu.sender,
-        "content": pdu.content,
-    })
 }

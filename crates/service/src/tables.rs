@@ -106,6 +106,30 @@ pub const USER_SSO_IDENTITIES: Table<(Str, Str, Str), Json<bool>> =
 /// SSO provider id -> the OAuth app this server registered on a Mastodon instance.
 pub const SSO_APPS: Table<Str, Json<crate::sso::mastodon::MastodonApp>> = Table::new("sso_apps");
 
+/// (server name, key id) -> one of that server's signing keys, as fetched
+/// and verified, with how long it may be trusted.
+pub const SERVER_KEYS: Table<(Str, Str), Json<crate::federation::keys::VerifyKeyRecord>> =
+    Table::new("server_keys");
+/// server name -> its latest signed key response, as it sent it: what this
+/// server hands out as a notary.
+pub const SERVER_KEY_RESPONSES: Table<Str, Json<JsonValue>> = Table::new("server_key_responses");
+/// (destination server, stream position) -> an event (short id) waiting to
+/// be sent there; written in the event's own batch, deleted once delivered.
+pub const FEDERATION_QUEUE: Table<(Str, U64), U64> = Table::new("federation_queue");
+/// (origin server, transaction id) -> the answer given to that `/send`,
+/// so a retried transaction is answered without processing it again.
+pub const FEDERATION_TXNS: Table<(Str, Str), Json<JsonValue>> = Table::new("federation_txns");
+/// event short id -> why it was rejected: stored (others may cite it), never
+/// served as state and never shown.
+pub const REJECTED_EVENTS: Table<U64, Json<String>> = Table::new("rejected_events");
+/// event short id -> why it soft-failed: authorised by its own past but not
+/// by the current state; stored, not shown to clients, not built upon.
+pub const SOFT_FAILED_EVENTS: Table<U64, Json<String>> = Table::new("soft_failed_events");
+/// (local user id, room id) -> an invite from another server to a room this
+/// server is not in: the event and the room's stripped state.
+pub const REMOTE_INVITES: Table<(Str, Str), Json<crate::federation::invite::RemoteInvite>> =
+    Table::new("remote_invites");
+
 pub const ALL: &[TableDef] = &[
     GLOBAL_JSON.def(),
     ACCOUNTS.def(),
@@ -145,4 +169,11 @@ pub const ALL: &[TableDef] = &[
     SSO_IDENTITIES.def(),
     USER_SSO_IDENTITIES.def(),
     SSO_APPS.def(),
+    SERVER_KEYS.def(),
+    SERVER_KEY_RESPONSES.def(),
+    FEDERATION_QUEUE.def(),
+    FEDERATION_TXNS.def(),
+    REJECTED_EVENTS.def(),
+    SOFT_FAILED_EVENTS.def(),
+    REMOTE_INVITES.def(),
 ];

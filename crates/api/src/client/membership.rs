@@ -33,33 +33,31 @@ pub async fn join_by_id(
     let sender = req.sender()?;
     let room = req.body.room_id.as_str();
     services
-        .change_membership(
-            room,
-            &sender.user_id,
-            &sender.user_id,
-            Change::Join,
-            req.body.reason.as_deref(),
-        )
+        .join_room(room, &sender.user_id, &[], req.body.reason.as_deref())
         .await?;
     Ok(RumaResponse(join_room_by_id::v3::Response::new(room_id(
         room,
     )?)))
 }
 
+/// `POST /join/{roomIdOrAlias}`: an alias of another server is asked of
+/// that server, which also names servers to join through; `via` adds more.
 pub async fn join_by_id_or_alias(
     State(services): State<Arc<Services>>,
     req: Ruma<join_room_by_id_or_alias::v3::Request, true>,
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    let room = resolve(&services, &req.body.room_id_or_alias)?;
+    let target = &req.body.room_id_or_alias;
+    let mut via = req.body.via.clone();
+    let room = if target.is_room_alias_id() {
+        let (room, servers) = services.resolve_room_alias(target.as_str()).await?;
+        via.extend(servers);
+        room
+    } else {
+        target.as_str().to_owned()
+    };
     services
-        .change_membership(
-            &room,
-            &sender.user_id,
-            &sender.user_id,
-            Change::Join,
-            req.body.reason.as_deref(),
-        )
+        .join_room(&room, &sender.user_id, &via, req.body.reason.as_deref())
         .await?;
     Ok(RumaResponse(join_room_by_id_or_alias::v3::Response::new(
         room_id(&room)?,
@@ -102,9 +100,18 @@ pub async fn leave(
     req: Ruma<leave_room::v3::Request, true>,
 ) -> Result<RumaResponse<leave_room::v3::Response>, ApiError> {
     let sender = req.sender()?;
+    let room = req.body.room_id.as_str();
+    // An invite from another server to a room this server is not in is
+    // rejected through the inviting server.
+    if services.rooms.room(room)?.is_none()
+        && services.remote_invite(&sender.user_id, room)?.is_some()
+    {
+        services.reject_remote_invite(&sender.user_id, room).await?;
+        return Ok(RumaResponse(leave_room::v3::Response::new()));
+    }
     services
         .change_membership(
-            req.body.room_id.as_str(),
+            room,
             &sender.user_id,
             &sender.user_id,
             Change::Leave,

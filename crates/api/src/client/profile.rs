@@ -43,8 +43,17 @@ pub async fn get_profile(
     State(services): State<Arc<Services>>,
     req: Ruma<get_profile::v3::Request, true>,
 ) -> Result<RumaResponse<get_profile::v3::Response>, ApiError> {
-    known_user(&services, &req.body.user_id)?;
-    let fields = services.users.profile(&req.body.user_id)?;
+    let user = &req.body.user_id;
+    let fields = if services.users.is_local(user) {
+        known_user(&services, user)?;
+        services.users.profile(user)?
+    } else {
+        services
+            .remote_profile(user, None)
+            .await?
+            .into_iter()
+            .collect()
+    };
     let response: get_profile::v3::Response = fields.into_iter().collect();
     Ok(RumaResponse(response))
 }
@@ -53,12 +62,18 @@ pub async fn get_field(
     State(services): State<Arc<Services>>,
     req: Ruma<get_profile_field::v3::Request, true>,
 ) -> Result<RumaResponse<get_profile_field::v3::Response>, ApiError> {
-    known_user(&services, &req.body.user_id)?;
+    let user = &req.body.user_id;
     let field = req.body.field.as_str();
-    let value = services
-        .users
-        .profile_field(&req.body.user_id, field)?
-        .ok_or_else(|| Error::not_found("This profile field is not set."))?;
+    let value = if services.users.is_local(user) {
+        known_user(&services, user)?;
+        services.users.profile_field(user, field)?
+    } else {
+        services
+            .remote_profile(user, Some(field))
+            .await?
+            .remove(field)
+    }
+    .ok_or_else(|| Error::not_found("This profile field is not set."))?;
     let value = ProfileFieldValue::new(field, value).map_err(Error::internal)?;
     Ok(RumaResponse(get_profile_field::v3::Response::new(value)))
 }

@@ -79,13 +79,6 @@ impl Services {
             Some(localpart) => Some(self.check_new_alias(localpart)?),
             None => None,
         };
-        for user in &new.invite {
-            if user.server_name() != self.config.server_name {
-                return Err(Error::forbidden(
-                    "Inviting users of other servers needs federation, which this server does not do yet.",
-                ));
-            }
-        }
         let v12 = version == "12";
         let mut create_content = new.creation_content.clone().unwrap_or_default();
         create_content.insert("room_version".into(), version.into());
@@ -199,12 +192,17 @@ impl Services {
                 json!({ "topic": topic }),
             ));
         }
+        let mut remote_invites = Vec::new();
         for user in &new.invite {
             let mut content = json!({ "membership": "invite" });
             if new.is_direct {
                 content["is_direct"] = true.into();
             }
-            events.push(("m.room.member".into(), user.to_string(), content));
+            if user.server_name() == self.config.server_name {
+                events.push(("m.room.member".into(), user.to_string(), content));
+            } else {
+                remote_invites.push((user, content));
+            }
         }
         for (kind, state_key, content) in events {
             self.send_local_event(
@@ -217,6 +215,15 @@ impl Services {
                 },
             )
             .await?;
+        }
+        for (user, content) in remote_invites {
+            // The room exists whether or not the invitee's server answers.
+            if let Err(e) = self
+                .invite_remote_user(&room_id, creator, user, content)
+                .await
+            {
+                tracing::info!(%room_id, %user, "invite to a new room failed: {e}");
+            }
         }
         if let Some(alias) = &alias {
             self.put_alias(alias, &room_id, creator)?;

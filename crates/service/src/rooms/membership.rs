@@ -32,14 +32,16 @@ impl Services {
         reason: Option<&str>,
     ) -> Result<Pdu> {
         if self.rooms.room(room_id)?.is_none() {
-            return Err(Error::not_found(
-                "This server does not know the room (joining over federation is not supported yet).",
-            ));
+            return Err(Error::not_found("This server is not in the room."));
         }
-        if target.server_name() != self.config.server_name {
-            return Err(Error::forbidden(
-                "Memberships of users of other servers need federation, which this server does not do yet.",
-            ));
+        let remote_target = target.server_name() != self.config.server_name;
+        match change {
+            Change::Join | Change::Knock | Change::Leave if remote_target && sender == target => {
+                return Err(Error::forbidden(
+                    "Users of other servers change their own membership through their server.",
+                ));
+            }
+            _ => {}
         }
         let current = self.rooms.membership(target.as_str(), room_id)?;
         // The spec's endpoint rules on top of the auth rules, which would
@@ -72,6 +74,12 @@ impl Services {
                     content[field] = value;
                 }
             }
+        }
+        if change == Change::Invite && remote_target {
+            // The invitee's server countersigns the invite first.
+            return self
+                .invite_remote_user(room_id, sender, target, content)
+                .await;
         }
         self.send_local_event(
             room_id,

@@ -12,6 +12,7 @@ pub mod push;
 pub mod receipts;
 pub mod redact;
 pub mod relations;
+pub mod resolution;
 pub mod search;
 pub mod send;
 pub mod short;

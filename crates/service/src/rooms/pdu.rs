@@ -49,8 +49,13 @@ impl Pdu {
             json.get(key)
                 .and_then(JsonValue::as_array)
                 .map(|list| {
+                    // Before room version 3 each entry is an `[id, hashes]` pair.
                     list.iter()
-                        .filter_map(JsonValue::as_str)
+                        .filter_map(|entry| {
+                            entry
+                                .as_str()
+                                .or_else(|| entry.as_array()?.first()?.as_str())
+                        })
                         .collect::<Vec<_>>()
                 })
                 .unwrap_or_default()

@@ -135,9 +135,107 @@ impl Services {
         event: NewEvent<'_>,
         transaction: Option<&Transaction<'_>>,
     ) -> Result<Pdu> {
+        let (pdu, state) = self.build_checked_event(room_id, room, head, sender, event)?;
+        self.append_local_event(room_id, room, head, &state, pdu, transaction)
+            .await
+    }
+
+    /// Builds and signs one event and checks it against the auth rules;
+    /// returns it with the state it was checked against (the current one).
+    pub(crate) fn build_checked_event(
+        &self,
+        room_id: &str,
+        room: &RoomRecord,
+        head: &RoomHead,
+        sender: &UserId,
+        event: NewEvent<'_>,
+    ) -> Result<(Pdu, std::sync::Arc<conduit_state_res::StateMap>)> {
         let (version, rules) = version_rules(&room.version)?;
         let state = self.rooms.state_map(&self.state_snapshots, head)?;
         let lookup = |kind: &str, key: &str| self.state_event(&state, kind, key).ok().flatten();
+        let (object, auth_events) =
+            self.event_template(room_id, version, head, &state, sender, event)?;
+        let (event_id, json) = self.hash_sign_and_name(object, &rules)?;
+        let short = self.short_ids.get_or_create_event_short(&event_id)?;
+        let pdu = Pdu::from_json(short, json, &self.short_ids)?;
+
+        let create = lookup("m.room.create", "");
+        check_auth_events(version, &pdu, &auth_events, create.as_ref())
+            .and_then(|()| check_against_state(version, &pdu, &lookup))
+            .map_err(|rejection| Error::forbidden(format!("Not allowed: {rejection}.")))?;
+        Ok((pdu, state))
+    }
+
+    /// Appends a checked local event on top of `head` (whose state is
+    /// `state`) and queues it for the room's other servers.
+    pub(crate) async fn append_local_event(
+        &self,
+        room_id: &str,
+        room: &RoomRecord,
+        head: &RoomHead,
+        state: &std::sync::Arc<conduit_state_res::StateMap>,
+        pdu: Pdu,
+        transaction: Option<&Transaction<'_>>,
+    ) -> Result<Pdu> {
+        let new_state = match pdu.state_key.as_deref() {
+            Some(key) => {
+                let mut next = (**state).clone();
+                next.insert(
+                    self.short_ids
+                        .get_or_create_state_key_short(&pdu.kind, key)?,
+                    pdu.short,
+                );
+                Some(
+                    self.state_snapshots
+                        .save(&self.short_ids, &next, head.state)?,
+                )
+            }
+            None => None,
+        };
+        let room_id = pdu.room_id.as_deref().unwrap_or(room_id);
+        let notifications = self
+            .notifications_for(room_id, room, head.state, state, &pdu)
+            .await?;
+        let state_after = match new_state {
+            Some(id) => self.state_snapshots.load(id)?,
+            None => state.clone(),
+        };
+        let destinations = self.destinations_for(&state_after, &pdu)?;
+        self.rooms.append(Append {
+            room_id,
+            room,
+            state_before: head.state,
+            next_head: RoomHead {
+                state: new_state.or(head.state),
+                extremities: vec![pdu.short],
+                depth: pdu.depth,
+            },
+            pdu: &pdu,
+            destinations: &destinations,
+            notifications: &notifications,
+            relation: RelationRows::prepare(&self.db, &self.short_ids, room.short, &pdu)?,
+            transaction,
+        })?;
+        for destination in &destinations {
+            self.wake_sender(destination);
+        }
+        Ok(pdu)
+    }
+
+    /// An event not yet hashed or signed: prev events (the forward
+    /// extremities), auth events chosen from `state`, depth, and the
+    /// version's format. Also what `make_join` hands out. Returns the
+    /// object and its auth events.
+    pub(crate) fn event_template(
+        &self,
+        room_id: &str,
+        version: &RoomVersion,
+        head: &RoomHead,
+        state: &conduit_state_res::StateMap,
+        sender: &UserId,
+        event: NewEvent<'_>,
+    ) -> Result<(JsonValue, Vec<Pdu>)> {
+        let lookup = |kind: &str, key: &str| self.state_event(state, kind, key).ok().flatten();
 
         let mut auth_events = Vec::new();
         for (kind, key) in auth_types_for_event(
@@ -184,45 +282,7 @@ impl Services {
         if version.room_id_is_create_event && event.kind == "m.room.create" {
             object.as_object_mut().expect("object").remove("room_id");
         }
-        let (event_id, json) = self.hash_sign_and_name(object, &rules)?;
-        let short = self.short_ids.get_or_create_event_short(&event_id)?;
-        let pdu = Pdu::from_json(short, json, &self.short_ids)?;
-
-        let create = lookup("m.room.create", "");
-        check_auth_events(version, &pdu, &auth_events, create.as_ref())
-            .and_then(|()| check_against_state(version, &pdu, &lookup))
-            .map_err(|rejection| Error::forbidden(format!("Not allowed: {rejection}.")))?;
-
-        let new_state = match pdu.state_key.as_deref() {
-            Some(key) => {
-                let mut next = (*state).clone();
-                next.insert(
-                    self.short_ids
-                        .get_or_create_state_key_short(&pdu.kind, key)?,
-                    pdu.short,
-                );
-                Some(
-                    self.state_snapshots
-                        .save(&self.short_ids, &next, head.state)?,
-                )
-            }
-            None => None,
-        };
-        let room_id = pdu.room_id.as_deref().unwrap_or(room_id);
-        let notifications = self
-            .notifications_for(room_id, room, head.state, &state, &pdu)
-            .await?;
-        self.rooms.append(Append {
-            room_id,
-            room,
-            head,
-            new_state,
-            pdu: &pdu,
-            notifications: &notifications,
-            relation: RelationRows::prepare(&self.db, &self.short_ids, room.short, &pdu)?,
-            transaction,
-        })?;
-        Ok(pdu)
+        Ok((object, auth_events))
     }
 
     /// Adds the content hash and our signature, and names the event by its

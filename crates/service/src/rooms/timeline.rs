@@ -46,10 +46,15 @@ pub struct EventMeta {
 pub(crate) struct Append<'a> {
     pub room_id: &'a str,
     pub room: &'a RoomRecord,
-    pub head: &'a RoomHead,
-    /// The state snapshot after the event, for state events.
-    pub new_state: Option<u64>,
+    /// The state snapshot before the event (`None` for the create event).
+    pub state_before: Option<u64>,
+    /// The room's head once the event is in: current state, forward
+    /// extremities, depth.
+    pub next_head: RoomHead,
     pub pdu: &'a Pdu,
+    /// The servers the event is queued for (none for events received over
+    /// federation: they are not sent on).
+    pub destinations: &'a [ruma::OwnedServerName],
     /// Whom the event notifies.
     pub notifications: &'a [(ruma::OwnedUserId, super::push::Notification)],
     /// The relation index rows, when the event relates to another.
@@ -157,9 +162,10 @@ impl Rooms {
         let Append {
             room_id,
             room,
-            head,
-            new_state,
+            state_before,
+            next_head,
             pdu,
+            destinations,
             notifications,
             relation,
             transaction,
@@ -167,11 +173,6 @@ impl Rooms {
         let search_words = super::search::index_rows(pdu);
         let mut batch = self.db.batch();
         batch.put(&tables::PDUS, pdu.short, &pdu.json)?;
-        let next_head = RoomHead {
-            state: new_state.or(head.state),
-            extremities: vec![pdu.short],
-            depth: pdu.depth,
-        };
         batch.put(&tables::ROOM_HEADS, room.short, &next_head)?;
         if let Some(txn) = transaction {
             batch.put(
@@ -206,9 +207,16 @@ impl Rooms {
             let meta = EventMeta {
                 room: room.short,
                 count,
-                state_before: head.state,
+                state_before,
             };
             batch.put(&tables::EVENT_META, pdu.short, &meta)?;
+            for destination in destinations {
+                batch.put(
+                    &tables::FEDERATION_QUEUE,
+                    (destination.as_str(), count),
+                    pdu.short,
+                )?;
+            }
             // Sending is reading: the sender's notifications in the room
             // end with their own event, as the spec asks.
             for count in &sender_read {

@@ -95,6 +95,7 @@ impl Services {
         let until = timeout.map(|t| Instant::now() + t);
         if self.typing.apply(room.short, user_id.as_str(), until) {
             self.announce_typing(room.short)?;
+            self.send_typing_edu(room_id, user_id, until.is_some())?;
         }
         if let Some(until) = until {
             let services = Arc::downgrade(self);

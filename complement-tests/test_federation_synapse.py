@@ -1,0 +1,233 @@
+"""Federation with a real Synapse on loopback, both directions: joins,
+messages, invites, leaves and kicks, typing and receipts, profiles, and
+the notary."""
+
+import time
+
+import pytest
+import requests
+from signedjson.key import decode_verify_key_bytes
+from signedjson.sign import verify_signed_json
+from unpaddedbase64 import decode_base64
+
+from conftest import unique
+from federation import Client, Synapse, federation_env, register
+
+
+@pytest.fixture(scope="module")
+def synapse(tmp_path_factory):
+    peer = Synapse(tmp_path_factory.mktemp("synapse"), "federation").start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def ours(make_server, tmp_path):
+    return make_server(federation_env(tmp_path))
+
+
+def local_user(server) -> Client:
+    return register(server.url, unique("alice"))
+
+
+def members(client: Client, room: str) -> dict[str, str]:
+    chunk = client.call("GET", f"/_matrix/client/v3/rooms/{room}/members").json()["chunk"]
+    return {e["state_key"]: e["content"]["membership"] for e in chunk}
+
+
+def test_synapse_user_joins_our_room_and_messages_flow_both_ways(ours, synapse):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+    room = alice.create_room(preset="public_chat", name="ours")
+    alice.send(room, "before bob")
+
+    bob.join(room, via=[ours.server_name])
+    alice.wait_for_event(room, lambda e: e["type"] == "m.room.member" and e["state_key"] == bob.user_id
+                         and e["content"]["membership"] == "join", "bob's join")
+    # Bob's server got the room's state in the join: the name shows there.
+    assert bob.state(room, "m.room.name").json()["name"] == "ours"
+
+    alice.send(room, "hello from conduit")
+    bob.wait_for_message(room, "hello from conduit")
+    bob.send(room, "hello from synapse")
+    alice.wait_for_message(room, "hello from synapse")
+    assert members(alice, room)[bob.user_id] == "join"
+
+
+@pytest.mark.parametrize("version", ["10", "11", "12"])
+def test_our_user_joins_a_synapse_room_and_messages_flow_both_ways(ours, synapse, version):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+    room = bob.create_room(preset="public_chat", room_version=version, name=f"synapse v{version}")
+    bob.send(room, "written before alice came")
+
+    alice.join(room, via=[synapse.server_name])
+    # The state came with the join: name and members are known here.
+    assert alice.state(room, "m.room.name").json()["name"] == f"synapse v{version}"
+    assert members(alice, room)[bob.user_id] == "join"
+    bob.wait_for_event(room, lambda e: e["type"] == "m.room.member" and e["state_key"] == alice.user_id,
+                       "alice's join")
+
+    bob.send(room, f"v{version} from synapse")
+    alice.wait_for_message(room, f"v{version} from synapse")
+    alice.send(room, f"v{version} from conduit")
+    bob.wait_for_message(room, f"v{version} from conduit")
+
+
+def test_join_through_a_remote_alias(ours, synapse):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+    localpart = unique("room")
+    room = bob.create_room(preset="public_chat", room_alias_name=localpart)
+    alias = f"#{localpart}:{synapse.server_name}"
+    r = alice.call("POST", f"/_matrix/client/v3/join/{requests.utils.quote(alias)}", json={})
+    assert r.json()["room_id"] == room
+    assert members(alice, room)[alice.user_id] == "join"
+    # An alias nobody has is the remote server's 404.
+    missing = requests.utils.quote(f"#{unique('none')}:{synapse.server_name}")
+    r = alice.call("POST", f"/_matrix/client/v3/join/{missing}", json={}, expect=404)
+    assert r.json()["errcode"] == "M_NOT_FOUND"
+
+
+def test_invites_both_ways(ours, synapse):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+
+    # Ours invites a Synapse user: Synapse countersigns, bob sees the invite and joins.
+    room = alice.create_room(preset="private_chat", name="private")
+    alice.membership(room, "invite", bob.user_id)
+    bob.wait_for(lambda b: room in b.get("rooms", {}).get("invite", {}), "the invite on synapse")
+    bob.join(room, via=[ours.server_name])
+    alice.wait_for_event(room, lambda e: e["type"] == "m.room.member" and e["state_key"] == bob.user_id
+                         and e["content"]["membership"] == "join", "bob's join")
+
+    # Synapse invites ours: the invite shows in our sync with its stripped state.
+    theirs = bob.create_room(preset="private_chat", name="synapse private")
+    bob.membership(theirs, "invite", alice.user_id)
+    invite = alice.wait_for(lambda b: b.get("rooms", {}).get("invite", {}).get(theirs), "the invite here")
+    names = [e for e in invite["invite_state"]["events"] if e["type"] == "m.room.name"]
+    assert names and names[0]["content"]["name"] == "synapse private"
+    alice.join(theirs)
+    assert members(alice, theirs)[alice.user_id] == "join"
+    bob.wait_for_event(theirs, lambda e: e["type"] == "m.room.member" and e["state_key"] == alice.user_id
+                       and e["content"]["membership"] == "join", "alice's join")
+
+    # A rejected invite goes back through Synapse.
+    third = bob.create_room(preset="private_chat")
+    bob.membership(third, "invite", alice.user_id)
+    alice.wait_for(lambda b: third in b.get("rooms", {}).get("invite", {}), "the second invite")
+    alice.membership(third, "leave")
+    alice.wait_for(lambda b: third in b.get("rooms", {}).get("leave", {}), "the rejection in sync")
+    deadline = time.monotonic() + 20
+    while members(bob, third).get(alice.user_id) != "leave":
+        assert time.monotonic() < deadline, "synapse never saw the rejection"
+        time.sleep(0.3)
+
+
+def test_leave_and_kick_both_ways(ours, synapse):
+    alice = local_user(ours)
+    carol = local_user(ours)
+    bob = synapse.register(unique("bob"))
+    room = alice.create_room(preset="public_chat")
+    carol.join(room)
+    bob.join(room, via=[ours.server_name])
+    alice.wait_for_event(room, lambda e: e.get("state_key") == bob.user_id, "bob's join")
+
+    # We kick a Synapse user; Synapse sees it.
+    alice.membership(room, "kick", bob.user_id)
+    deadline = time.monotonic() + 20
+    while members(alice, room).get(bob.user_id) != "leave":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    bob.wait_for(lambda b: room in b.get("rooms", {}).get("leave", {}), "the kick on synapse")
+
+    # A Synapse room: they kick one of ours, and ours leaves by itself.
+    theirs = bob.create_room(preset="public_chat")
+    alice.join(theirs, via=[synapse.server_name])
+    carol.join(theirs, via=[synapse.server_name])
+    bob.wait_for_event(theirs, lambda e: e.get("state_key") == carol.user_id, "carol's join")
+    bob.membership(theirs, "kick", alice.user_id)
+    alice.wait_for(lambda b: theirs in b.get("rooms", {}).get("leave", {}), "the kick here")
+    carol.membership(theirs, "leave")
+    deadline = time.monotonic() + 20
+    while members(bob, theirs).get(carol.user_id) != "leave":
+        assert time.monotonic() < deadline, "synapse never saw carol leave"
+        time.sleep(0.3)
+
+
+def test_typing_and_receipts_both_ways(ours, synapse):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+    room = alice.create_room(preset="public_chat")
+    bob.join(room, via=[ours.server_name])
+    alice.wait_for_event(room, lambda e: e.get("state_key") == bob.user_id, "bob's join")
+
+    def typing_users(client, body):
+        ephemeral = body.get("rooms", {}).get("join", {}).get(room, {}).get("ephemeral", {}).get("events", [])
+        for event in ephemeral:
+            if event["type"] == "m.typing":
+                return event["content"]["user_ids"]
+        return None
+
+    alice.call("PUT", f"/_matrix/client/v3/rooms/{room}/typing/{alice.user_id}",
+               json={"typing": True, "timeout": 20000})
+    bob.wait_for(lambda b: alice.user_id in (typing_users(bob, b) or []), "alice typing on synapse")
+    bob.call("PUT", f"/_matrix/client/v3/rooms/{room}/typing/{bob.user_id}",
+             json={"typing": True, "timeout": 20000})
+    alice.wait_for(lambda b: bob.user_id in (typing_users(alice, b) or []), "bob typing here")
+
+    def read_by(body, user):
+        ephemeral = body.get("rooms", {}).get("join", {}).get(room, {}).get("ephemeral", {}).get("events", [])
+        for event in ephemeral:
+            if event["type"] == "m.receipt":
+                for event_id, kinds in event["content"].items():
+                    if user in kinds.get("m.read", {}):
+                        return event_id
+        return None
+
+    first = alice.send(room, "read me")
+    bob.wait_for_message(room, "read me")
+    bob.call("POST", f"/_matrix/client/v3/rooms/{room}/receipt/m.read/{first}", json={})
+    assert alice.wait_for(lambda b: read_by(b, bob.user_id), "bob's receipt here") == first
+    second = bob.send(room, "and me")
+    alice.wait_for_message(room, "and me")
+    alice.call("POST", f"/_matrix/client/v3/rooms/{room}/receipt/m.read/{second}", json={})
+    assert bob.wait_for(lambda b: read_by(b, alice.user_id), "alice's receipt on synapse") == second
+
+
+def test_remote_display_names_show(ours, synapse):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+    bob.call("PUT", f"/_matrix/client/v3/profile/{bob.user_id}/displayname", json={"displayname": "Bob B."})
+    alice.call("PUT", f"/_matrix/client/v3/profile/{alice.user_id}/displayname", json={"displayname": "Alice A."})
+    room = alice.create_room(preset="public_chat")
+    bob.join(room, via=[ours.server_name])
+    event = alice.wait_for_event(room, lambda e: e.get("state_key") == bob.user_id, "bob's join")
+    assert event["content"]["displayname"] == "Bob B."
+    # Profiles are asked of the user's own server, both ways.
+    assert alice.call("GET", f"/_matrix/client/v3/profile/{bob.user_id}").json()["displayname"] == "Bob B."
+    assert bob.call("GET", f"/_matrix/client/v3/profile/{alice.user_id}").json()["displayname"] == "Alice A."
+
+
+def test_our_notary_vouches_for_synapse_keys(ours, synapse):
+    r = ours.request("POST", "/_matrix/key/v2/query", json={"server_keys": {synapse.server_name: {}}})
+    assert r.status_code == 200, r.text
+    [answer] = r.json()["server_keys"]
+    assert answer["server_name"] == synapse.server_name
+    # Synapse's own signature, checked with the key Synapse serves itself...
+    own = requests.get(f"https://{synapse.server_name}/_matrix/key/v2/server", verify=False, timeout=10).json()
+    for key_id, key in own["verify_keys"].items():
+        verify = decode_verify_key_bytes(key_id, decode_base64(key["key"]))
+        verify.version = key_id.split(":", 1)[1]
+        verify_signed_json(answer, synapse.server_name, verify)
+    # ...and ours, as the notary.
+    ours_keys = ours.request("GET", "/_matrix/key/v2/server").json()
+    [(key_id, key)] = ours_keys["verify_keys"].items()
+    verify = decode_verify_key_bytes(key_id, decode_base64(key["key"]))
+    verify.version = key_id.split(":", 1)[1]
+    verify_signed_json(answer, ours.server_name, verify)
+    # The GET form answers the same, and a server that cannot be reached gets no entry.
+    r = ours.request("GET", f"/_matrix/key/v2/query/{synapse.server_name}")
+    assert r.json()["server_keys"][0]["verify_keys"] == answer["verify_keys"]
+    r = ours.request("POST", "/_matrix/key/v2/query", json={"server_keys": {"127.0.0.1:1": {}}})
+    assert r.status_code == 200 and r.json()["server_keys"] == []

@@ -1,0 +1,224 @@
+//! Outbound server-server requests: the destination found by discovery,
+//! the request signed with `X-Matrix`, one pooled rustls client, a timeout,
+//! and the answer read up to a size limit.
+
+use std::time::Duration;
+
+use ruma::{CanonicalJsonValue, ServerName};
+use serde_json::Value as JsonValue;
+
+use super::x_matrix::{XMatrix, request_object};
+use crate::{Error, ErrorCode, Services};
+
+/// The default bound on an answer; joins of big rooms ask for more.
+pub const DEFAULT_RESPONSE_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Why a request to another server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FedError {
+    #[error("this server does not federate with {0}")]
+    Denied(String),
+    #[error("{0}")]
+    Transport(String),
+    #[error("HTTP {status}: {errcode} {error}")]
+    Status {
+        status: u16,
+        errcode: String,
+        error: String,
+    },
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the answer is not JSON: {0}")]
+    NotJson(String),
+    #[error("cannot sign the request: {0}")]
+    Signing(String),
+}
+
+impl FedError {
+    /// The client-facing error: the remote's refusal as its own code when it
+    /// refused (403, 404), else a `502` naming what failed.
+    pub fn into_client_error(self, server: &ServerName) -> Error {
+        match self {
+            FedError::Status {
+                status: 403, error, ..
+            } => Error::forbidden(format!("{server} refused: {error}")),
+            FedError::Status {
+                status: 404, error, ..
+            } => Error::not_found(format!("{server}: {error}")),
+            FedError::Status {
+                status: 400,
+                errcode,
+                error,
+            } if errcode == "M_INCOMPATIBLE_ROOM_VERSION" => Error::new(
+                ErrorCode::IncompatibleRoomVersion,
+                format!("{server}: {error}"),
+            ),
+            other => Error::new(ErrorCode::Unknown, format!("{server}: {other}")).with_status(502),
+        }
+    }
+}
+
+/// Builds the client every federation request goes through: rustls with
+/// the ring provider, no redirects, the discovery's SRV targets honoured.
+pub(crate) fn build_client(
+    verify_certificates: bool,
+    resolver: Option<std::sync::Arc<dyn reqwest::dns::Resolve>>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(4)
+        .user_agent(concat!("conduit/", env!("CARGO_PKG_VERSION")))
+        .tls_danger_accept_invalid_certs(!verify_certificates);
+    if let Some(resolver) = resolver {
+        builder = builder.dns_resolver(resolver);
+    }
+    builder.build()
+}
+
+impl Services {
+    /// A signed request to `destination`; the JSON answer of a 2xx.
+    pub async fn federation_request(
+        &self,
+        destination: &ServerName,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<&JsonValue>,
+        limit: usize,
+    ) -> Result<JsonValue, FedError> {
+        self.send_federation_request(destination, method, path_and_query, body, limit, true)
+            .await
+    }
+
+    /// An unsigned GET (the key server), still through discovery.
+    pub async fn federation_get_unsigned(
+        &self,
+        destination: &ServerName,
+        path: &str,
+        limit: usize,
+    ) -> Result<JsonValue, FedError> {
+        self.send_federation_request(destination, http::Method::GET, path, None, limit, false)
+            .await
+    }
+
+    async fn send_federation_request(
+        &self,
+        destination: &ServerName,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<&JsonValue>,
+        limit: usize,
+        signed: bool,
+    ) -> Result<JsonValue, FedError> {
+        if !self.config.federates_with(destination) {
+            return Err(FedError::Denied(destination.to_string()));
+        }
+        let target = self.federation.discovery.resolve(destination).await;
+        let url = format!("{}{path_and_query}", target.base_url());
+        let mut request = self
+            .federation
+            .client
+            .request(method.clone(), &url)
+            .header(http::header::HOST, &target.host_header)
+            .timeout(self.federation.timeout);
+        if signed {
+            request = request.header(
+                http::header::AUTHORIZATION,
+                self.x_matrix_header(destination, method.as_str(), path_and_query, body)?,
+            );
+        }
+        if let Some(body) = body {
+            let bytes = serde_json::to_vec(body).map_err(|e| FedError::Signing(e.to_string()))?;
+            request = request
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| FedError::Transport(describe(&e)))?;
+        let status = response.status();
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(FedError::TooLarge(limit));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| FedError::Transport(describe(&e)))?
+        {
+            if bytes.len() + chunk.len() > limit {
+                return Err(FedError::TooLarge(limit));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            let answer: JsonValue = serde_json::from_slice(&bytes).unwrap_or_default();
+            let text = |key: &str| {
+                answer
+                    .get(key)
+                    .and_then(JsonValue::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            return Err(FedError::Status {
+                status: status.as_u16(),
+                errcode: text("errcode"),
+                error: text("error"),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| FedError::NotJson(e.to_string()))
+    }
+
+    /// `X-Matrix origin=...,destination=...,key=...,sig=...` for a request.
+    fn x_matrix_header(
+        &self,
+        destination: &ServerName,
+        method: &str,
+        uri: &str,
+        body: Option<&JsonValue>,
+    ) -> Result<String, FedError> {
+        let origin = self.config.server_name.as_str();
+        let mut object = request_object(method, uri, origin, destination.as_str(), body)
+            .map_err(FedError::Signing)?;
+        self.server_keys
+            .sign(&mut object)
+            .map_err(|e| FedError::Signing(e.to_string()))?;
+        let key = self.server_keys.key_id();
+        let sig = match object
+            .get("signatures")
+            .and_then(CanonicalJsonValue::as_object)
+            .and_then(|s| s.get(origin))
+            .and_then(CanonicalJsonValue::as_object)
+            .and_then(|s| s.get(&key))
+        {
+            Some(CanonicalJsonValue::String(sig)) => sig.clone(),
+            _ => return Err(FedError::Signing("no signature made".into())),
+        };
+        Ok(XMatrix {
+            origin: self.config.server_name.clone(),
+            destination: Some(destination.to_owned()),
+            key,
+            sig,
+        }
+        .to_header())
+    }
+}
+
+/// reqwest's error with its causes, which say what really went wrong
+/// (refused connection, certificate, timeout).
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,349 @@
+//! Step 4 of a received PDU, under the room's lock: its place in the DAG.
+//! Missing prev events are fetched (`/get_missing_events`, bounded), and
+//! where a gap remains the state at the missing event comes from `/state`.
+//! The state before the event is resolved from its prev events' states;
+//! the event is checked against it, then against the current state
+//! (soft-fail), and appended: forward extremities and current state move
+//! (resolving when the DAG forks).
+
+use std::{pin::Pin, sync::Arc};
+
+use conduit_state_res::{ShortEventId, StateMap, check_against_state};
+use ruma::ServerName;
+use serde_json::{Value as JsonValue, json};
+
+use super::{Outcome, RoomContext, outliers::urlencode, parse::Parsed};
+use crate::{
+    Error, Result, Services,
+    rooms::{
+        pdu::Pdu,
+        relations::RelationRows,
+        timeline::{Append, EventMeta, RoomHead},
+    },
+    tables,
+};
+
+/// Missing events asked for at once with `/get_missing_events`.
+const MISSING_EVENTS_LIMIT: u64 = 10;
+
+type Placing<'a> = Pin<Box<dyn Future<Output = Result<Outcome>> + Send + 'a>>;
+
+impl Services {
+    /// Places a verified event in the room's DAG. `fill_gaps` allows asking
+    /// `origin` for missing prev events (not for the events that answer
+    /// brings, so the walk stays bounded).
+    pub(crate) fn place_in_dag<'a>(
+        &'a self,
+        origin: &'a ServerName,
+        room: &'a RoomContext,
+        parsed: Parsed,
+        fill_gaps: bool,
+    ) -> Placing<'a> {
+        Box::pin(async move {
+            if self.event_is_stored(&parsed.event_id)? {
+                return Ok(Outcome::AlreadyKnown);
+            }
+            let pdu = self.pdu_from_parsed(&parsed)?;
+            let auth_missing = pdu
+                .auth_events
+                .iter()
+                .any(|&a| !self.db.contains(&tables::PDUS, a).unwrap_or(false));
+            if auth_missing && let Err(e) = self.fetch_auth_chain(origin, room, &pdu.event_id).await
+            {
+                tracing::info!(event_id = pdu.event_id, "cannot fetch its auth chain: {e}");
+            }
+            if let Err(reason) = self.check_against_auth_events(room, &pdu)? {
+                self.store_refused(&pdu, &tables::REJECTED_EVENTS, &reason, None)?;
+                return Ok(Outcome::Rejected(reason));
+            }
+
+            let mut missing = self.unplaced_prev_events(&pdu)?;
+            if !missing.is_empty() && fill_gaps {
+                self.fill_gap(origin, room, &pdu).await;
+                missing = self.unplaced_prev_events(&pdu)?;
+            }
+            let mut states = Vec::with_capacity(pdu.prev_events.len());
+            for &prev in &pdu.prev_events {
+                if missing.contains(&prev) {
+                    states.push(self.fetch_state_after(origin, room, prev).await?);
+                } else if let Some(state) = self.state_after_placed(prev)? {
+                    states.push(state);
+                }
+            }
+            let before = self.resolve_states(room.version, &states);
+
+            let lookup =
+                |kind: &str, key: &str| self.state_event(&before, kind, key).ok().flatten();
+            if let Err(rejection) = check_against_state(room.version, &pdu, &lookup) {
+                let reason = rejection.to_string();
+                self.store_refused(&pdu, &tables::REJECTED_EVENTS, &reason, None)?;
+                return Ok(Outcome::Rejected(reason));
+            }
+
+            let head = self.rooms.head(room.record.short)?;
+            let current = self.rooms.state_map(&self.state_snapshots, &head)?;
+            if *current != *before {
+                let now =
+                    |kind: &str, key: &str| self.state_event(&current, kind, key).ok().flatten();
+                if let Err(rejection) = check_against_state(room.version, &pdu, &now) {
+                    let reason = rejection.to_string();
+                    let before_id = self.save_state(&before, head.state)?;
+                    self.store_refused(
+                        &pdu,
+                        &tables::SOFT_FAILED_EVENTS,
+                        &reason,
+                        Some(EventMeta {
+                            room: room.record.short,
+                            count: 0,
+                            state_before: Some(before_id),
+                        }),
+                    )?;
+                    tracing::info!(event_id = pdu.event_id, "soft-failed: {reason}");
+                    return Ok(Outcome::SoftFailed(reason));
+                }
+            }
+            self.append_received(room, &pdu, &head, &current, before)
+                .await?;
+            Ok(Outcome::Accepted)
+        })
+    }
+
+    /// Prev events without a place in the DAG (unknown, or outliers).
+    fn unplaced_prev_events(&self, pdu: &Pdu) -> Result<Vec<ShortEventId>> {
+        let mut missing = Vec::new();
+        for &prev in &pdu.prev_events {
+            if self.rooms.meta(prev)?.is_none() {
+                missing.push(prev);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Asks `origin` for the events between our forward extremities and
+    /// `pdu`, and places those it gives, oldest first.
+    async fn fill_gap(&self, origin: &ServerName, room: &RoomContext, pdu: &Pdu) {
+        let head = match self.rooms.head(room.record.short) {
+            Ok(head) => head,
+            Err(_) => return,
+        };
+        let earliest: Vec<String> = head
+            .extremities
+            .iter()
+            .filter_map(|&e| self.short_ids.event_id(e).ok().flatten())
+            .collect();
+        let body = json!({
+            "earliest_events": earliest,
+            "latest_events": [pdu.event_id],
+            "limit": MISSING_EVENTS_LIMIT,
+            "min_depth": 0,
+        });
+        let path = format!(
+            "/_matrix/federation/v1/get_missing_events/{}",
+            urlencode(&room.room_id)
+        );
+        let answer = match self
+            .federation_request(origin, http::Method::POST, &path, Some(&body), 8 << 20)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::info!(%origin, event_id = pdu.event_id, "get_missing_events failed: {e}");
+                return;
+            }
+        };
+        let mut events: Vec<&JsonValue> = answer
+            .get("events")
+            .and_then(JsonValue::as_array)
+            .map(|list| list.iter().take(MISSING_EVENTS_LIMIT as usize).collect())
+            .unwrap_or_default();
+        events.sort_by_key(|e| e.get("depth").and_then(JsonValue::as_u64).unwrap_or(0));
+        for raw in events {
+            let placed = async {
+                let parsed = self.parse_and_verify(room, raw).await?;
+                self.place_in_dag(origin, room, parsed, false).await
+            }
+            .await;
+            if let Err(e) = placed {
+                tracing::info!(%origin, "a missing event was not accepted: {e}");
+            }
+        }
+    }
+
+    /// The state after an event we cannot place, from `origin`'s `/state`
+    /// at it (the state before it) plus the event itself.
+    async fn fetch_state_after(
+        &self,
+        origin: &ServerName,
+        room: &RoomContext,
+        prev: ShortEventId,
+    ) -> Result<Arc<StateMap>> {
+        let prev_id = self
+            .short_ids
+            .event_id(prev)?
+            .ok_or_else(|| Error::internal("prev event without id"))?;
+        let path = format!(
+            "/_matrix/federation/v1/state/{}?event_id={}",
+            urlencode(&room.room_id),
+            urlencode(&prev_id)
+        );
+        let answer = self
+            .federation_request(origin, http::Method::GET, &path, None, 256 << 20)
+            .await
+            .map_err(|e| e.into_client_error(origin))?;
+        let list = |key: &str| {
+            answer
+                .get(key)
+                .and_then(JsonValue::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut events = list("auth_chain");
+        let state_pdus = list("pdus");
+        events.extend(state_pdus.iter().cloned());
+        if !self.event_is_stored(&prev_id)? {
+            let path = format!("/_matrix/federation/v1/event/{}", urlencode(&prev_id));
+            if let Ok(answer) = self
+                .federation_request(origin, http::Method::GET, &path, None, 1 << 20)
+                .await
+                && let Some(pdu) = answer.get("pdus").and_then(|p| p.get(0))
+            {
+                events.push(pdu.clone());
+            }
+        }
+        let accepted = self.store_outliers(room, &events).await?;
+        let mut state = StateMap::new();
+        let mut add = |pdu: Pdu| -> Result<()> {
+            if let Some(key) = &pdu.state_key {
+                state.insert(
+                    self.short_ids
+                        .get_or_create_state_key_short(&pdu.kind, key)?,
+                    pdu.short,
+                );
+            }
+            Ok(())
+        };
+        for raw in &state_pdus {
+            let Ok(parsed) = super::parse::parse_pdu(raw, &room.rules) else {
+                continue;
+            };
+            if accepted.contains(&parsed.event_id)
+                && let Some(pdu) = self.rooms.pdu_by_id(&parsed.event_id, &self.short_ids)?
+            {
+                add(pdu)?;
+            }
+        }
+        if !self.is_rejected(prev)?
+            && let Some(pdu) = self.rooms.pdu(prev, &self.short_ids)?
+        {
+            add(pdu)?;
+        }
+        Ok(Arc::new(state))
+    }
+
+    /// A state map as a snapshot: `parent` itself when equal, else a diff
+    /// against it.
+    pub(crate) fn save_state(&self, state: &StateMap, parent: Option<u64>) -> Result<u64> {
+        if let Some(parent) = parent
+            && *self.state_snapshots.load(parent)? == *state
+        {
+            return Ok(parent);
+        }
+        self.state_snapshots.save(&self.short_ids, state, parent)
+    }
+
+    /// Stores an event kept out of the timeline, with why (`table` says
+    /// rejected or soft-failed) and, for soft-failed ones, their place.
+    fn store_refused(
+        &self,
+        pdu: &Pdu,
+        table: &conduit_storage::Table<conduit_storage::U64, conduit_storage::Json<String>>,
+        reason: &str,
+        meta: Option<EventMeta>,
+    ) -> Result<()> {
+        tracing::info!(event_id = pdu.event_id, "event refused: {reason}");
+        let mut batch = self.db.batch();
+        batch.put(&tables::PDUS, pdu.short, &pdu.json)?;
+        batch.put(table, pdu.short, &reason.to_owned())?;
+        if let Some(meta) = meta {
+            batch.put(&tables::EVENT_META, pdu.short, &meta)?;
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Appends an accepted event: the state before and after it, the new
+    /// forward extremities, and the current state (resolved when the DAG
+    /// now has several heads).
+    async fn append_received(
+        &self,
+        room: &RoomContext,
+        pdu: &Pdu,
+        head: &RoomHead,
+        current: &Arc<StateMap>,
+        before: Arc<StateMap>,
+    ) -> Result<()> {
+        let before_id = self.save_state(&before, head.state)?;
+        let (after, after_id) = match &pdu.state_key {
+            Some(key) => {
+                let mut after = (*before).clone();
+                after.insert(
+                    self.short_ids
+                        .get_or_create_state_key_short(&pdu.kind, key)?,
+                    pdu.short,
+                );
+                let id = self
+                    .state_snapshots
+                    .save(&self.short_ids, &after, Some(before_id))?;
+                (Arc::new(after), id)
+            }
+            None => (before.clone(), before_id),
+        };
+        let mut extremities: Vec<ShortEventId> = head
+            .extremities
+            .iter()
+            .copied()
+            .filter(|e| !pdu.prev_events.contains(e))
+            .collect();
+        extremities.push(pdu.short);
+        let current_id = if extremities.len() == 1 {
+            after_id
+        } else {
+            let mut states = Vec::with_capacity(extremities.len());
+            for &e in &extremities {
+                if e == pdu.short {
+                    states.push(after.clone());
+                } else if let Some(state) = self.state_after_placed(e)? {
+                    states.push(state);
+                }
+            }
+            let resolved = self.resolve_states(room.version, &states);
+            if *resolved == *after {
+                after_id
+            } else if *resolved == **current {
+                head.state.unwrap_or(after_id)
+            } else {
+                self.state_snapshots
+                    .save(&self.short_ids, &resolved, Some(after_id))?
+            }
+        };
+        let notifications = self
+            .notifications_for(&room.room_id, &room.record, Some(before_id), &before, pdu)
+            .await?;
+        self.rooms.append(Append {
+            room_id: &room.room_id,
+            room: &room.record,
+            state_before: Some(before_id),
+            next_head: RoomHead {
+                state: Some(current_id),
+                extremities,
+                depth: head.depth.max(pdu.depth),
+            },
+            pdu,
+            destinations: &[],
+            notifications: &notifications,
+            relation: RelationRows::prepare(&self.db, &self.short_ids, room.record.short, pdu)?,
+            transaction: None,
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,467 @@
+//! Invites and leaves across servers.
+//!
+//! - Inviting a user of another server: the invite is built and checked
+//!   here, countersigned by the invitee's server (`PUT /v2/invite`), then
+//!   appended and sent to the room.
+//! - Being invited from another server to a room this server is not in:
+//!   the invite is checked, countersigned and kept with the room's stripped
+//!   state (`remote_invites`), which sync shows.
+//! - Rejecting such an invite (or leaving a room this server is not in):
+//!   `make_leave` / `send_leave` through the inviting server. Other servers
+//!   do the same with us: this server serves `make_leave` and `send_leave`.
+
+use ruma::{CanonicalJsonValue, OwnedServerName, ServerName, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as JsonValue, json};
+
+use super::{
+    incoming::{Outcome, outliers::urlencode, parse::parse_pdu},
+    keys::signed_by,
+};
+use crate::{
+    Error, ErrorCode, Result, Services,
+    rooms::send::{NewEvent, version_rules},
+    tables, utils,
+};
+
+/// An invite to a room this server is not in.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct RemoteInvite {
+    /// The invite event, countersigned by us; once rejected, the leave
+    /// event (`null` when no server took it).
+    pub event: JsonValue,
+    pub room_version: String,
+    /// The room's stripped state, as the inviting server gave it.
+    pub invite_state: Vec<JsonValue>,
+    /// Stream position of the invite (or of its end).
+    pub position: u64,
+}
+
+/// Stripped state events kept at most per invite.
+const MAX_INVITE_STATE: usize = 50;
+
+impl Services {
+    /// Invites `target`, a user of another server, to a room we are in;
+    /// `content` is the member event's (`membership: invite`, a reason).
+    pub async fn invite_remote_user(
+        &self,
+        room_id: &str,
+        sender: &UserId,
+        target: &UserId,
+        content: JsonValue,
+    ) -> Result<crate::rooms::pdu::Pdu> {
+        let room = self
+            .rooms
+            .room(room_id)?
+            .ok_or_else(|| Error::not_found("Unknown room."))?;
+        let (_, rules) = version_rules(&room.version)?;
+        let _lock = self.rooms.lock(room.short).await;
+        let head = self.rooms.head(room.short)?;
+        let (pdu, state) = self.build_checked_event(
+            room_id,
+            &room,
+            &head,
+            sender,
+            NewEvent {
+                kind: "m.room.member",
+                state_key: Some(target.as_str()),
+                content,
+            },
+        )?;
+        let mut invite_state = self.stripped_state(&state)?;
+        if let Some(own) = self.state_event(&state, "m.room.member", sender.as_str())? {
+            invite_state.push(stripped(&own.json));
+        }
+        let server = target.server_name();
+        let body = json!({
+            "room_version": room.version,
+            "event": self.federation_pdu_json(&pdu),
+            "invite_room_state": invite_state,
+        });
+        let path = format!(
+            "/_matrix/federation/v2/invite/{}/{}",
+            urlencode(room_id),
+            urlencode(&pdu.event_id)
+        );
+        let answer = self
+            .federation_request(server, http::Method::PUT, &path, Some(&body), 1 << 20)
+            .await
+            .map_err(|e| e.into_client_error(server))?;
+        let signed = answer
+            .get("event")
+            .ok_or_else(|| Error::bad_json(format!("{server} answered the invite without it.")))?;
+        let parsed = parse_pdu(signed, &rules)?;
+        if parsed.event_id != pdu.event_id {
+            return Err(Error::bad_json(format!("{server} changed the invite.")));
+        }
+        let key_ids: Vec<String> = parsed
+            .object
+            .get("signatures")
+            .and_then(CanonicalJsonValue::as_object)
+            .and_then(|s| s.get(server.as_str()))
+            .and_then(CanonicalJsonValue::as_object)
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default();
+        let keys = self
+            .server_verify_keys(server, &key_ids, utils::now_ms())
+            .await?;
+        let redacted = ruma::canonical_json::redact(parsed.object.clone(), &rules.redaction, None)
+            .map_err(|e| Error::bad_json(e.to_string()))?;
+        if !keys
+            .iter()
+            .any(|(id, key)| signed_by(&redacted, server.as_str(), id, &key.encode()))
+        {
+            return Err(Error::forbidden(format!(
+                "{server} did not countersign the invite."
+            )));
+        }
+        let countersigned =
+            crate::rooms::pdu::Pdu::from_json(pdu.short, parsed.stored_json()?, &self.short_ids)?;
+        self.append_local_event(room_id, &room, &head, &state, countersigned, None)
+            .await
+    }
+
+    /// The stripped state an invitee gets to see of a room.
+    fn stripped_state(&self, state: &conduit_state_res::StateMap) -> Result<Vec<JsonValue>> {
+        let mut events = Vec::new();
+        for kind in crate::sync::INVITE_STATE {
+            if let Some(pdu) = self.state_event(state, kind, "")? {
+                events.push(stripped(&pdu.json));
+            }
+        }
+        Ok(events)
+    }
+
+    /// `PUT /v2/invite/{roomId}/{eventId}` from `origin`: checks the invite
+    /// of one of our users, countersigns it, and answers with it.
+    pub async fn receive_invite(
+        &self,
+        origin: &ServerName,
+        room_id: &str,
+        event_id: &str,
+        body: &JsonValue,
+    ) -> Result<JsonValue> {
+        let version = body
+            .get("room_version")
+            .and_then(JsonValue::as_str)
+            .unwrap_or("1");
+        let (_, rules) = version_rules(version).map_err(|_| {
+            Error::new(
+                ErrorCode::IncompatibleRoomVersion,
+                format!("This server does not support room version {version}."),
+            )
+        })?;
+        let raw = body
+            .get("event")
+            .ok_or_else(|| Error::bad_json("The invite is missing."))?;
+        let mut parsed = parse_pdu(raw, &rules)?;
+        if parsed.event_id != event_id {
+            return Err(Error::bad_json("The event id does not match the event."));
+        }
+        let target = parsed.text("state_key").unwrap_or_default().to_owned();
+        let sender = parsed.text("sender").unwrap_or_default().to_owned();
+        let membership = raw
+            .pointer("/content/membership")
+            .and_then(JsonValue::as_str);
+        if parsed.text("type") != Some("m.room.member")
+            || membership != Some("invite")
+            || parsed.text("room_id") != Some(room_id)
+        {
+            return Err(Error::bad_json("This is not an invite to the room."));
+        }
+        if super::user_server(&sender) != Some(origin) {
+            return Err(Error::forbidden(
+                "The inviter is not a user of the sending server.",
+            ));
+        }
+        let target_user = <&UserId>::try_from(target.as_str())
+            .map_err(|_| Error::bad_json("The invitee is not a user id."))?;
+        if target_user.server_name() != self.config.server_name
+            || !self.users.exists(target_user)?
+        {
+            return Err(Error::not_found("No such user on this server."));
+        }
+        self.verify_pdu(&mut parsed, &rules).await?;
+        self.server_keys
+            .sign_event(&mut parsed.object, &rules.redaction)?;
+        let stored = parsed.stored_json()?;
+
+        // A room we are in hears of the invite through `/send` as well; it
+        // is placed in the DAG then. Otherwise it waits here for the user.
+        if !self.is_resident(room_id)? {
+            let invite_state: Vec<JsonValue> = body
+                .get("invite_room_state")
+                .and_then(JsonValue::as_array)
+                .map(|list| list.iter().take(MAX_INVITE_STATE).map(stripped).collect())
+                .unwrap_or_default();
+            self.store_remote_invite(
+                target_user,
+                room_id,
+                version,
+                stored,
+                invite_state,
+                "invite",
+            )?;
+        }
+        let mut answer = parsed.object;
+        if !rules.event_format.require_event_id {
+            answer.remove("event_id");
+        }
+        Ok(json!({ "event": answer }))
+    }
+
+    /// Records an invite from elsewhere (or its end, with `membership`
+    /// `leave`) at a new stream position, so the user's sync sees it.
+    fn store_remote_invite(
+        &self,
+        user: &UserId,
+        room_id: &str,
+        version: &str,
+        event: JsonValue,
+        invite_state: Vec<JsonValue>,
+        membership: &str,
+    ) -> Result<()> {
+        let batch = self.db.batch();
+        let record = |position| RemoteInvite {
+            event: event.clone(),
+            room_version: version.to_owned(),
+            invite_state: invite_state.clone(),
+            position,
+        };
+        self.stream.write(
+            &self.db,
+            batch,
+            None,
+            |batch, position| {
+                batch.put(
+                    &tables::REMOTE_INVITES,
+                    (user.as_str(), room_id),
+                    &record(position),
+                )?;
+                batch.put(
+                    &tables::USER_ROOMS,
+                    (user.as_str(), room_id),
+                    &membership.to_owned(),
+                )?;
+                Ok(())
+            },
+            |position| self.stream.mark_user(user.as_str(), position),
+        )?;
+        Ok(())
+    }
+
+    /// An invite from elsewhere to a room this server is not in (or, once
+    /// rejected, the leave that ended it).
+    pub fn remote_invite(&self, user: &UserId, room_id: &str) -> Result<Option<RemoteInvite>> {
+        Ok(self
+            .db
+            .get(&tables::REMOTE_INVITES, (user.as_str(), room_id))?)
+    }
+
+    /// Forgets a remote invite once the user joined the room.
+    pub(crate) fn drop_remote_invite(&self, user: &UserId, room_id: &str) -> Result<()> {
+        let mut batch = self.db.batch();
+        batch.delete(&tables::REMOTE_INVITES, (user.as_str(), room_id))?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Rejects an invite to a room this server is not in: a leave through
+    /// the inviting server (`make_leave`, `send_leave`).
+    pub async fn reject_remote_invite(&self, user: &UserId, room_id: &str) -> Result<()> {
+        let invite = self
+            .remote_invite(user, room_id)?
+            .ok_or_else(|| Error::not_found("You are not invited to this room."))?;
+        let mut servers: Vec<OwnedServerName> = Vec::new();
+        if let Some(sender) = invite.event.get("sender").and_then(JsonValue::as_str)
+            && let Some(server) = super::user_server(sender)
+        {
+            servers.push(server.to_owned());
+        }
+        servers.extend(self.candidate_servers(room_id, &[]));
+        let mut result = Err(Error::not_found("No server to reject the invite through."));
+        for server in servers {
+            result = self
+                .leave_via(&server, room_id, user, &invite.room_version)
+                .await;
+            if result.is_ok() {
+                break;
+            }
+        }
+        // The user asked to leave; an unreachable inviter must not keep the
+        // invite in their list for ever. Sync then shows the leave event
+        // when there is one.
+        let leave = result.unwrap_or_else(|e| {
+            tracing::info!(room_id, "invite rejected locally only: {e}");
+            JsonValue::Null
+        });
+        self.store_remote_invite(
+            user,
+            room_id,
+            &invite.room_version,
+            leave,
+            invite.invite_state,
+            "leave",
+        )
+    }
+
+    async fn leave_via(
+        &self,
+        server: &ServerName,
+        room_id: &str,
+        user: &UserId,
+        version: &str,
+    ) -> Result<JsonValue> {
+        let (_, rules) = version_rules(version)?;
+        let path = format!(
+            "/_matrix/federation/v1/make_leave/{}/{}",
+            urlencode(room_id),
+            urlencode(user.as_str())
+        );
+        let template = self
+            .federation_request(server, http::Method::GET, &path, None, 1 << 20)
+            .await
+            .map_err(|e| e.into_client_error(server))?;
+        let mut event = template
+            .get("event")
+            .and_then(JsonValue::as_object)
+            .cloned()
+            .ok_or_else(|| Error::bad_json(format!("{server} sent no leave template.")))?;
+        if event.get("state_key").and_then(JsonValue::as_str) != Some(user.as_str())
+            || event
+                .get("content")
+                .and_then(|c| c.get("membership"))
+                .and_then(JsonValue::as_str)
+                != Some("leave")
+        {
+            return Err(Error::bad_json(format!(
+                "{server} sent a wrong leave template."
+            )));
+        }
+        for key in ["event_id", "signatures", "hashes", "unsigned"] {
+            event.remove(key);
+        }
+        event.insert("origin".into(), self.config.server_name.as_str().into());
+        event.insert("origin_server_ts".into(), utils::now_ms().into());
+        let CanonicalJsonValue::Object(mut object) =
+            CanonicalJsonValue::try_from(JsonValue::Object(event))
+                .map_err(|e| Error::bad_json(format!("Bad leave template: {e}")))?
+        else {
+            return Err(Error::bad_json("Bad leave template."));
+        };
+        if rules.event_format.require_event_id {
+            object.insert(
+                "event_id".into(),
+                CanonicalJsonValue::String(format!(
+                    "${}:{}",
+                    utils::random_string(18),
+                    self.config.server_name
+                )),
+            );
+        }
+        self.server_keys
+            .hash_and_sign_event(&mut object, &rules.redaction)?;
+        let event_id = match object.get("event_id") {
+            Some(CanonicalJsonValue::String(id)) => id.clone(),
+            _ => format!(
+                "${}",
+                ruma::signatures::reference_hash(&object, &rules)
+                    .map_err(|e| Error::bad_json(e.to_string()))?
+            ),
+        };
+        let path = format!(
+            "/_matrix/federation/v2/send_leave/{}/{}",
+            urlencode(room_id),
+            urlencode(&event_id)
+        );
+        let body = serde_json::to_value(&object).map_err(Error::internal)?;
+        self.federation_request(server, http::Method::PUT, &path, Some(&body), 1 << 20)
+            .await
+            .map_err(|e| e.into_client_error(server))?;
+        let mut leave = body;
+        leave["event_id"] = event_id.into();
+        Ok(leave)
+    }
+
+    /// `GET /make_leave/{roomId}/{userId}`: a leave template for a user of
+    /// `origin` who is invited to, knocking on or in a local room.
+    pub fn make_leave(
+        &self,
+        origin: &ServerName,
+        room_id: &str,
+        user_id: &UserId,
+    ) -> Result<JsonValue> {
+        if user_id.server_name() != origin {
+            return Err(Error::forbidden(
+                "The user does not belong to the asking server.",
+            ));
+        }
+        let room = self.room_context(room_id)?;
+        self.check_server_acl(&room, origin)?;
+        let head = self.rooms.head(room.record.short)?;
+        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
+        let (mut template, _) = self.event_template(
+            room_id,
+            room.version,
+            &head,
+            &state,
+            user_id,
+            NewEvent {
+                kind: "m.room.member",
+                state_key: Some(user_id.as_str()),
+                content: json!({ "membership": "leave" }),
+            },
+        )?;
+        template["origin"] = origin.as_str().into();
+        Ok(json!({ "room_version": room.record.version, "event": template }))
+    }
+
+    /// `PUT /send_leave/{roomId}/{eventId}`: takes a signed leave of a user
+    /// of `origin`.
+    pub async fn send_leave(
+        &self,
+        origin: &ServerName,
+        room_id: &str,
+        event_id: &str,
+        raw: &JsonValue,
+    ) -> Result<JsonValue> {
+        let room = self.room_context(room_id)?;
+        self.check_server_acl(&room, origin)?;
+        let parsed = self.parse_and_verify(&room, raw).await?;
+        let sender = parsed.text("sender").unwrap_or_default();
+        if parsed.event_id != event_id
+            || parsed.text("type") != Some("m.room.member")
+            || parsed.text("state_key") != Some(sender)
+            || raw
+                .pointer("/content/membership")
+                .and_then(JsonValue::as_str)
+                != Some("leave")
+            || super::user_server(sender) != Some(origin)
+        {
+            return Err(Error::bad_json(
+                "send_leave takes the leave of a user of the sending server.",
+            ));
+        }
+        let outcome = {
+            let _lock = self.rooms.lock(room.record.short).await;
+            self.place_in_dag(origin, &room, parsed, false).await?
+        };
+        match outcome {
+            Outcome::Accepted | Outcome::AlreadyKnown => Ok(json!({})),
+            Outcome::Rejected(reason) | Outcome::SoftFailed(reason) => Err(Error::forbidden(
+                format!("The leave is not allowed: {reason}."),
+            )),
+        }
+    }
+}
+
+/// A state event in the stripped form invitees see.
+pub fn stripped(event: &JsonValue) -> JsonValue {
+    let mut out = serde_json::Map::new();
+    for key in ["type", "state_key", "sender", "content"] {
+        if let Some(value) = event.get(key) {
+            out.insert(key.to_owned(), value.clone());
+        }
+    }
+    JsonValue::Object(out)
+}

@@ -1,0 +1,163 @@
+//! Federation: talking to other homeservers.
+//!
+//! - `discovery`: server name -> address and `Host`;
+//! - `client`: signed outbound requests; `request_auth`: inbound ones checked;
+//! - `keys`: other servers' signing keys, and this server as a notary;
+//! - `incoming/`: the steps a received PDU goes through before it is stored;
+//! - `join`, `invite`, `leave`: membership with rooms on other servers;
+//! - `serve`: what other servers may ask of this one (events, state, joins);
+//! - `queries`: aliases and profiles asked of other servers for clients;
+//! - `sender`: the persistent outgoing queue; `edu`: typing, receipts, presence.
+
+pub mod client;
+pub mod discovery;
+pub mod edu;
+pub mod incoming;
+pub mod invite;
+pub mod join;
+pub mod keys;
+pub mod queries;
+pub mod request_auth;
+pub mod sender;
+pub mod serve;
+pub mod x_matrix;
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use conduit_state_res::StateMap;
+use ruma::{OwnedServerName, ServerName};
+use serde_json::Value as JsonValue;
+
+use crate::{Config, Result, Services, rooms::pdu::Pdu};
+
+/// The federation state the services keep.
+pub struct Federation {
+    pub(crate) client: reqwest::Client,
+    pub(crate) discovery: Arc<discovery::Discovery>,
+    pub(crate) key_fetches: keys::KeyFetches,
+    pub sender: sender::Sender,
+    pub(crate) timeout: Duration,
+}
+
+impl Federation {
+    pub(crate) fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        let plain = client::build_client(config.federation_verify_certificates, None)?;
+        let discovery = Arc::new(discovery::Discovery::new(plain));
+        let client = client::build_client(
+            config.federation_verify_certificates,
+            Some(Arc::new(discovery::SrvAwareResolver(discovery.clone()))),
+        )?;
+        Ok(Self {
+            client,
+            discovery,
+            key_fetches: keys::KeyFetches::default(),
+            sender: sender::Sender::default(),
+            timeout: Duration::from_secs(config.federation_timeout),
+        })
+    }
+}
+
+/// Whether a room version names events by the `event_id` field (1 and 2)
+/// rather than by their reference hash.
+pub fn has_event_id_field(version: &str) -> bool {
+    matches!(version, "1" | "2")
+}
+
+impl Services {
+    /// A stored PDU as it goes over federation: without the local
+    /// `event_id` (room versions 3 and later name events by their hash) and
+    /// without `unsigned`.
+    pub fn federation_pdu_json(&self, pdu: &Pdu) -> JsonValue {
+        let mut json = pdu.json.clone();
+        if let Some(object) = json.as_object_mut() {
+            object.remove("unsigned");
+            let room = self.rooms.room(&room_id_of(pdu)).ok().flatten();
+            if !room.is_some_and(|r| has_event_id_field(&r.version)) {
+                object.remove("event_id");
+            }
+        }
+        json
+    }
+
+    /// The servers with a joined member in `state`, this one excepted.
+    pub fn servers_in_state(&self, state: &StateMap) -> Result<BTreeSet<OwnedServerName>> {
+        let mut servers = BTreeSet::new();
+        for (&key, &event) in state {
+            let (kind, state_key) = self.short_ids.state_key(key)?;
+            if kind != "m.room.member" {
+                continue;
+            }
+            let Ok(user) = ruma::UserId::parse(state_key.as_str()) else {
+                continue;
+            };
+            if user.server_name() == self.config.server_name || servers.contains(user.server_name())
+            {
+                continue;
+            }
+            if let Some(pdu) = self.rooms.pdu(event, &self.short_ids)?
+                && crate::rooms::membership::membership_of(&pdu) == "join"
+            {
+                servers.insert(user.server_name().to_owned());
+            }
+        }
+        Ok(servers)
+    }
+
+    /// Where a new event of a room goes: the servers joined after it, and
+    /// for a member event the target's server too (an invite, a kick).
+    pub(crate) fn destinations_for(
+        &self,
+        state_after: &StateMap,
+        pdu: &Pdu,
+    ) -> Result<Vec<OwnedServerName>> {
+        let mut servers = self.servers_in_state(state_after)?;
+        if pdu.kind == "m.room.member"
+            && let Some(target) = pdu.state_key.as_deref()
+            && let Ok(user) = ruma::UserId::parse(target)
+            && user.server_name() != self.config.server_name
+        {
+            servers.insert(user.server_name().to_owned());
+        }
+        Ok(servers
+            .into_iter()
+            .filter(|s| self.config.federates_with(s))
+            .collect())
+    }
+
+    /// The servers to ask about a room we learn of through `via`, in order,
+    /// without duplicates and without this one.
+    pub fn candidate_servers(
+        &self,
+        room_id: &str,
+        via: &[OwnedServerName],
+    ) -> Vec<OwnedServerName> {
+        let mut servers: Vec<OwnedServerName> = Vec::new();
+        let from_id = room_id
+            .split_once(':')
+            .and_then(|(_, s)| OwnedServerName::try_from(s).ok());
+        for server in via.iter().cloned().chain(from_id) {
+            if server != self.config.server_name
+                && !servers.contains(&server)
+                && self.config.federates_with(&server)
+            {
+                servers.push(server);
+            }
+        }
+        servers
+    }
+}
+
+/// The room of an event: its `room_id`, or for a v12 create event (which
+/// has none) the id it names.
+pub fn room_id_of(pdu: &Pdu) -> String {
+    match &pdu.room_id {
+        Some(room_id) => room_id.clone(),
+        None => format!("!{}", pdu.event_id.trim_start_matches('$')),
+    }
+}
+
+/// The server part of a user id, if it is a valid one.
+pub fn user_server(user_id: &str) -> Option<&ServerName> {
+    let (_, server) = user_id.split_once(':')?;
+    <&ServerName>::try_from(server).ok()
+}
