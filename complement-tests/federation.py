@@ -22,6 +22,7 @@ VENV_BIN = Path(sys.executable).parent
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1, made with openssl."""
+    directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "tls.crt", directory / "tls.key"
     if not cert.exists():
         subprocess.run(

@@ -61,8 +61,11 @@ def test_invite_only_needs_an_invite(server):
     assert post(server, alice["access_token"], f"/rooms/{quote(room)}/invite", {"user_id": bob["user_id"]}).status_code == 200
     assert members(server, alice["access_token"], room)[bob["user_id"]] == "invite"
     assert post(server, bob["access_token"], f"/rooms/{quote(room)}/join").status_code == 200
-    r = post(server, alice["access_token"], f"/rooms/{quote(room)}/invite", {"user_id": "@someone:elsewhere.org"})
-    assert r.status_code == 403
+    # A user of a server that cannot be reached: its server must countersign
+    # the invite, so nothing is sent and the room does not change.
+    r = post(server, alice["access_token"], f"/rooms/{quote(room)}/invite", {"user_id": "@someone:127.0.0.1:1"})
+    assert r.status_code == 502 and r.json()["errcode"] == "M_UNKNOWN", r.text
+    assert "@someone:127.0.0.1:1" not in members(server, alice["access_token"], room)
 
 
 def test_kick_ban_unban_and_power(server):

@@ -98,7 +98,6 @@ impl Services {
                             state_before: Some(before_id),
                         }),
                     )?;
-                    tracing::info!(event_id = pdu.event_id, "soft-failed: {reason}");
                     return Ok(Outcome::SoftFailed(reason));
                 }
             }
@@ -260,7 +259,11 @@ impl Services {
         reason: &str,
         meta: Option<EventMeta>,
     ) -> Result<()> {
-        tracing::info!(event_id = pdu.event_id, "event refused: {reason}");
+        tracing::info!(
+            event_id = pdu.event_id,
+            table = table.name(),
+            "event kept out: {reason}"
+        );
         let mut batch = self.db.batch();
         batch.put(&tables::PDUS, pdu.short, &pdu.json)?;
         batch.put(table, pdu.short, &reason.to_owned())?;

@@ -90,7 +90,7 @@ impl Services {
         };
         let parsed = match parse_pdu(raw, &room.rules) {
             Ok(parsed) => parsed,
-            Err(e) => return (None, Err(e)),
+            Err(e) => return (parse::event_id_of(raw, &room.rules), Err(e)),
         };
         let event_id = parsed.event_id.clone();
         match self.event_is_stored(&event_id) {

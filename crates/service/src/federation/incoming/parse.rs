@@ -154,6 +154,21 @@ pub fn parse_pdu(raw: &JsonValue, rules: &RoomVersionRules) -> Result<Parsed> {
     Ok(Parsed { event_id, object })
 }
 
+/// The id of a PDU that failed its checks, when it can still be named, so
+/// a transaction's answer can say which event was refused.
+pub fn event_id_of(raw: &JsonValue, rules: &RoomVersionRules) -> Option<String> {
+    if rules.event_format.require_event_id {
+        return raw.get("event_id")?.as_str().map(str::to_owned);
+    }
+    let CanonicalJsonValue::Object(mut object) = CanonicalJsonValue::try_from(raw.clone()).ok()?
+    else {
+        return None;
+    };
+    object.remove("event_id");
+    let hash = ruma::signatures::reference_hash(&object, rules).ok()?;
+    Some(format!("${hash}"))
+}
+
 /// The length of an object in canonical JSON.
 fn value_len(object: &CanonicalJsonObject) -> usize {
     serde_json::to_vec(object)

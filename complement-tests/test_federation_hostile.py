@@ -1,0 +1,209 @@
+"""Hostile federation input from a peer written in the suite: every bad
+request is answered as the spec says, nothing is stored that should not
+be, and nothing answers 500."""
+
+import copy
+import time
+
+import pytest
+import signedjson.key
+
+from conftest import unique
+from fake_peer import FakePeer
+from federation import federation_env, register
+
+
+@pytest.fixture
+def setting(make_server, tmp_path):
+    """Our server with a public room, a fake peer whose user joined it."""
+    ours = make_server(federation_env(tmp_path))
+    peer = FakePeer(tmp_path / "peer")
+    alice = register(ours.url, unique("alice"))
+    room = alice.create_room(preset="public_chat")
+    mallory = f"@mallory:{peer.server_name}"
+    join_id, answer = peer.join(ours, room, mallory)
+    state = {(e["type"], e.get("state_key")): e for e in alice.call(
+        "GET", f"/_matrix/client/v3/rooms/{room}/state").json()}
+    yield ours, peer, alice, room, mallory, join_id, state
+    peer.close()
+
+
+def auth_ids(state, *keys):
+    return [state[k]["event_id"] for k in keys]
+
+
+def message(peer, room, mallory, state, join_id, body, depth=10):
+    return peer.new_event(room, mallory, "m.room.message", {"msgtype": "m.text", "body": body},
+                          prev_events=[join_id], depth=depth,
+                          auth_events=auth_ids(state, ("m.room.create", ""), ("m.room.power_levels", ""),
+                                               ("m.room.member", mallory)))
+
+
+def client_event(alice, room, event_id):
+    return alice.call("GET", f"/_matrix/client/v3/rooms/{room}/event/{event_id}", expect=None)
+
+
+def test_the_join_worked_and_a_good_event_is_taken(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    assert state[("m.room.member", mallory)]["content"]["membership"] == "join"
+    event_id, event = peer.sign_event(message(peer, room, mallory, state, join_id, "honest"))
+    r = peer.send_pdus(ours, [event])
+    assert r.status_code == 200 and r.json()["pdus"] == {event_id: {}}, r.text
+    alice.wait_for_message(room, "honest")
+    # The same transaction again is answered the same, and changes nothing.
+    assert peer.send_pdus(ours, [event]).json()["pdus"] == {event_id: {}}
+
+
+def test_forged_signature_is_refused_and_not_stored(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    real_key = peer.key
+    peer.key = signedjson.key.generate_signing_key(real_key.version)  # same key id, other key
+    event_id, event = peer.sign_event(message(peer, room, mallory, state, join_id, "forged"))
+    peer.key = real_key
+    r = peer.send_pdus(ours, [event])
+    assert r.status_code == 200, r.text
+    assert "error" in r.json()["pdus"][event_id]
+    assert client_event(alice, room, event_id).status_code == 404
+
+
+def test_wrong_content_hash_keeps_the_event_redacted(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    event_id, event = peer.sign_event(message(peer, room, mallory, state, join_id, "original"))
+    tampered = copy.deepcopy(event)
+    tampered["content"]["body"] = "tampered"  # signatures cover the redacted form: still valid
+    r = peer.send_pdus(ours, [tampered])
+    assert r.status_code == 200 and r.json()["pdus"] == {event_id: {}}, r.text
+    shown = alice.wait_for_event(room, lambda e: e["event_id"] == event_id, "the redacted event")
+    assert shown["content"] == {}
+
+
+def test_event_failing_auth_is_rejected_and_not_state(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    levels = state[("m.room.power_levels", "")]["content"]
+    grab = dict(levels, users={**levels.get("users", {}), mallory: 100})
+    event = peer.new_event(room, mallory, "m.room.power_levels", grab, prev_events=[join_id], depth=10,
+                           state_key="", auth_events=auth_ids(state, ("m.room.create", ""),
+                                                              ("m.room.power_levels", ""), ("m.room.member", mallory)))
+    event_id, event = peer.sign_event(event)
+    r = peer.send_pdus(ours, [event])
+    assert r.status_code == 200 and "error" in r.json()["pdus"][event_id], r.text
+    now = alice.call("GET", f"/_matrix/client/v3/rooms/{room}/state/m.room.power_levels/").json()
+    assert mallory not in now.get("users", {})
+    assert client_event(alice, room, event_id).status_code == 404
+    # An event built on the rejected one is rejected too.
+    follow = peer.new_event(room, mallory, "m.room.name", {"name": "mine"}, prev_events=[event_id], depth=11,
+                            state_key="", auth_events=[event_id] + auth_ids(state, ("m.room.create", ""),
+                                                                            ("m.room.member", mallory)))
+    follow_id, follow = peer.sign_event(follow)
+    r = peer.send_pdus(ours, [follow])
+    assert "error" in r.json()["pdus"][follow_id], r.text
+    assert alice.state(room, "m.room.name", expect=404).status_code == 404
+
+
+def test_soft_failed_event_is_stored_but_not_shown(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    alice.membership(room, "ban", mallory)
+    # Built on the room as it was before the ban: allowed by its own past,
+    # not by the current state.
+    event_id, event = peer.sign_event(message(peer, room, mallory, state, join_id, "after my ban"))
+    r = peer.send_pdus(ours, [event])
+    assert r.status_code == 200 and r.json()["pdus"] == {event_id: {}}, r.text
+    marker = alice.send(room, "marker")
+    timeline = alice.messages(room)
+    assert marker in [e["event_id"] for e in timeline]
+    assert all(e.get("content", {}).get("body") != "after my ban" for e in timeline)
+    # It is stored: the same event again is already known.
+    assert peer.send_pdus(ours, [event]).json()["pdus"] == {event_id: {}}
+
+
+def test_transaction_and_pdu_limits(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    events = [peer.sign_event(message(peer, room, mallory, state, join_id, f"m{i}"))[1] for i in range(51)]
+    r = peer.send_pdus(ours, events)
+    assert r.status_code == 400 and r.json()["errcode"] == "M_BAD_JSON", r.text
+    assert alice.messages(room)[0]["content"].get("body") not in {f"m{i}" for i in range(51)}
+
+    big = message(peer, room, mallory, state, join_id, "x" * 70_000)
+    big_id, big = peer.sign_event(big)
+    r = peer.send_pdus(ours, [big])
+    assert r.status_code == 200 and "error" in r.json()["pdus"][big_id], r.text
+
+    malformed = [
+        {"type": "m.room.message", "room_id": room},  # no sender, depth, hashes...
+        dict(message(peer, room, mallory, state, join_id, "bad depth"), depth="ten"),
+        dict(message(peer, room, mallory, state, join_id, "no prevs"), prev_events="nope"),
+        "not an object",
+        {"room_id": "!unknown:nowhere.example", "type": "m.room.message"},
+    ]
+    r = peer.send_pdus(ours, malformed)
+    assert r.status_code == 200, r.text
+    # A float is not canonical JSON, so the request itself cannot be
+    # verified: the whole transaction is refused, and nothing is taken.
+    floats = dict(message(peer, room, mallory, state, join_id, "float"), origin_server_ts=1.5)
+    r = peer.send_pdus(ours, [floats])
+    assert r.status_code == 400 and r.json()["errcode"] == "M_BAD_JSON", r.text
+    r = peer.request(ours, "PUT", f"/_matrix/federation/v1/send/{time.time_ns()}", {"pdus": "x"})
+    assert r.status_code == 400, r.text
+    r = peer.request(ours, "PUT", f"/_matrix/federation/v1/send/{time.time_ns()}",
+                     {"origin": "someone.else", "pdus": [], "edus": []})
+    assert r.status_code == 400, r.text
+    # The room still works.
+    alice.send(room, "still fine")
+    alice.wait_for_message(room, "still fine")
+
+
+def test_x_matrix_bad_signature_or_wrong_destination(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    path = "/_matrix/federation/v1/query/profile?user_id=" + alice.user_id
+    assert peer.request(ours, "GET", path).status_code == 200
+    import requests
+
+    other = signedjson.key.generate_signing_key(peer.key.version)
+    header = peer.x_matrix("GET", path, ours.server_name, key=other)
+    r = requests.get(f"https://{ours.server_name}{path}", headers={"Authorization": header}, verify=False, timeout=10)
+    assert r.status_code == 401 and r.json()["errcode"] == "M_UNAUTHORIZED", r.text
+    header = peer.x_matrix("GET", path, "elsewhere.example")
+    r = requests.get(f"https://{ours.server_name}{path}", headers={"Authorization": header}, verify=False, timeout=10)
+    assert r.status_code == 401 and r.json()["errcode"] == "M_UNAUTHORIZED", r.text
+    # The signature covers the URI: another query with the same header fails.
+    header = peer.x_matrix("GET", path, ours.server_name)
+    r = requests.get(f"https://{ours.server_name}{path}&field=displayname", headers={"Authorization": header},
+                     verify=False, timeout=10)
+    assert r.status_code == 401, r.text
+    for bad in ["", "Bearer abc", 'X-Matrix origin="x"', "X-Matrix " + "a" * 5000]:
+        r = requests.get(f"https://{ours.server_name}{path}", headers={"Authorization": bad}, verify=False,
+                         timeout=10)
+        assert r.status_code == 401, (bad, r.text)
+    # An origin that cannot show a key.
+    header = peer.x_matrix("GET", path, ours.server_name, origin="127.0.0.1:1")
+    r = requests.get(f"https://{ours.server_name}{path}", headers={"Authorization": header}, verify=False, timeout=10)
+    assert r.status_code == 401, r.text
+
+
+def test_room_data_goes_only_to_servers_in_the_room(setting, tmp_path):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    stranger = FakePeer(tmp_path / "stranger")
+    try:
+        create = state[("m.room.create", "")]["event_id"]
+        for path in [f"/_matrix/federation/v1/event/{create}",
+                     f"/_matrix/federation/v1/state_ids/{room}?event_id={create}",
+                     f"/_matrix/federation/v1/backfill/{room}?v={join_id}&limit=5"]:
+            assert peer.request(ours, "GET", path).status_code == 200, path
+            r = stranger.request(ours, "GET", path)
+            assert r.status_code in (403, 404) or r.json().get("pdus") == [], (path, r.text)
+    finally:
+        stranger.close()
+
+
+def test_federation_off_closes_every_route(make_server, tmp_path):
+    env = federation_env(tmp_path)
+    ours = make_server({**env, "CONDUIT_ALLOW_FEDERATION": "false"})
+    peer = FakePeer(tmp_path / "peer")
+    try:
+        for path in ["/_matrix/key/v2/server", "/_matrix/federation/v1/version"]:
+            r = ours.request("GET", path)
+            assert r.status_code == 403 and r.json()["errcode"] == "M_FORBIDDEN", r.text
+        r = peer.request(ours, "GET", "/_matrix/federation/v1/query/profile?user_id=@a:b")
+        assert r.status_code == 403, r.text
+    finally:
+        peer.close()
