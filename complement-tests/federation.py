@@ -185,6 +185,9 @@ class Synapse:
             "rc_federation": {"window_size": 1000, "sleep_limit": 1000, "sleep_delay": 1,
                               "reject_limit": 1000, "concurrent": 100},
             "federation_rr_transactions_per_room_per_second": 1000,
+            # A peer that was down is retried within seconds, not minutes.
+            "federation": {"destination_min_retry_interval": "1s", "destination_retry_multiplier": 1,
+                           "destination_max_retry_interval": "2s"},
         }
         (self.dir / "homeserver.yaml").write_text(yaml.safe_dump(config))
         ARTIFACTS.mkdir(exist_ok=True)
