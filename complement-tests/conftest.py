@@ -35,7 +35,7 @@ class Server:
     def __init__(self, data_dir: Path, env: dict[str, str], name: str):
         self.data_dir = data_dir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{env.get('CONDUIT_ADDRESS', '127.0.0.1')}:{self.port}"
         self.server_name = env.get("CONDUIT_SERVER_NAME", "localhost")
         self.log_path = ARTIFACTS / f"{name}.log"
         self.env = {

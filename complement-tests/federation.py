@@ -34,12 +34,14 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def federation_env(directory: Path) -> dict[str, str]:
-    """CONDUIT_* settings for a server that federates over TLS on loopback."""
+def federation_env(directory: Path, host: str = "127.0.0.1") -> dict[str, str]:
+    """CONDUIT_* settings for a server that federates over TLS on loopback
+    (`host` another loopback address when a test needs a name of its own)."""
     cert, key = make_certificate(directory)
     port = free_port()
     return {
-        "CONDUIT_SERVER_NAME": f"127.0.0.1:{port}",
+        "CONDUIT_ADDRESS": host,
+        "CONDUIT_SERVER_NAME": f"{host}:{port}",
         "CONDUIT_FEDERATION_PORT": str(port),
         "CONDUIT_TLS__CERTS": str(cert),
         "CONDUIT_TLS__KEY": str(key),

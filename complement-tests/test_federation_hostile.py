@@ -207,3 +207,31 @@ def test_federation_off_closes_every_route(make_server, tmp_path):
         assert r.status_code == 403, r.text
     finally:
         peer.close()
+
+
+def test_server_acl_keeps_a_denied_server_out(make_server, tmp_path):
+    ours = make_server(federation_env(tmp_path, host="127.0.0.3"))
+    peer = FakePeer(tmp_path / "peer")
+    try:
+        alice = register(ours.url, unique("alice"))
+        room = alice.create_room(preset="public_chat")
+        mallory = f"@mallory:{peer.server_name}"
+        join_id, _ = peer.join(ours, room, mallory)
+        state = {(e["type"], e.get("state_key")): e for e in alice.call(
+            "GET", f"/_matrix/client/v3/rooms/{room}/state").json()}
+        alice.state(room, "m.room.server_acl", content={"allow": ["*"], "deny": ["127.0.0.1"]})
+        event_id, event = peer.sign_event(message(peer, room, mallory, state, join_id, "denied"))
+        r = peer.send_pdus(ours, [event], edus=[{"edu_type": "m.typing", "content": {
+            "room_id": room, "user_id": mallory, "typing": True}}])
+        assert r.status_code == 200 and "ACL" in r.json()["pdus"][event_id]["error"], r.text
+        assert client_event(alice, room, event_id).status_code == 404
+        # The ACL'd endpoints refuse it too.
+        r = peer.request(ours, "GET", f"/_matrix/federation/v1/state_ids/{room}?event_id={join_id}")
+        assert r.status_code == 403, r.text
+        r = peer.request(ours, "GET", f"/_matrix/federation/v1/make_join/{room}/{mallory}?ver=11")
+        assert r.status_code == 403, r.text
+        body = alice.sync()
+        typing = body["rooms"]["join"][room].get("ephemeral", {}).get("events", [])
+        assert all(mallory not in e["content"].get("user_ids", []) for e in typing)
+    finally:
+        peer.close()

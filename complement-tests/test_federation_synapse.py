@@ -231,3 +231,38 @@ def test_our_notary_vouches_for_synapse_keys(ours, synapse):
     assert r.json()["server_keys"][0]["verify_keys"] == answer["verify_keys"]
     r = ours.request("POST", "/_matrix/key/v2/query", json={"server_keys": {"127.0.0.1:1": {}}})
     assert r.status_code == 200 and r.json()["server_keys"] == []
+
+
+def test_server_acls_both_ways(make_server, tmp_path, synapse):
+    # Our server answers as 127.0.0.2: an ACL names hosts, not ports.
+    ours = make_server(federation_env(tmp_path, host="127.0.0.2"))
+    alice = register(ours.url, unique("alice"))
+    bob = synapse.register(unique("bob"))
+
+    # Synapse's room denies our server: our users can send nothing more
+    # there, and Synapse never shows anything of ours after the ACL.
+    room = bob.create_room(preset="public_chat")
+    alice.join(room, via=[synapse.server_name])
+    alice.send(room, "before the acl")
+    bob.wait_for_message(room, "before the acl")
+    acl = {"allow": ["*"], "deny": ["127.0.0.2"], "allow_ip_literals": True}
+    bob.state(room, "m.room.server_acl", content=acl)
+    alice.wait_for_event(room, lambda e: e["type"] == "m.room.server_acl", "the ACL here")
+    r = alice.call("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.message/acl1",
+                   json={"msgtype": "m.text", "body": "after the acl"}, expect=403)
+    assert r.json()["errcode"] == "M_FORBIDDEN"
+    bob.send(room, "synapse still talks")
+    time.sleep(1)
+    assert "after the acl" not in [e["content"].get("body") for e in bob.messages(room)]
+
+    # Our room denies Synapse's server: what Synapse sends is refused here.
+    ours_room = alice.create_room(preset="public_chat")
+    bob.join(ours_room, via=[ours.server_name])
+    alice.wait_for_event(ours_room, lambda e: e.get("state_key") == bob.user_id, "bob's join")
+    alice.state(ours_room, "m.room.server_acl",
+                content={"allow": ["*"], "deny": ["127.0.0.1"], "allow_ip_literals": True})
+    bob.wait_for_event(ours_room, lambda e: e["type"] == "m.room.server_acl", "the ACL on synapse")
+    bob.send(ours_room, "from a denied server", )
+    alice.send(ours_room, "marker after")
+    time.sleep(2)
+    assert "from a denied server" not in [e["content"].get("body") for e in alice.messages(ours_room)]

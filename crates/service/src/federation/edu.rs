@@ -47,7 +47,7 @@ impl Services {
             return Ok(());
         };
         let room = self.room_context(room_id)?;
-        self.check_server_acl(&room, origin)?;
+        self.check_server_acl(&room.record, origin)?;
         let typing = content.get("typing").and_then(JsonValue::as_bool) == Some(true);
         self.set_typing(room_id, user, typing.then_some(REMOTE_TYPING_TIMEOUT))
     }
@@ -60,7 +60,7 @@ impl Services {
             let Ok(room) = self.room_context(room_id) else {
                 continue;
             };
-            if self.check_server_acl(&room, origin).is_err() {
+            if self.check_server_acl(&room.record, origin).is_err() {
                 continue;
             }
             let Some(users) = kinds.get("m.read").and_then(JsonValue::as_object) else {

@@ -397,7 +397,7 @@ impl Services {
             ));
         }
         let room = self.room_context(room_id)?;
-        self.check_server_acl(&room, origin)?;
+        self.check_server_acl(&room.record, origin)?;
         let head = self.rooms.head(room.record.short)?;
         let state = self.rooms.state_map(&self.state_snapshots, &head)?;
         let (mut template, _) = self.event_template(
@@ -426,7 +426,7 @@ impl Services {
         raw: &JsonValue,
     ) -> Result<JsonValue> {
         let room = self.room_context(room_id)?;
-        self.check_server_acl(&room, origin)?;
+        self.check_server_acl(&room.record, origin)?;
         let parsed = self.parse_and_verify(&room, raw).await?;
         let sender = parsed.text("sender").unwrap_or_default();
         if parsed.event_id != event_id

@@ -77,7 +77,7 @@ impl Services {
     /// A room this server is in, for a request of `origin` about it.
     fn served_room(&self, room_id: &str, origin: &ServerName) -> Result<RoomContext> {
         let room = self.room_context(room_id)?;
-        self.check_server_acl(&room, origin)?;
+        self.check_server_acl(&room.record, origin)?;
         Ok(room)
     }
 

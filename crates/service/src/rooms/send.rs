@@ -100,6 +100,15 @@ impl Services {
         {
             return Ok((pdu, false));
         }
+        // A room whose server ACL denies this server takes nothing more
+        // from it but its users' leaves (the other servers would drop it).
+        let leaving = event.kind == "m.room.member"
+            && event.state_key == Some(sender.as_str())
+            && event.content.get("membership").and_then(JsonValue::as_str) == Some("leave");
+        if !leaving {
+            self.check_server_acl(&room, &self.config.server_name)
+                .map_err(|_| Error::forbidden("The room's server ACL denies this server."))?;
+        }
         self.check_annotation(sender, event.kind, &event.content)?;
         let head = self.rooms.head(room.short)?;
         let pdu = self

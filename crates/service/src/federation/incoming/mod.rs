@@ -98,7 +98,7 @@ impl Services {
             Ok(false) => {}
             Err(e) => return (Some(event_id), Err(e)),
         }
-        if let Err(e) = self.check_server_acl(&room, origin) {
+        if let Err(e) = self.check_server_acl(&room.record, origin) {
             return (Some(event_id), Err(e));
         }
         let outcome = async {
@@ -122,8 +122,8 @@ impl Services {
     }
 
     /// Refuses `origin` when the room's `m.room.server_acl` denies it.
-    pub(crate) fn check_server_acl(&self, room: &RoomContext, origin: &ServerName) -> Result<()> {
-        let state = self.current_state(&room.record)?;
+    pub(crate) fn check_server_acl(&self, room: &RoomRecord, origin: &ServerName) -> Result<()> {
+        let state = self.current_state(room)?;
         let Some(acl) = self.state_event(&state, "m.room.server_acl", "")? else {
             return Ok(());
         };
