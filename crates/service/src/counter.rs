@@ -18,10 +18,15 @@ pub(crate) struct Counter {
 impl Counter {
     /// The counter `name` as stored, starting at 1.
     pub(crate) fn load(db: &Database, name: &'static str) -> Result<Self> {
+        Self::load_from(db, name, 1)
+    }
+
+    /// The counter `name` as stored, starting at `first` in a new database.
+    pub(crate) fn load_from(db: &Database, name: &'static str, first: u64) -> Result<Self> {
         let next = db
             .get(&tables::GLOBAL_JSON, name)?
             .and_then(|v| v.as_u64())
-            .unwrap_or(1);
+            .unwrap_or(first);
         Ok(Self {
             name,
             next: Mutex::new(next),

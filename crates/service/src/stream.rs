@@ -34,9 +34,14 @@ pub struct Stream {
     started_at: u64,
 }
 
+/// Positions a new database keeps free below its first event: history
+/// fetched from other servers (backfill) takes positions before a room's
+/// earliest event, so it sorts before it and no sync sees it as new.
+pub const BACKFILL_POSITIONS: u64 = 1 << 40;
+
 impl Stream {
     pub(crate) fn new(db: &Database) -> Result<Self> {
-        let counts = Counter::load(db, "next_event_count")?;
+        let counts = Counter::load_from(db, "next_event_count", BACKFILL_POSITIONS)?;
         let started_at = counts.peek();
         let (position, _) = watch::channel(started_at);
         Ok(Self {

@@ -32,13 +32,26 @@ pub async fn get(
     let body = &req.body;
     let filter = EventFilter::from(&body.filter);
     let limit = super::count(body.limit);
+    let from = token(body.from.as_deref())?;
+    let forward = body.dir == Direction::Forward;
+    // Paging back past what this server holds asks the room's other
+    // servers for the history before (only for members who may read it).
+    if !forward
+        && services
+            .require_may_read(&sender.user_id, body.room_id.as_str())
+            .is_ok()
+    {
+        services
+            .backfill_if_needed(body.room_id.as_str(), from, limit)
+            .await;
+    }
     let page = services.messages(
         &sender.user_id,
         &PageRequest {
             room_id: body.room_id.as_str(),
-            from: token(body.from.as_deref())?,
+            from,
             to: token(body.to.as_deref())?,
-            forward: body.dir == Direction::Forward,
+            forward,
             limit,
             filter,
         },

@@ -444,7 +444,13 @@ impl Services {
         }
         let outcome = {
             let _lock = self.rooms.lock(room.record.short).await;
-            self.place_in_dag(origin, &room, parsed, false).await?
+            self.place_in_dag(
+                origin,
+                &room,
+                parsed,
+                super::incoming::dag::Placement::Live { fill_gaps: false },
+            )
+            .await?
         };
         match outcome {
             Outcome::Accepted | Outcome::AlreadyKnown => Ok(json!({})),

@@ -7,8 +7,10 @@
 //! - `join`, `invite`, `leave`: membership with rooms on other servers;
 //! - `serve`: what other servers may ask of this one (events, state, joins);
 //! - `queries`: aliases and profiles asked of other servers for clients;
+//! - `backfill`: history from before we joined, for `/messages`;
 //! - `sender`: the persistent outgoing queue; `edu`: typing, receipts, presence.
 
+pub mod backfill;
 pub mod client;
 pub mod discovery;
 pub mod edu;

@@ -28,20 +28,38 @@ const MISSING_EVENTS_LIMIT: u64 = 10;
 
 type Placing<'a> = Pin<Box<dyn Future<Output = Result<Outcome>> + Send + 'a>>;
 
+/// Where a received event goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Placement {
+    /// A new event: on top of the room, moving its head. `fill_gaps`
+    /// allows asking the sender for missing prev events (not for the events
+    /// that answer brings, so the walk stays bounded).
+    Live { fill_gaps: bool },
+    /// History from before the room's earliest local event, at this
+    /// timeline position; the room's head does not move.
+    Backfill { count: u64 },
+}
+
 impl Services {
-    /// Places a verified event in the room's DAG. `fill_gaps` allows asking
-    /// `origin` for missing prev events (not for the events that answer
-    /// brings, so the walk stays bounded).
+    /// Places a verified event in the room's DAG.
     pub(crate) fn place_in_dag<'a>(
         &'a self,
         origin: &'a ServerName,
         room: &'a RoomContext,
         parsed: Parsed,
-        fill_gaps: bool,
+        placement: Placement,
     ) -> Placing<'a> {
         Box::pin(async move {
             if self.event_is_stored(&parsed.event_id)? {
-                return Ok(Outcome::AlreadyKnown);
+                // Backfill gives outliers (a join's state, say) their place.
+                let short = self.short_ids.event_short(&parsed.event_id)?;
+                let outlier = match short {
+                    Some(short) => self.rooms.meta(short)?.is_none() && !self.is_rejected(short)?,
+                    None => false,
+                };
+                if !(outlier && matches!(placement, Placement::Backfill { .. })) {
+                    return Ok(Outcome::AlreadyKnown);
+                }
             }
             let pdu = self.pdu_from_parsed(&parsed)?;
             let auth_missing = pdu
@@ -58,7 +76,7 @@ impl Services {
             }
 
             let mut missing = self.unplaced_prev_events(&pdu)?;
-            if !missing.is_empty() && fill_gaps {
+            if !missing.is_empty() && matches!(placement, Placement::Live { fill_gaps: true }) {
                 self.fill_gap(origin, room, &pdu).await;
                 missing = self.unplaced_prev_events(&pdu)?;
             }
@@ -80,6 +98,10 @@ impl Services {
                 return Ok(Outcome::Rejected(reason));
             }
 
+            if let Placement::Backfill { count } = placement {
+                self.append_backfilled(room, &pdu, count, &before)?;
+                return Ok(Outcome::Accepted);
+            }
             let head = self.rooms.head(room.record.short)?;
             let current = self.rooms.state_map(&self.state_snapshots, &head)?;
             if *current != *before {
@@ -159,7 +181,8 @@ impl Services {
         for raw in events {
             let placed = async {
                 let parsed = self.parse_and_verify(room, raw).await?;
-                self.place_in_dag(origin, room, parsed, false).await
+                self.place_in_dag(origin, room, parsed, Placement::Live { fill_gaps: false })
+                    .await
             }
             .await;
             if let Err(e) = placed {
@@ -270,6 +293,33 @@ impl Services {
         if let Some(meta) = meta {
             batch.put(&tables::EVENT_META, pdu.short, &meta)?;
         }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Stores a backfilled event at `count`, before the room's earliest
+    /// event: its JSON, its place in the timeline and the state before it.
+    /// The room's head, sync and unread counts do not change: it is history.
+    fn append_backfilled(
+        &self,
+        room: &RoomContext,
+        pdu: &Pdu,
+        count: u64,
+        before: &StateMap,
+    ) -> Result<()> {
+        let before_id = self.state_snapshots.save(&self.short_ids, before, None)?;
+        let mut batch = self.db.batch();
+        batch.put(&tables::PDUS, pdu.short, &pdu.json)?;
+        batch.put(&tables::TIMELINE, (room.record.short, count), pdu.short)?;
+        batch.put(
+            &tables::EVENT_META,
+            pdu.short,
+            &EventMeta {
+                room: room.record.short,
+                count,
+                state_before: Some(before_id),
+            },
+        )?;
         self.db.write(batch)?;
         Ok(())
     }

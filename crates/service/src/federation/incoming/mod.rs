@@ -104,7 +104,13 @@ impl Services {
         let outcome = async {
             let parsed = self.parse_and_verify(&room, raw).await?;
             let _lock = self.rooms.lock(room.record.short).await;
-            self.place_in_dag(origin, &room, parsed, true).await
+            self.place_in_dag(
+                origin,
+                &room,
+                parsed,
+                dag::Placement::Live { fill_gaps: true },
+            )
+            .await
         }
         .await;
         if let Err(e) = &outcome {
