@@ -48,6 +48,7 @@ def federation_env(directory: Path, host: str = "127.0.0.1") -> dict[str, str]:
         "CONDUIT_FEDERATION_VERIFY_CERTIFICATES": "false",
         "CONDUIT_TRUSTED_SERVERS": "[]",
         "CONDUIT_LOG": "info,conduit_service::federation=debug",
+        "CONDUIT_ALLOW_PUBLIC_ROOMS_OVER_FEDERATION": "true",
     }
 
 
@@ -177,6 +178,8 @@ class Synapse:
             "federation_verify_certificates": False,
             "ip_range_blacklist": [],
             "presence": {"enabled": True},
+            "allow_public_rooms_over_federation": True,
+            "room_list_publication_rules": [{"action": "allow"}],
             "rc_message": limit,
             "rc_registration": limit,
             "rc_login": {"address": limit, "account": limit, "failed_attempts": limit},

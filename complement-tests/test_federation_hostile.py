@@ -235,3 +235,35 @@ def test_server_acl_keeps_a_denied_server_out(make_server, tmp_path):
         assert all(mallory not in e["content"].get("user_ids", []) for e in typing)
     finally:
         peer.close()
+
+
+def test_devices_and_keys_answer_honestly_empty(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    r = peer.request(ours, "GET", f"/_matrix/federation/v1/user/devices/{alice.user_id}")
+    assert r.status_code == 200 and r.json() == {"user_id": alice.user_id, "stream_id": 0, "devices": []}, r.text
+    r = peer.request(ours, "GET", f"/_matrix/federation/v1/user/devices/@nobody:{ours.server_name}")
+    assert r.status_code == 404, r.text
+    r = peer.request(ours, "POST", "/_matrix/federation/v1/user/keys/query",
+                     {"device_keys": {alice.user_id: [], "@x:elsewhere.example": []}})
+    assert r.status_code == 200 and r.json() == {"device_keys": {alice.user_id: {}}}, r.text
+    r = peer.request(ours, "POST", "/_matrix/federation/v1/user/keys/claim",
+                     {"one_time_keys": {alice.user_id: {"DEVICE": "signed_curve25519"}}})
+    assert r.status_code == 200 and r.json() == {"one_time_keys": {}}, r.text
+
+
+def test_room_directory_over_federation_only_when_allowed(make_server, tmp_path):
+    peer = FakePeer(tmp_path / "peer")
+    try:
+        closed = make_server({**federation_env(tmp_path / "a"), "CONDUIT_ALLOW_PUBLIC_ROOMS_OVER_FEDERATION": "false"})
+        r = peer.request(closed, "GET", "/_matrix/federation/v1/publicRooms")
+        assert r.status_code == 403 and r.json()["errcode"] == "M_FORBIDDEN", r.text
+        opened = make_server(federation_env(tmp_path / "b"))
+        alice = register(opened.url, unique("alice"))
+        room = alice.create_room(preset="public_chat", name="listed", visibility="public")
+        r = peer.request(opened, "GET", "/_matrix/federation/v1/publicRooms?limit=5")
+        assert r.status_code == 200 and [c["room_id"] for c in r.json()["chunk"]] == [room], r.text
+        r = peer.request(opened, "POST", "/_matrix/federation/v1/publicRooms",
+                         {"filter": {"generic_search_term": "nope"}})
+        assert r.status_code == 200 and r.json()["chunk"] == [], r.text
+    finally:
+        peer.close()

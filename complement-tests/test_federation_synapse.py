@@ -297,3 +297,59 @@ def test_messages_backfills_history_from_before_we_joined(ours, synapse):
     # Once fetched, history is local: a second walk asks nobody and agrees.
     again = alice.messages(room, limit=100)
     assert [e["event_id"] for e in again] == ids
+
+
+def test_public_room_directories_both_ways(ours, synapse):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+    ours_room = alice.create_room(preset="public_chat", name="listed here", visibility="public")
+    theirs = bob.create_room(preset="public_chat", name="listed there", visibility="public")
+
+    listed = bob.call("GET", "/_matrix/client/v3/publicRooms", params={"server": ours.server_name}).json()
+    assert ours_room in [r["room_id"] for r in listed["chunk"]]
+    # Synapse fills its directory from room statistics, in the background.
+    deadline = time.monotonic() + 20
+    while theirs not in [r["room_id"] for r in alice.call(
+            "GET", "/_matrix/client/v3/publicRooms", params={"server": synapse.server_name}).json()["chunk"]]:
+        assert time.monotonic() < deadline, "synapse's room never showed in its directory"
+        time.sleep(0.5)
+    found = alice.call("POST", f"/_matrix/client/v3/publicRooms?server={synapse.server_name}",
+                       json={"filter": {"generic_search_term": "listed there"}, "limit": 5}).json()
+    assert [r["name"] for r in found["chunk"]] == ["listed there"]
+    found = bob.call("POST", f"/_matrix/client/v3/publicRooms?server={ours.server_name}",
+                     json={"filter": {"generic_search_term": "nothing like it"}}).json()
+    assert found["chunk"] == []
+
+
+def wait_membership(client, room, user, membership, what):
+    deadline = time.monotonic() + 20
+    while members(client, room).get(user) != membership:
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def test_knocks_both_ways(ours, synapse):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+    knock_rule = [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]
+
+    # Ours knocks on a Synapse room; bob lets alice in with an invite.
+    theirs = bob.create_room(preset="private_chat", name="knock here", initial_state=knock_rule)
+    alice.call("POST", f"/_matrix/client/v3/knock/{theirs}?via={synapse.server_name}", json={"reason": "hi"})
+    knocked = alice.wait_for(lambda b: b.get("rooms", {}).get("knock", {}).get(theirs), "our knock in sync")
+    assert any(e["type"] == "m.room.name" for e in knocked["knock_state"]["events"])
+    wait_membership(bob, theirs, alice.user_id, "knock", "the knock on synapse")
+    bob.membership(theirs, "invite", alice.user_id)
+    alice.wait_for(lambda b: theirs in b.get("rooms", {}).get("invite", {}), "the invite after the knock")
+    alice.join(theirs)
+    assert members(alice, theirs)[alice.user_id] == "join"
+
+    # Synapse knocks on ours; alice lets bob in.
+    room = alice.create_room(preset="private_chat", initial_state=knock_rule)
+    bob.call("POST", f"/_matrix/client/v3/knock/{room}?server_name={ours.server_name}&via={ours.server_name}",
+             json={})
+    wait_membership(alice, room, bob.user_id, "knock", "bob's knock here")
+    alice.membership(room, "invite", bob.user_id)
+    bob.wait_for(lambda b: room in b.get("rooms", {}).get("invite", {}), "the invite on synapse")
+    bob.join(room, via=[ours.server_name])
+    wait_membership(alice, room, bob.user_id, "join", "bob's join here")

@@ -292,12 +292,58 @@ def bench_play(args) -> dict | None:
         }
 
 
+def bench_federation(args) -> dict:
+    """PDUs from one peer over /send, in a room of two (a local user and the
+    peer's), 50 per transaction, one transaction after another. The peer
+    signs every PDU before the clock starts, so only ingestion is timed."""
+    from fake_peer import FakePeer
+    from federation import federation_env
+
+    with tempfile.TemporaryDirectory(prefix="conduit-bench-federation-") as data_dir:
+        env = federation_env(Path(data_dir) / "tls")
+        env["CONDUIT_LOG"] = "warn"
+        server = Server(Path(data_dir), env, "bench-federation")
+        server.log_path.unlink(missing_ok=True)
+        server.start()
+        peer = FakePeer(Path(data_dir) / "peer")
+        try:
+            alice = Client.register(server, "alice")
+            room = alice.create_room(preset="public_chat")
+            sender = f"@bench:{peer.server_name}"
+            prev, _ = peer.join(server, room, sender)
+            state = {(e["type"], e.get("state_key")): e["event_id"] for e in alice.call(
+                "GET", f"/_matrix/client/v3/rooms/{quote(room, safe='')}/state")}
+            auth = [state[("m.room.create", "")], state[("m.room.power_levels", "")], prev]
+            pdus = []
+            for i in range(args.pdus):
+                event = peer.new_event(room, sender, "m.room.message", {"msgtype": "m.text", "body": f"pdu {i}"},
+                                       prev_events=[prev], auth_events=auth, depth=10 + i)
+                prev, event = peer.sign_event(event)
+                pdus.append(event)
+
+            def work():
+                for start in range(0, len(pdus), 50):
+                    r = peer.send_pdus(server, pdus[start:start + 50])
+                    errors = {k: v for k, v in r.json()["pdus"].items() if v}
+                    if r.status_code != 200 or errors:
+                        raise RuntimeError(f"/send: {r.status_code} {errors or r.text}")
+
+            figures = measure(server, len(pdus), work)
+            return {"pdus": figures["events"], "seconds": figures["seconds"],
+                    "pdus_per_s": figures["events_per_s"], "cpu_ms_per_pdu": figures["cpu_ms_per_event"],
+                    "rss_mib": figures["rss_mib"]}
+        finally:
+            peer.close()
+            server.stop()
+
+
 SECTIONS = {
     "idle": ("idle", bench_idle),
     "sequential": ("1 sender", bench_sequential),
     "concurrent": (f"{SENDERS} senders", bench_concurrent),
     "rooms": ("many rooms", bench_rooms),
     "play": ("Romeo & Juliet", bench_play),
+    "federation": ("federation in", bench_federation),
 }
 
 LABELS = {
@@ -323,6 +369,9 @@ LABELS = {
     "send_s": ("sends", "s"),
     "total_s": ("total time", "s"),
     "total_cpu_s": ("server CPU, whole workload", "s"),
+    "pdus": ("PDUs over /send, 50 per transaction", ""),
+    "pdus_per_s": ("PDUs/s", ""),
+    "cpu_ms_per_pdu": ("server CPU per PDU", "ms"),
 }
 
 
@@ -355,8 +404,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections")
     args = parser.parse_args()
-    args.sends, args.rooms, args.sync_samples, args.wake_samples, args.play_lines = (
-        (320, 100, 50, 20, 300) if args.quick else (1000, 1000, 200, 100, None)
+    args.sends, args.rooms, args.sync_samples, args.wake_samples, args.play_lines, args.pdus = (
+        (320, 100, 50, 20, 300, 200) if args.quick else (1000, 1000, 200, 100, None, 2000)
     )
     target = os.environ.get("CARGO_TARGET_DIR") or Path.home() / ".cache" / "conduit" / "target"
     os.environ.setdefault("CONDUIT_BIN", str(Path(target) / "release" / "conduit"))

@@ -78,6 +78,8 @@ pub struct Config {
     pub federation_domain_denylist: Vec<OwnedServerName>,
     /// Seconds an outbound federation request may take.
     pub federation_timeout: u64,
+    /// Whether other servers may list this server's room directory.
+    pub allow_public_rooms_over_federation: bool,
     pub log: String,
     /// Lifetime of an access token issued together with a refresh token, in seconds.
     pub refreshable_access_token_lifetime: u64,
@@ -153,6 +155,7 @@ impl Config {
             federation_domain_allowlist: Vec::new(),
             federation_domain_denylist: Vec::new(),
             federation_timeout: 60,
+            allow_public_rooms_over_federation: false,
             log: "info".into(),
             refreshable_access_token_lifetime: 300,
             uiaa_session_timeout: 15 * 60,

@@ -167,7 +167,7 @@ impl Services {
             }
             self.stream.mark_presence(position);
         })?;
-        Ok(())
+        self.send_presence_edus(users)
     }
 
     /// Announces the transitions time made (online -> unavailable ->

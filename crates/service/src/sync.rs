@@ -155,7 +155,8 @@ impl Services {
                 && !request.not_rooms.contains(&room_id);
             let extras = room_extras.remove(&room_id);
             let Some(room) = self.rooms.room(&room_id)? else {
-                // An invite from another server to a room we are not in.
+                // An invite from another server to a room we are not in, or
+                // a knock on one.
                 if wanted
                     && let Some(remote) = self.remote_invite(user_id, &room_id)?
                     && (request.since.is_none() || remote.position >= since)
@@ -165,6 +166,11 @@ impl Services {
                             let mut events = remote.invite_state;
                             events.push(stripped(&remote.event));
                             invite.insert(room_id, json!({ "invite_state": { "events": events } }));
+                        }
+                        "knock" => {
+                            let mut events = remote.invite_state;
+                            events.push(stripped(&remote.event));
+                            knock.insert(room_id, json!({ "knock_state": { "events": events } }));
                         }
                         "leave" if request.since.is_some() => {
                             let events: Vec<JsonValue> = remote

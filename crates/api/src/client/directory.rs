@@ -1,5 +1,6 @@
 //! The room directory: `GET/PUT /directory/list/room/{roomId}` and
-//! `GET/POST /publicRooms` (this server's rooms only).
+//! `GET/POST /publicRooms`: this server's rooms, or another server's
+//! directory asked over federation (`server=`).
 
 use std::sync::Arc;
 
@@ -52,16 +53,41 @@ pub async fn set_visibility(
     Ok(RumaResponse(set_room_visibility::v3::Response::new()))
 }
 
-/// The directory of another server needs federation, which this server
-/// does not speak yet: say so rather than answer with our own rooms.
-fn only_ours(services: &Services, server: Option<&ServerName>) -> Result<(), ApiError> {
-    match server {
-        Some(server) if server != services.config.server_name => Err(Error::invalid_param(
-            "Room directories of other servers are not available yet.",
-        )
-        .into()),
-        _ => Ok(()),
+/// Another server's directory, asked of that server: `None` for our own.
+async fn remote_directory(
+    services: &Services,
+    server: Option<&ServerName>,
+    body: serde_json::Value,
+) -> Result<Option<Listing>, ApiError> {
+    let Some(server) = server.filter(|s| *s != services.config.server_name) else {
+        return Ok(None);
+    };
+    // Absent fields stay absent: Synapse reads a `null` limit as a number.
+    let mut body = body;
+    if let Some(fields) = body.as_object_mut() {
+        fields.retain(|_, value| !value.is_null());
     }
+    let answer = services.remote_public_rooms(server, &body).await?;
+    let chunk = answer
+        .get("chunk")
+        .and_then(|c| c.as_array())
+        .map(|rooms| {
+            rooms
+                .iter()
+                .filter_map(|room| serde_json::from_value(room.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let text = |key: &str| answer.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    Ok(Some(Listing {
+        chunk,
+        next_batch: text("next_batch"),
+        prev_batch: text("prev_batch"),
+        total: answer
+            .get("total_room_count_estimate")
+            .and_then(|v| v.as_u64())
+            .and_then(|n| UInt::try_from(n).ok()),
+    }))
 }
 
 fn since(token: Option<&str>) -> Result<usize, ApiError> {
@@ -98,13 +124,20 @@ pub async fn get_public(
     req: Ruma<get_public_rooms::v3::Request, true>,
 ) -> Result<RumaResponse<get_public_rooms::v3::Response>, ApiError> {
     let body = &req.body;
-    only_ours(&services, body.server.as_deref())?;
-    let page = services.public_rooms(&DirectoryQuery {
-        limit: body.limit.map(super::count),
-        since: since(body.since.as_deref())?,
-        ..DirectoryQuery::default()
-    })?;
-    let listing = listing(page)?;
+    let remote = remote_directory(
+        &services,
+        body.server.as_deref(),
+        serde_json::json!({ "limit": body.limit, "since": body.since }),
+    )
+    .await?;
+    let listing = match remote {
+        Some(listing) => listing,
+        None => listing(services.public_rooms(&DirectoryQuery {
+            limit: body.limit.map(super::count),
+            since: since(body.since.as_deref())?,
+            ..DirectoryQuery::default()
+        })?)?,
+    };
     let mut response = get_public_rooms::v3::Response::new(listing.chunk);
     response.next_batch = listing.next_batch;
     response.prev_batch = listing.prev_batch;
@@ -117,25 +150,40 @@ pub async fn post_public(
     req: Ruma<get_public_rooms_filtered::v3::Request, true>,
 ) -> Result<RumaResponse<get_public_rooms_filtered::v3::Response>, ApiError> {
     let body = &req.body;
-    only_ours(&services, body.server.as_deref())?;
-    let room_types = (!body.filter.room_types.is_empty()).then(|| {
-        body.filter
-            .room_types
-            .iter()
-            .map(|t| t.as_str().map(str::to_owned))
-            .collect()
-    });
-    let page = services.public_rooms(&DirectoryQuery {
-        search: body
-            .filter
-            .generic_search_term
-            .clone()
-            .filter(|t| !t.is_empty()),
-        room_types,
-        limit: body.limit.map(super::count),
-        since: since(body.since.as_deref())?,
-    })?;
-    let listing = listing(page)?;
+    let remote = remote_directory(
+        &services,
+        body.server.as_deref(),
+        serde_json::json!({
+            "limit": body.limit,
+            "since": body.since,
+            "filter": body.filter,
+        }),
+    )
+    .await?;
+    let listing = match remote {
+        Some(listing) => listing,
+        None => {
+            let room_types = (!body.filter.room_types.is_empty()).then(|| {
+                body.filter
+                    .room_types
+                    .iter()
+                    .map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            });
+            listing(
+                services.public_rooms(&DirectoryQuery {
+                    search: body
+                        .filter
+                        .generic_search_term
+                        .clone()
+                        .filter(|t| !t.is_empty()),
+                    room_types,
+                    limit: body.limit.map(super::count),
+                    since: since(body.since.as_deref())?,
+                })?,
+            )?
+        }
+    };
     let mut response = get_public_rooms_filtered::v3::Response::new();
     response.chunk = listing.chunk;
     response.next_batch = listing.next_batch;

@@ -9,7 +9,7 @@ use conduit_service::{
     rooms::membership::{Change, membership_of},
 };
 use ruma::{
-    OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomOrAliasId,
+    OwnedMxcUri, OwnedRoomId, OwnedServerName, OwnedUserId, RoomOrAliasId,
     api::client::{
         knock::knock_room,
         membership::{
@@ -47,15 +47,7 @@ pub async fn join_by_id_or_alias(
     req: Ruma<join_room_by_id_or_alias::v3::Request, true>,
 ) -> Result<RumaResponse<join_room_by_id_or_alias::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    let target = &req.body.room_id_or_alias;
-    let mut via = req.body.via.clone();
-    let room = if target.is_room_alias_id() {
-        let (room, servers) = services.resolve_room_alias(target.as_str()).await?;
-        via.extend(servers);
-        room
-    } else {
-        target.as_str().to_owned()
-    };
+    let (room, via) = resolve(&services, &req.body.room_id_or_alias, &req.body.via).await?;
     services
         .join_room(&room, &sender.user_id, &via, req.body.reason.as_deref())
         .await?;
@@ -64,14 +56,21 @@ pub async fn join_by_id_or_alias(
     )))
 }
 
-/// A room id, or the room a local alias names.
-fn resolve(services: &Services, target: &RoomOrAliasId) -> Result<String, ApiError> {
+/// A room id, or the room an alias names (asked of the alias's server
+/// when it is not ours), with the servers to reach it through: `via` and
+/// those the alias's server named.
+async fn resolve(
+    services: &Services,
+    target: &RoomOrAliasId,
+    via: &[OwnedServerName],
+) -> Result<(String, Vec<OwnedServerName>), ApiError> {
+    let mut via = via.to_vec();
     if target.is_room_alias_id() {
-        Ok(services
-            .alias(target.as_str())?
-            .ok_or_else(|| Error::not_found("No room has this alias on this server."))?)
+        let (room, servers) = services.resolve_room_alias(target.as_str()).await?;
+        via.extend(servers);
+        Ok((room, via))
     } else {
-        Ok(target.as_str().to_owned())
+        Ok((target.as_str().to_owned(), via))
     }
 }
 
@@ -82,15 +81,9 @@ pub async fn knock(
     req: Ruma<knock_room::v3::Request>,
 ) -> Result<RumaResponse<knock_room::v3::Response>, ApiError> {
     let sender = req.sender()?;
-    let room = resolve(&services, &req.body.room_id_or_alias)?;
+    let (room, via) = resolve(&services, &req.body.room_id_or_alias, &req.body.via).await?;
     services
-        .change_membership(
-            &room,
-            &sender.user_id,
-            &sender.user_id,
-            Change::Knock,
-            req.body.reason.as_deref(),
-        )
+        .knock_room(&room, &sender.user_id, &via, req.body.reason.as_deref())
         .await?;
     Ok(RumaResponse(knock_room::v3::Response::new(room_id(&room)?)))
 }

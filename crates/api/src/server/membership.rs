@@ -1,5 +1,6 @@
-//! Joins, leaves and invites of other servers' users: `make_join`,
-//! `send_join` (v1 and v2), `make_leave`, `send_leave`, `invite` (v2).
+//! Joins, leaves, knocks and invites of other servers' users: `make_join`,
+//! `send_join` (v1 and v2), `make_leave`, `send_leave`, `make_knock`,
+//! `send_knock`, `invite` (v2).
 
 use std::sync::Arc;
 
@@ -95,6 +96,32 @@ pub async fn invite_v2(
     Ok(Json(
         services
             .receive_invite(&request.origin, &room_id, &event_id, request.json()?)
+            .await?,
+    ))
+}
+
+pub async fn make_knock(
+    State(services): State<Arc<Services>>,
+    Path((room_id, user_id)): Path<(String, String)>,
+    request: Federated,
+) -> Result<Json<JsonValue>, ApiError> {
+    let versions = request.query_values("ver");
+    Ok(Json(services.make_knock(
+        &request.origin,
+        &room_id,
+        user(&user_id)?,
+        &versions,
+    )?))
+}
+
+pub async fn send_knock(
+    State(services): State<Arc<Services>>,
+    Path((room_id, event_id)): Path<(String, String)>,
+    request: Federated,
+) -> Result<Json<JsonValue>, ApiError> {
+    Ok(Json(
+        services
+            .send_knock(&request.origin, &room_id, &event_id, request.json()?)
             .await?,
     ))
 }

@@ -3,6 +3,8 @@
 //! by its `X-Matrix` signature ([`Federated`]); with `allow_federation =
 //! false` every route here answers `403 M_FORBIDDEN`.
 
+mod devices;
+mod directory;
 mod events;
 mod key;
 mod membership;
@@ -60,6 +62,14 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
             put(membership::send_leave_v2),
         )
         .route(
+            "/_matrix/federation/v1/make_knock/{room_id}/{user_id}",
+            get(membership::make_knock),
+        )
+        .route(
+            "/_matrix/federation/v1/send_knock/{room_id}/{event_id}",
+            put(membership::send_knock),
+        )
+        .route(
             "/_matrix/federation/v2/invite/{room_id}/{event_id}",
             put(membership::invite_v2),
         )
@@ -83,6 +93,22 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route(
             "/_matrix/federation/v1/backfill/{room_id}",
             get(events::backfill),
+        )
+        .route(
+            "/_matrix/federation/v1/publicRooms",
+            get(directory::get_public).post(directory::post_public),
+        )
+        .route(
+            "/_matrix/federation/v1/user/devices/{user_id}",
+            get(devices::user_devices),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/query",
+            post(devices::keys_query),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/claim",
+            post(devices::keys_claim),
         )
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
         .route(

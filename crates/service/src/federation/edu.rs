@@ -146,6 +146,32 @@ impl Services {
         self.send_edu_to_room(room_id, edu)
     }
 
+    /// Sends local users' new presence to the servers sharing a room with
+    /// them (what other servers say of their users is not passed on).
+    pub(crate) fn send_presence_edus(&self, users: &[ruma::OwnedUserId]) -> Result<()> {
+        for user in users {
+            if user.server_name() != self.config.server_name {
+                continue;
+            }
+            let mut servers = std::collections::BTreeSet::new();
+            for room_id in self.rooms.joined_rooms(user.as_str())? {
+                if let Some(room) = self.rooms.room(&room_id)? {
+                    servers.extend(self.servers_in_state(&*self.current_state(&room)?)?);
+                }
+            }
+            if servers.is_empty() {
+                continue;
+            }
+            let mut update = self.presence_of(user).to_event(user.as_str())["content"].take();
+            update["user_id"] = user.as_str().into();
+            let edu = json!({ "edu_type": "m.presence", "content": { "push": [update] } });
+            for server in servers {
+                self.queue_edu(&server, edu.clone());
+            }
+        }
+        Ok(())
+    }
+
     fn send_edu_to_room(&self, room_id: &str, edu: JsonValue) -> Result<()> {
         let Some(room) = self.rooms.room(room_id)? else {
             return Ok(());

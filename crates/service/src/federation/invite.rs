@@ -35,6 +35,10 @@ pub struct RemoteInvite {
     pub invite_state: Vec<JsonValue>,
     /// Stream position of the invite (or of its end).
     pub position: u64,
+    /// Servers that know the room: the inviter's, or the one that took a
+    /// knock. A rejection (or a join) goes through them first.
+    #[serde(default)]
+    pub via: Vec<OwnedServerName>,
 }
 
 /// Stripped state events kept at most per invite.
@@ -122,7 +126,10 @@ impl Services {
     }
 
     /// The stripped state an invitee gets to see of a room.
-    fn stripped_state(&self, state: &conduit_state_res::StateMap) -> Result<Vec<JsonValue>> {
+    pub(crate) fn stripped_state(
+        &self,
+        state: &conduit_state_res::StateMap,
+    ) -> Result<Vec<JsonValue>> {
         let mut events = Vec::new();
         for kind in crate::sync::INVITE_STATE {
             if let Some(pdu) = self.state_event(state, kind, "")? {
@@ -194,13 +201,17 @@ impl Services {
                 .and_then(JsonValue::as_array)
                 .map(|list| list.iter().take(MAX_INVITE_STATE).map(stripped).collect())
                 .unwrap_or_default();
-            self.store_remote_invite(
+            self.store_remote_membership(
                 target_user,
                 room_id,
-                version,
-                stored,
-                invite_state,
                 "invite",
+                RemoteInvite {
+                    event: stored,
+                    room_version: version.to_owned(),
+                    invite_state,
+                    position: 0,
+                    via: vec![origin.to_owned()],
+                },
             )?;
         }
         let mut answer = parsed.object;
@@ -210,34 +221,22 @@ impl Services {
         Ok(json!({ "event": answer }))
     }
 
-    /// Records an invite from elsewhere (or its end, with `membership`
-    /// `leave`) at a new stream position, so the user's sync sees it.
-    fn store_remote_invite(
+    /// Records an invite (or knock) from elsewhere, or its end, as the
+    /// user's `membership` at a new stream position, so their sync sees it.
+    pub(crate) fn store_remote_membership(
         &self,
         user: &UserId,
         room_id: &str,
-        version: &str,
-        event: JsonValue,
-        invite_state: Vec<JsonValue>,
         membership: &str,
+        mut record: RemoteInvite,
     ) -> Result<()> {
-        let batch = self.db.batch();
-        let record = |position| RemoteInvite {
-            event: event.clone(),
-            room_version: version.to_owned(),
-            invite_state: invite_state.clone(),
-            position,
-        };
         self.stream.write(
             &self.db,
-            batch,
+            self.db.batch(),
             None,
             |batch, position| {
-                batch.put(
-                    &tables::REMOTE_INVITES,
-                    (user.as_str(), room_id),
-                    &record(position),
-                )?;
+                record.position = position;
+                batch.put(&tables::REMOTE_INVITES, (user.as_str(), room_id), &record)?;
                 batch.put(
                     &tables::USER_ROOMS,
                     (user.as_str(), room_id),
@@ -266,120 +265,54 @@ impl Services {
         Ok(())
     }
 
-    /// Rejects an invite to a room this server is not in: a leave through
-    /// the inviting server (`make_leave`, `send_leave`).
+    /// Rejects an invite to (or withdraws a knock on) a room this server is
+    /// not in: a leave through the servers that know the room
+    /// (`make_leave`, `send_leave`).
     pub async fn reject_remote_invite(&self, user: &UserId, room_id: &str) -> Result<()> {
         let invite = self
             .remote_invite(user, room_id)?
             .ok_or_else(|| Error::not_found("You are not invited to this room."))?;
-        let mut servers: Vec<OwnedServerName> = Vec::new();
-        if let Some(sender) = invite.event.get("sender").and_then(JsonValue::as_str)
-            && let Some(server) = super::user_server(sender)
-        {
-            servers.push(server.to_owned());
-        }
+        let mut servers = invite.via.clone();
         servers.extend(self.candidate_servers(room_id, &[]));
-        let mut result = Err(Error::not_found("No server to reject the invite through."));
+        let mut result = Err(Error::not_found("No server to leave the room through."));
         for server in servers {
-            result = self
-                .leave_via(&server, room_id, user, &invite.room_version)
-                .await;
+            result = self.leave_via(&server, room_id, user).await;
             if result.is_ok() {
                 break;
             }
         }
-        // The user asked to leave; an unreachable inviter must not keep the
+        // The user asked to leave; an unreachable server must not keep the
         // invite in their list for ever. Sync then shows the leave event
         // when there is one.
         let leave = result.unwrap_or_else(|e| {
-            tracing::info!(room_id, "invite rejected locally only: {e}");
+            tracing::info!(room_id, "left locally only: {e}");
             JsonValue::Null
         });
-        self.store_remote_invite(
+        self.store_remote_membership(
             user,
             room_id,
-            &invite.room_version,
-            leave,
-            invite.invite_state,
             "leave",
+            RemoteInvite {
+                event: leave,
+                ..invite
+            },
         )
     }
 
+    /// A leave through `server`; the leave event as sent.
     async fn leave_via(
         &self,
         server: &ServerName,
         room_id: &str,
         user: &UserId,
-        version: &str,
     ) -> Result<JsonValue> {
-        let (_, rules) = version_rules(version)?;
-        let path = format!(
-            "/_matrix/federation/v1/make_leave/{}/{}",
-            urlencode(room_id),
-            urlencode(user.as_str())
-        );
-        let template = self
-            .federation_request(server, http::Method::GET, &path, None, 1 << 20)
-            .await
-            .map_err(|e| e.into_client_error(server))?;
-        let mut event = template
-            .get("event")
-            .and_then(JsonValue::as_object)
-            .cloned()
-            .ok_or_else(|| Error::bad_json(format!("{server} sent no leave template.")))?;
-        if event.get("state_key").and_then(JsonValue::as_str) != Some(user.as_str())
-            || event
-                .get("content")
-                .and_then(|c| c.get("membership"))
-                .and_then(JsonValue::as_str)
-                != Some("leave")
-        {
-            return Err(Error::bad_json(format!(
-                "{server} sent a wrong leave template."
-            )));
-        }
-        for key in ["event_id", "signatures", "hashes", "unsigned"] {
-            event.remove(key);
-        }
-        event.insert("origin".into(), self.config.server_name.as_str().into());
-        event.insert("origin_server_ts".into(), utils::now_ms().into());
-        let CanonicalJsonValue::Object(mut object) =
-            CanonicalJsonValue::try_from(JsonValue::Object(event))
-                .map_err(|e| Error::bad_json(format!("Bad leave template: {e}")))?
-        else {
-            return Err(Error::bad_json("Bad leave template."));
-        };
-        if rules.event_format.require_event_id {
-            object.insert(
-                "event_id".into(),
-                CanonicalJsonValue::String(format!(
-                    "${}:{}",
-                    utils::random_string(18),
-                    self.config.server_name
-                )),
-            );
-        }
-        self.server_keys
-            .hash_and_sign_event(&mut object, &rules.redaction)?;
-        let event_id = match object.get("event_id") {
-            Some(CanonicalJsonValue::String(id)) => id.clone(),
-            _ => format!(
-                "${}",
-                ruma::signatures::reference_hash(&object, &rules)
-                    .map_err(|e| Error::bad_json(e.to_string()))?
-            ),
-        };
-        let path = format!(
-            "/_matrix/federation/v2/send_leave/{}/{}",
-            urlencode(room_id),
-            urlencode(&event_id)
-        );
-        let body = serde_json::to_value(&object).map_err(Error::internal)?;
-        self.federation_request(server, http::Method::PUT, &path, Some(&body), 1 << 20)
-            .await
-            .map_err(|e| e.into_client_error(server))?;
-        let mut leave = body;
-        leave["event_id"] = event_id.into();
+        let signed = self
+            .make_membership(server, room_id, user, "leave", serde_json::Map::new())
+            .await?;
+        self.send_membership(server, room_id, "v2", "leave", &signed, 1 << 20)
+            .await?;
+        let mut leave = signed.event;
+        leave["event_id"] = signed.event_id.into();
         Ok(leave)
     }
 
@@ -391,29 +324,7 @@ impl Services {
         room_id: &str,
         user_id: &UserId,
     ) -> Result<JsonValue> {
-        if user_id.server_name() != origin {
-            return Err(Error::forbidden(
-                "The user does not belong to the asking server.",
-            ));
-        }
-        let room = self.room_context(room_id)?;
-        self.check_server_acl(&room.record, origin)?;
-        let head = self.rooms.head(room.record.short)?;
-        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
-        let (mut template, _) = self.event_template(
-            room_id,
-            room.version,
-            &head,
-            &state,
-            user_id,
-            NewEvent {
-                kind: "m.room.member",
-                state_key: Some(user_id.as_str()),
-                content: json!({ "membership": "leave" }),
-            },
-        )?;
-        template["origin"] = origin.as_str().into();
-        Ok(json!({ "room_version": room.record.version, "event": template }))
+        self.membership_template(origin, room_id, user_id, &[], "leave")
     }
 
     /// `PUT /send_leave/{roomId}/{eventId}`: takes a signed leave of a user
@@ -428,20 +339,7 @@ impl Services {
         let room = self.room_context(room_id)?;
         self.check_server_acl(&room.record, origin)?;
         let parsed = self.parse_and_verify(&room, raw).await?;
-        let sender = parsed.text("sender").unwrap_or_default();
-        if parsed.event_id != event_id
-            || parsed.text("type") != Some("m.room.member")
-            || parsed.text("state_key") != Some(sender)
-            || raw
-                .pointer("/content/membership")
-                .and_then(JsonValue::as_str)
-                != Some("leave")
-            || super::user_server(sender) != Some(origin)
-        {
-            return Err(Error::bad_json(
-                "send_leave takes the leave of a user of the sending server.",
-            ));
-        }
+        self.check_own_membership(&parsed, raw, event_id, origin, "leave")?;
         let outcome = {
             let _lock = self.rooms.lock(room.record.short).await;
             self.place_in_dag(

@@ -4,10 +4,10 @@
 //! before the room appears on this server. Also remote alias look-ups.
 
 use conduit_state_res::{RoomVersion, StateMap, check_against_state};
-use ruma::{CanonicalJsonValue, OwnedServerName, RoomVersionId, ServerName, UserId};
+use ruma::{OwnedServerName, RoomVersionId, ServerName, UserId};
 use serde_json::Value as JsonValue;
 
-use super::incoming::{RoomContext, outliers::urlencode, parse::parse_pdu};
+use super::incoming::{RoomContext, parse::parse_pdu};
 use crate::{
     Error, ErrorCode, Result, Services,
     rooms::{
@@ -15,7 +15,6 @@ use crate::{
         relations::RelationRows,
         timeline::{Append, RoomHead, RoomRecord},
     },
-    utils,
 };
 
 /// A join's answer carries the whole room state: big rooms need room.
@@ -48,12 +47,12 @@ impl Services {
         let mut servers = self.candidate_servers(room_id, via);
         // An invite names the server that knows the room best (v12 room ids
         // name no server at all).
-        if let Some(invite) = self.remote_invite(user, room_id)?
-            && let Some(sender) = invite.event.get("sender").and_then(JsonValue::as_str)
-            && let Some(server) = super::user_server(sender)
-            && !servers.iter().any(|s| s == server)
-        {
-            servers.insert(0, server.to_owned());
+        if let Some(invite) = self.remote_invite(user, room_id)? {
+            for server in invite.via.into_iter().rev() {
+                if !servers.contains(&server) {
+                    servers.insert(0, server);
+                }
+            }
         }
         if let Some(room) = self.rooms.room(room_id)? {
             // A room we left: its last known servers may let us back.
@@ -105,53 +104,7 @@ impl Services {
         user: &UserId,
         reason: Option<&str>,
     ) -> Result<()> {
-        let versions: String = supported_versions().map(|v| format!("&ver={v}")).collect();
-        let path = format!(
-            "/_matrix/federation/v1/make_join/{}/{}?{}",
-            urlencode(room_id),
-            urlencode(user.as_str()),
-            &versions[1..]
-        );
-        let template = self
-            .federation_request(server, http::Method::GET, &path, None, 1 << 20)
-            .await
-            .map_err(|e| e.into_client_error(server))?;
-        let version = template
-            .get("room_version")
-            .and_then(JsonValue::as_str)
-            .unwrap_or("1")
-            .to_owned();
-        let (ours, rules) = crate::rooms::send::version_rules(&version).map_err(|_| {
-            Error::new(
-                ErrorCode::IncompatibleRoomVersion,
-                format!("The room's version {version} is not supported by this server."),
-            )
-        })?;
-        let mut event = template
-            .get("event")
-            .and_then(JsonValue::as_object)
-            .cloned()
-            .ok_or_else(|| Error::bad_json(format!("{server} sent no join template.")))?;
-        if event.get("type").and_then(JsonValue::as_str) != Some("m.room.member")
-            || event.get("state_key").and_then(JsonValue::as_str) != Some(user.as_str())
-            || event.get("sender").and_then(JsonValue::as_str) != Some(user.as_str())
-            || event.get("room_id").and_then(JsonValue::as_str) != Some(room_id)
-        {
-            return Err(Error::bad_json(format!(
-                "{server} sent a join template for something else."
-            )));
-        }
-        for key in ["event_id", "signatures", "hashes", "unsigned"] {
-            event.remove(key);
-        }
-        event.insert("origin".into(), self.config.server_name.as_str().into());
-        event.insert("origin_server_ts".into(), utils::now_ms().into());
-        let mut content = event
-            .get("content")
-            .and_then(JsonValue::as_object)
-            .cloned()
-            .unwrap_or_default();
-        content.insert("membership".into(), "join".into());
+        let mut content = serde_json::Map::new();
         for field in ["displayname", "avatar_url"] {
             if let Some(value) = self.users.profile_field(user, field)? {
                 content.insert(field.into(), value);
@@ -160,51 +113,19 @@ impl Services {
         if let Some(reason) = reason {
             content.insert("reason".into(), reason.into());
         }
-        event.insert("content".into(), JsonValue::Object(content));
-        if rules.event_format.require_event_id {
-            event.insert(
-                "event_id".into(),
-                format!("${}:{}", utils::random_string(18), self.config.server_name).into(),
-            );
-        }
-        let CanonicalJsonValue::Object(mut object) =
-            CanonicalJsonValue::try_from(JsonValue::Object(event))
-                .map_err(|e| Error::bad_json(format!("Bad join template: {e}")))?
-        else {
-            return Err(Error::bad_json("Bad join template."));
-        };
-        self.server_keys
-            .hash_and_sign_event(&mut object, &rules.redaction)?;
-        let event_id = match object.get("event_id") {
-            Some(CanonicalJsonValue::String(id)) => id.clone(),
-            _ => format!(
-                "${}",
-                ruma::signatures::reference_hash(&object, &rules)
-                    .map_err(|e| Error::bad_json(e.to_string()))?
-            ),
-        };
-        let signed = serde_json::to_value(&object).map_err(Error::internal)?;
-        let path = format!(
-            "/_matrix/federation/v2/send_join/{}/{}",
-            urlencode(room_id),
-            urlencode(&event_id)
-        );
+        let signed = self
+            .make_membership(server, room_id, user, "join", content)
+            .await?;
+        let (ours, _) = crate::rooms::send::version_rules(&signed.version)?;
         let answer = self
-            .federation_request(
-                server,
-                http::Method::PUT,
-                &path,
-                Some(&signed),
-                SEND_JOIN_LIMIT,
-            )
-            .await
-            .map_err(|e| e.into_client_error(server))?;
+            .send_membership(server, room_id, "v2", "join", &signed, SEND_JOIN_LIMIT)
+            .await?;
         // A restricted join comes back signed by the resident server too.
         let join_event = match answer.get("event") {
-            Some(event) if event.is_object() => event.clone(),
-            _ => signed,
+            Some(event) if event.is_object() => event,
+            _ => &signed.event,
         };
-        self.finish_join(server, room_id, &version, ours, &answer, &join_event)
+        self.finish_join(server, room_id, &signed.version, ours, &answer, join_event)
             .await
     }
 

@@ -4,7 +4,8 @@
 //! - `client`: signed outbound requests; `request_auth`: inbound ones checked;
 //! - `keys`: other servers' signing keys, and this server as a notary;
 //! - `incoming/`: the steps a received PDU goes through before it is stored;
-//! - `join`, `invite`, `leave`: membership with rooms on other servers;
+//! - `join`, `invite`, `knock` (with `handshake`, the make_/send_ steps):
+//!   membership in rooms on other servers;
 //! - `serve`: what other servers may ask of this one (events, state, joins);
 //! - `queries`: aliases and profiles asked of other servers for clients;
 //! - `backfill`: history from before we joined, for `/messages`;
@@ -14,10 +15,12 @@ pub mod backfill;
 pub mod client;
 pub mod discovery;
 pub mod edu;
+mod handshake;
 pub mod incoming;
 pub mod invite;
 pub mod join;
 pub mod keys;
+pub mod knock;
 pub mod queries;
 pub mod request_auth;
 pub mod sender;

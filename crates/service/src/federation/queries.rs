@@ -1,5 +1,6 @@
 //! Queries of other servers on behalf of clients: room aliases
-//! (`/query/directory`) and profiles (`/query/profile`).
+//! (`/query/directory`), profiles (`/query/profile`) and room directories
+//! (`/publicRooms`).
 
 use ruma::{OwnedServerName, UserId};
 use serde_json::Value as JsonValue;
@@ -83,5 +84,23 @@ impl Services {
                 "{server} sent a profile that is not an object."
             ))),
         }
+    }
+
+    /// Another server's room directory: `body` is what `POST /publicRooms`
+    /// takes (`limit`, `since`, `filter`); the answer as that server gave it.
+    pub async fn remote_public_rooms(
+        &self,
+        server: &ruma::ServerName,
+        body: &JsonValue,
+    ) -> Result<JsonValue> {
+        self.federation_request(
+            server,
+            http::Method::POST,
+            "/_matrix/federation/v1/publicRooms",
+            Some(body),
+            8 << 20,
+        )
+        .await
+        .map_err(|e| e.into_client_error(server))
     }
 }

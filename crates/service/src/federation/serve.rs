@@ -5,16 +5,12 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
-use conduit_state_res::{ShortEventId, check_against_state};
+use conduit_state_res::ShortEventId;
 use ruma::{OwnedServerName, ServerName, UserId};
 use serde_json::{Value as JsonValue, json};
 
 use super::incoming::{Outcome, RoomContext};
-use crate::{
-    Error, ErrorCode, Result, Services,
-    rooms::{pdu::Pdu, send::NewEvent},
-    tables, utils,
-};
+use crate::{Error, Result, Services, rooms::pdu::Pdu, tables, utils};
 
 /// The spec's bounds on one transaction.
 pub const MAX_TXN_PDUS: usize = 50;
@@ -90,52 +86,7 @@ impl Services {
         user_id: &UserId,
         versions: &[String],
     ) -> Result<JsonValue> {
-        if user_id.server_name() != origin {
-            return Err(Error::forbidden(
-                "The user does not belong to the asking server.",
-            ));
-        }
-        if !self.is_resident(room_id)? {
-            return Err(Error::not_found("This server is not in the room."));
-        }
-        let room = self.served_room(room_id, origin)?;
-        let asked: Vec<&str> = if versions.is_empty() {
-            vec!["1"]
-        } else {
-            versions.iter().map(String::as_str).collect()
-        };
-        if !asked.contains(&room.record.version.as_str()) {
-            return Err(Error::new(
-                ErrorCode::IncompatibleRoomVersion,
-                format!(
-                    "The room is of version {}, which the asking server does not support.",
-                    room.record.version
-                ),
-            ));
-        }
-        let head = self.rooms.head(room.record.short)?;
-        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
-        let (mut template, _) = self.event_template(
-            room_id,
-            room.version,
-            &head,
-            &state,
-            user_id,
-            NewEvent {
-                kind: "m.room.member",
-                state_key: Some(user_id.as_str()),
-                content: json!({ "membership": "join" }),
-            },
-        )?;
-        template["origin"] = origin.as_str().into();
-        // Would the join pass? Checked on a stand-in with a made-up id.
-        let mut probe = template.clone();
-        probe["event_id"] = format!("$probe-{}", utils::random_string(12)).into();
-        let probe = Pdu::from_json(u64::MAX, probe, &self.short_ids)?;
-        let lookup = |kind: &str, key: &str| self.state_event(&state, kind, key).ok().flatten();
-        check_against_state(room.version, &probe, &lookup)
-            .map_err(|r| Error::forbidden(format!("You are not allowed to join: {r}.")))?;
-        Ok(json!({ "room_version": room.record.version, "event": template }))
+        self.membership_template(origin, room_id, user_id, versions, "join")
     }
 
     /// `PUT /send_join/{roomId}/{eventId}`: takes a signed join of a user of
@@ -150,22 +101,7 @@ impl Services {
     ) -> Result<JsonValue> {
         let room = self.served_room(room_id, origin)?;
         let parsed = self.parse_and_verify(&room, raw).await?;
-        if parsed.event_id != event_id {
-            return Err(Error::bad_json("The event id does not match the event."));
-        }
-        let sender = parsed.text("sender").unwrap_or_default();
-        let membership = raw
-            .pointer("/content/membership")
-            .and_then(JsonValue::as_str);
-        if parsed.text("type") != Some("m.room.member")
-            || parsed.text("state_key") != Some(sender)
-            || membership != Some("join")
-            || super::user_server(sender) != Some(origin)
-        {
-            return Err(Error::bad_json(
-                "send_join takes the join of a user of the sending server.",
-            ));
-        }
+        self.check_own_membership(&parsed, raw, event_id, origin, "join")?;
         let outcome = {
             let _lock = self.rooms.lock(room.record.short).await;
             self.place_in_dag(

@@ -30,6 +30,23 @@ pub struct DirectoryPage {
     pub total: usize,
 }
 
+impl DirectoryPage {
+    /// The page as `/publicRooms` answers it (the federation API's form).
+    pub fn into_json(self) -> JsonValue {
+        let mut page = json!({
+            "chunk": self.chunk,
+            "total_room_count_estimate": self.total,
+        });
+        if let Some(next) = self.next {
+            page["next_batch"] = next.to_string().into();
+        }
+        if let Some(prev) = self.prev {
+            page["prev_batch"] = prev.to_string().into();
+        }
+        page
+    }
+}
+
 impl Services {
     /// `PUT /directory/list/room/{roomId}`: moderators (whoever may set
     /// the canonical alias) publish or hide a room.

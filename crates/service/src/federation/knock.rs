@@ -1,0 +1,218 @@
+//! Knocking across servers (room versions 7 and later): a user of ours
+//! knocks on a room elsewhere through `make_knock` / `send_knock`, and the
+//! room's stripped state waits with the knock until someone lets them in
+//! (an invite, which arrives as one); users of other servers knock on our
+//! rooms the same way.
+
+use ruma::{OwnedServerName, ServerName, UserId};
+use serde_json::{Value as JsonValue, json};
+
+use super::{
+    incoming::{Outcome, dag::Placement},
+    invite::{RemoteInvite, stripped},
+};
+use crate::{Error, Result, Services, rooms::membership::Change, rooms::send::NewEvent};
+
+impl Services {
+    /// Knocks on a room: locally when a user of ours is in it, else
+    /// through the first of `via` (and the room id's server) that takes it.
+    pub async fn knock_room(
+        &self,
+        room_id: &str,
+        user: &UserId,
+        via: &[OwnedServerName],
+        reason: Option<&str>,
+    ) -> Result<()> {
+        if self.is_resident(room_id)? {
+            self.change_membership(room_id, user, user, Change::Knock, reason)
+                .await?;
+            return Ok(());
+        }
+        let servers = self.candidate_servers(room_id, via);
+        let mut last_error = Error::not_found(
+            "This server is not in the room and knows no server to knock through.",
+        );
+        for server in servers {
+            match self.knock_via(&server, room_id, user, reason).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%server, room_id, "knock through this server failed: {e}");
+                    last_error = e;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn knock_via(
+        &self,
+        server: &ServerName,
+        room_id: &str,
+        user: &UserId,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut content = serde_json::Map::new();
+        if let Some(reason) = reason {
+            content.insert("reason".into(), reason.into());
+        }
+        let signed = self
+            .make_membership(server, room_id, user, "knock", content)
+            .await?;
+        let answer = self
+            .send_membership(server, room_id, "v1", "knock", &signed, 1 << 20)
+            .await?;
+        let knock_state = answer
+            .get("knock_room_state")
+            .and_then(JsonValue::as_array)
+            .map(|list| list.iter().take(50).map(stripped).collect())
+            .unwrap_or_default();
+        let mut event = signed.event;
+        event["event_id"] = signed.event_id.into();
+        self.store_remote_membership(
+            user,
+            room_id,
+            "knock",
+            RemoteInvite {
+                event,
+                room_version: signed.version,
+                invite_state: knock_state,
+                position: 0,
+                via: vec![server.to_owned()],
+            },
+        )
+    }
+
+    /// `GET /make_knock/{roomId}/{userId}`: a knock template for a user of
+    /// `origin`, if the room's version and join rule take knocks.
+    pub fn make_knock(
+        &self,
+        origin: &ServerName,
+        room_id: &str,
+        user_id: &UserId,
+        versions: &[String],
+    ) -> Result<JsonValue> {
+        self.membership_template(origin, room_id, user_id, versions, "knock")
+    }
+
+    /// `PUT /v1/send_knock/{roomId}/{eventId}`: takes a signed knock of a
+    /// user of `origin`; answers with the room's stripped state.
+    pub async fn send_knock(
+        &self,
+        origin: &ServerName,
+        room_id: &str,
+        event_id: &str,
+        raw: &JsonValue,
+    ) -> Result<JsonValue> {
+        let room = self.room_context(room_id)?;
+        self.check_server_acl(&room.record, origin)?;
+        let parsed = self.parse_and_verify(&room, raw).await?;
+        self.check_own_membership(&parsed, raw, event_id, origin, "knock")?;
+        let outcome = {
+            let _lock = self.rooms.lock(room.record.short).await;
+            self.place_in_dag(origin, &room, parsed, Placement::Live { fill_gaps: false })
+                .await?
+        };
+        match outcome {
+            Outcome::Accepted | Outcome::AlreadyKnown => {}
+            Outcome::Rejected(reason) | Outcome::SoftFailed(reason) => {
+                return Err(Error::forbidden(format!(
+                    "The knock is not allowed: {reason}."
+                )));
+            }
+        }
+        let state = self.current_state(&room.record)?;
+        Ok(json!({ "knock_room_state": self.stripped_state(&state)? }))
+    }
+
+    /// The template `make_join`, `make_leave` and `make_knock` hand out: a
+    /// member event of `user_id` (a user of `origin`) with `membership`,
+    /// checked against the room's current state on a stand-in, so a
+    /// server learns at once that its user may not.
+    pub(crate) fn membership_template(
+        &self,
+        origin: &ServerName,
+        room_id: &str,
+        user_id: &UserId,
+        versions: &[String],
+        membership: &str,
+    ) -> Result<JsonValue> {
+        if user_id.server_name() != origin {
+            return Err(Error::forbidden(
+                "The user does not belong to the asking server.",
+            ));
+        }
+        if !self.is_resident(room_id)? {
+            return Err(Error::not_found("This server is not in the room."));
+        }
+        let room = self.room_context(room_id)?;
+        self.check_server_acl(&room.record, origin)?;
+        if membership != "leave" {
+            let asked: Vec<&str> = if versions.is_empty() {
+                vec!["1"]
+            } else {
+                versions.iter().map(String::as_str).collect()
+            };
+            if !asked.contains(&room.record.version.as_str()) {
+                return Err(Error::new(
+                    crate::ErrorCode::IncompatibleRoomVersion,
+                    format!(
+                        "The room is of version {}, which the asking server does not support.",
+                        room.record.version
+                    ),
+                ));
+            }
+        }
+        let head = self.rooms.head(room.record.short)?;
+        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
+        let (mut template, _) = self.event_template(
+            room_id,
+            room.version,
+            &head,
+            &state,
+            user_id,
+            NewEvent {
+                kind: "m.room.member",
+                state_key: Some(user_id.as_str()),
+                content: json!({ "membership": membership }),
+            },
+        )?;
+        template["origin"] = origin.as_str().into();
+        let mut probe = template.clone();
+        probe["event_id"] = format!("$probe-{}", crate::utils::random_string(12)).into();
+        let probe = crate::rooms::pdu::Pdu::from_json(u64::MAX, probe, &self.short_ids)?;
+        let lookup = |kind: &str, key: &str| self.state_event(&state, kind, key).ok().flatten();
+        conduit_state_res::check_against_state(room.version, &probe, &lookup)
+            .map_err(|r| Error::forbidden(format!("Not allowed: {r}.")))?;
+        Ok(json!({ "room_version": room.record.version, "event": template }))
+    }
+
+    /// Checks that a `send_join`/`send_leave`/`send_knock` body is the
+    /// named event, the member event of a user of `origin` about themself,
+    /// with `membership`.
+    pub(crate) fn check_own_membership(
+        &self,
+        parsed: &super::incoming::parse::Parsed,
+        raw: &JsonValue,
+        event_id: &str,
+        origin: &ServerName,
+        membership: &str,
+    ) -> Result<()> {
+        if parsed.event_id != event_id {
+            return Err(Error::bad_json("The event id does not match the event."));
+        }
+        let sender = parsed.text("sender").unwrap_or_default();
+        if parsed.text("type") != Some("m.room.member")
+            || parsed.text("state_key") != Some(sender)
+            || raw
+                .pointer("/content/membership")
+                .and_then(JsonValue::as_str)
+                != Some(membership)
+            || super::user_server(sender) != Some(origin)
+        {
+            return Err(Error::bad_json(format!(
+                "send_{membership} takes the {membership} of a user of the sending server."
+            )));
+        }
+        Ok(())
+    }
+}
