@@ -37,19 +37,19 @@ impl Services {
             return Ok(());
         };
         let room = self.room_context(room_id)?;
-        let servers = self.servers_in_state(&*self.current_state(&record)?)?;
+        let servers = self.servers_in_room(&record)?;
         let query: String = missing
             .iter()
             .map(|id| format!("&v={}", urlencode(id)))
             .collect();
-        for server in servers {
+        for server in servers.iter() {
             let path = format!(
                 "/_matrix/federation/v1/backfill/{}?limit={}{query}",
                 urlencode(room_id),
                 BACKFILL_BATCH.max(limit).min(100)
             );
             let answer = match self
-                .federation_request(&server, http::Method::GET, &path, None, 32 << 20)
+                .federation_request(server, http::Method::GET, &path, None, 32 << 20)
                 .await
             {
                 Ok(answer) => answer,
@@ -101,7 +101,7 @@ impl Services {
             for (i, parsed) in batch.into_iter().enumerate() {
                 let count = base + i as u64;
                 match self
-                    .place_in_dag(&server, &room, parsed, Placement::Backfill { count })
+                    .place_in_dag(server, &room, parsed, Placement::Backfill { count })
                     .await
                 {
                     Ok(_) => taken += 1,

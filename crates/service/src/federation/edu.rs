@@ -156,7 +156,7 @@ impl Services {
             let mut servers = std::collections::BTreeSet::new();
             for room_id in self.rooms.joined_rooms(user.as_str())? {
                 if let Some(room) = self.rooms.room(&room_id)? {
-                    servers.extend(self.servers_in_state(&*self.current_state(&room)?)?);
+                    servers.extend(self.servers_in_room(&room)?.iter().cloned());
                 }
             }
             if servers.is_empty() {
@@ -165,8 +165,8 @@ impl Services {
             let mut update = self.presence_of(user).to_event(user.as_str())["content"].take();
             update["user_id"] = user.as_str().into();
             let edu = json!({ "edu_type": "m.presence", "content": { "push": [update] } });
-            for server in servers {
-                self.queue_edu(&server, edu.clone());
+            for server in &servers {
+                self.queue_edu(server, edu.clone());
             }
         }
         Ok(())
@@ -176,9 +176,8 @@ impl Services {
         let Some(room) = self.rooms.room(room_id)? else {
             return Ok(());
         };
-        let state = self.current_state(&room)?;
-        for server in self.servers_in_state(&state)? {
-            self.queue_edu(&server, edu.clone());
+        for server in self.servers_in_room(&room)?.iter() {
+            self.queue_edu(server, edu.clone());
         }
         Ok(())
     }

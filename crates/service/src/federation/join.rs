@@ -56,8 +56,7 @@ impl Services {
         }
         if let Some(room) = self.rooms.room(room_id)? {
             // A room we left: its last known servers may let us back.
-            let state = self.current_state(&room)?;
-            servers.extend(self.servers_in_state(&state)?);
+            servers.extend(self.servers_in_room(&room)?.iter().cloned());
             servers.dedup();
         }
         if servers.is_empty() {

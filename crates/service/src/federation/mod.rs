@@ -27,13 +27,20 @@ pub mod sender;
 pub mod serve;
 pub mod x_matrix;
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use conduit_state_res::StateMap;
 use ruma::{OwnedServerName, ServerName};
 use serde_json::Value as JsonValue;
 
-use crate::{Config, Result, Services, rooms::pdu::Pdu};
+use crate::{
+    Config, Result, Services,
+    rooms::{pdu::Pdu, timeline::RoomRecord},
+};
 
 /// The federation state the services keep.
 pub struct Federation {
@@ -42,7 +49,13 @@ pub struct Federation {
     pub(crate) key_fetches: keys::KeyFetches,
     pub sender: sender::Sender,
     pub(crate) timeout: Duration,
+    /// The servers joined to a room, by state snapshot (snapshots never
+    /// change): every event sent and every typing notice asks.
+    servers_by_snapshot: std::sync::Mutex<HashMap<u64, Arc<BTreeSet<OwnedServerName>>>>,
 }
+
+/// Snapshots whose servers are kept before the cache starts over.
+const SERVERS_CACHED: usize = 1024;
 
 impl Federation {
     pub(crate) fn new(config: &Config) -> Result<Self, reqwest::Error> {
@@ -58,6 +71,7 @@ impl Federation {
             key_fetches: keys::KeyFetches::default(),
             sender: sender::Sender::default(),
             timeout: Duration::from_secs(config.federation_timeout),
+            servers_by_snapshot: std::sync::Mutex::default(),
         })
     }
 }
@@ -108,14 +122,40 @@ impl Services {
         Ok(servers)
     }
 
-    /// Where a new event of a room goes: the servers joined after it, and
-    /// for a member event the target's server too (an invite, a kick).
+    /// The servers joined in a stored state snapshot, this one excepted.
+    pub fn servers_in_snapshot(
+        &self,
+        snapshot: Option<u64>,
+    ) -> Result<Arc<BTreeSet<OwnedServerName>>> {
+        let Some(id) = snapshot else {
+            return Ok(Arc::default());
+        };
+        if let Some(servers) = crate::utils::locked(&self.federation.servers_by_snapshot).get(&id) {
+            return Ok(servers.clone());
+        }
+        let servers = Arc::new(self.servers_in_state(&*self.state_snapshots.load(id)?)?);
+        let mut cache = crate::utils::locked(&self.federation.servers_by_snapshot);
+        if cache.len() >= SERVERS_CACHED {
+            cache.clear();
+        }
+        cache.insert(id, servers.clone());
+        Ok(servers)
+    }
+
+    /// The servers joined to a room now, this one excepted.
+    pub fn servers_in_room(&self, room: &RoomRecord) -> Result<Arc<BTreeSet<OwnedServerName>>> {
+        self.servers_in_snapshot(self.rooms.head(room.short)?.state)
+    }
+
+    /// Where a new event of a room goes: the servers joined after it (in
+    /// state snapshot `state_after`), and for a member event the target's
+    /// server too (an invite, a kick).
     pub(crate) fn destinations_for(
         &self,
-        state_after: &StateMap,
+        state_after: Option<u64>,
         pdu: &Pdu,
     ) -> Result<Vec<OwnedServerName>> {
-        let mut servers = self.servers_in_state(state_after)?;
+        let mut servers = (*self.servers_in_snapshot(state_after)?).clone();
         if pdu.kind == "m.room.member"
             && let Some(target) = pdu.state_key.as_deref()
             && let Ok(user) = ruma::UserId::parse(target)

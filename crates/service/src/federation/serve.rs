@@ -47,9 +47,27 @@ impl Services {
                 "A transaction carries at most {MAX_TXN_PDUS} PDUs and {MAX_TXN_EDUS} EDUs."
             )));
         }
+        // Parsing and signature checks of all PDUs side by side, then each
+        // placed in order under its room's lock.
+        let mut checks = tokio::task::JoinSet::new();
+        for (i, raw) in pdus.iter().enumerate() {
+            let services = self.clone();
+            let origin = origin.to_owned();
+            let raw = raw.clone();
+            checks.spawn(async move { (i, services.check_pdu(&origin, &raw).await) });
+        }
+        let mut checked = Vec::with_capacity(pdus.len());
+        while let Some(done) = checks.join_next().await {
+            checked.push(done.map_err(Error::internal)?);
+        }
+        checked.sort_by_key(|(i, _)| *i);
         let mut results = serde_json::Map::new();
-        for raw in pdus {
-            let (event_id, outcome) = self.receive_pdu(origin, raw).await;
+        for (_, (event_id, check)) in checked {
+            let outcome = match check {
+                Ok(check) => self.place_checked(origin, check).await,
+                Err(e) => Err(e),
+            };
+            super::incoming::log_refusal(origin, event_id.as_deref(), &outcome);
             let Some(event_id) = event_id else {
                 continue;
             };
@@ -408,7 +426,7 @@ impl Services {
             .ok_or_else(|| Error::not_found("No room has this alias on this server."))?;
         let mut servers: Vec<OwnedServerName> = vec![self.config.server_name.clone()];
         if let Some(room) = self.rooms.room(&room_id)? {
-            servers.extend(self.servers_in_state(&*self.current_state(&room)?)?);
+            servers.extend(self.servers_in_room(&room)?.iter().cloned());
         }
         Ok(json!({ "room_id": room_id, "servers": servers }))
     }

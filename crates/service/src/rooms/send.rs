@@ -205,11 +205,7 @@ impl Services {
         let notifications = self
             .notifications_for(room_id, room, head.state, state, &pdu)
             .await?;
-        let state_after = match new_state {
-            Some(id) => self.state_snapshots.load(id)?,
-            None => state.clone(),
-        };
-        let destinations = self.destinations_for(&state_after, &pdu)?;
+        let destinations = self.destinations_for(new_state.or(head.state), &pdu)?;
         self.rooms.append(Append {
             room_id,
             room,

@@ -75,20 +75,24 @@ impl Services {
                 return Ok(Outcome::Rejected(reason));
             }
 
-            let mut missing = self.unplaced_prev_events(&pdu)?;
-            if !missing.is_empty() && matches!(placement, Placement::Live { fill_gaps: true }) {
-                self.fill_gap(origin, room, &pdu).await;
-                missing = self.unplaced_prev_events(&pdu)?;
-            }
-            let mut states = Vec::with_capacity(pdu.prev_events.len());
-            for &prev in &pdu.prev_events {
-                if missing.contains(&prev) {
-                    states.push(self.fetch_state_after(origin, room, prev).await?);
-                } else if let Some(state) = self.state_after_placed(prev)? {
-                    states.push(state);
-                }
-            }
-            let before = self.resolve_states(room.version, &states);
+            let mut head = self.rooms.head(room.record.short)?;
+            let mut current = self.rooms.state_map(&self.state_snapshots, &head)?;
+            // The usual case: the event follows exactly the room's head, so
+            // the state before it is the current state, as it is stored.
+            let on_head = matches!(placement, Placement::Live { .. })
+                && !head.extremities.is_empty()
+                && same_events(&pdu.prev_events, &head.extremities);
+            let before = if on_head {
+                current.clone()
+            } else {
+                let before = self
+                    .resolve_prev_states(origin, room, &pdu, placement)
+                    .await?;
+                // Filling the gap placed other events: the head moved.
+                head = self.rooms.head(room.record.short)?;
+                current = self.rooms.state_map(&self.state_snapshots, &head)?;
+                before
+            };
 
             let lookup =
                 |kind: &str, key: &str| self.state_event(&before, kind, key).ok().flatten();
@@ -102,9 +106,7 @@ impl Services {
                 self.append_backfilled(room, &pdu, count, &before)?;
                 return Ok(Outcome::Accepted);
             }
-            let head = self.rooms.head(room.record.short)?;
-            let current = self.rooms.state_map(&self.state_snapshots, &head)?;
-            if *current != *before {
+            if !Arc::ptr_eq(&current, &before) && *current != *before {
                 let now =
                     |kind: &str, key: &str| self.state_event(&current, kind, key).ok().flatten();
                 if let Err(rejection) = check_against_state(room.version, &pdu, &now) {
@@ -127,6 +129,31 @@ impl Services {
                 .await?;
             Ok(Outcome::Accepted)
         })
+    }
+
+    /// The state before an event that does not simply follow the room's
+    /// head: its prev events' states (missing ones fetched), resolved.
+    async fn resolve_prev_states(
+        &self,
+        origin: &ServerName,
+        room: &RoomContext,
+        pdu: &Pdu,
+        placement: Placement,
+    ) -> Result<Arc<StateMap>> {
+        let mut missing = self.unplaced_prev_events(pdu)?;
+        if !missing.is_empty() && matches!(placement, Placement::Live { fill_gaps: true }) {
+            self.fill_gap(origin, room, pdu).await;
+            missing = self.unplaced_prev_events(pdu)?;
+        }
+        let mut states = Vec::with_capacity(pdu.prev_events.len());
+        for &prev in &pdu.prev_events {
+            if missing.contains(&prev) {
+                states.push(self.fetch_state_after(origin, room, prev).await?);
+            } else if let Some(state) = self.state_after_placed(prev)? {
+                states.push(state);
+            }
+        }
+        Ok(self.resolve_states(room.version, &states))
     }
 
     /// Prev events without a place in the DAG (unknown, or outliers).
@@ -335,7 +362,10 @@ impl Services {
         current: &Arc<StateMap>,
         before: Arc<StateMap>,
     ) -> Result<()> {
-        let before_id = self.save_state(&before, head.state)?;
+        let before_id = match head.state {
+            Some(id) if Arc::ptr_eq(current, &before) => id,
+            parent => self.save_state(&before, parent)?,
+        };
         let (after, after_id) = match &pdu.state_key {
             Some(key) => {
                 let mut after = (*before).clone();
@@ -399,4 +429,9 @@ impl Services {
         })?;
         Ok(())
     }
+}
+
+/// Whether two reference lists name the same events, in any order.
+fn same_events(a: &[ShortEventId], b: &[ShortEventId]) -> bool {
+    a.len() == b.len() && a.iter().all(|e| b.contains(e))
 }

@@ -36,7 +36,7 @@ pub enum Outcome {
 }
 
 /// A room as the pipeline needs it.
-pub(crate) struct RoomContext {
+pub struct RoomContext {
     pub room_id: String,
     pub record: RoomRecord,
     pub version: &'static conduit_state_res::RoomVersion,
@@ -65,22 +65,19 @@ impl Services {
         raw: &JsonValue,
     ) -> Result<Parsed> {
         let mut parsed = parse_pdu(raw, &room.rules)?;
-        if parsed.text("room_id") != Some(room.room_id.as_str())
-            && parsed.text("type") != Some("m.room.create")
-        {
-            return Err(Error::bad_json("The event belongs to another room."));
-        }
+        check_room_of(&parsed, room)?;
         self.verify_pdu(&mut parsed, &room.rules).await?;
         Ok(parsed)
     }
 
-    /// Receives one PDU of a transaction from `origin`: every step, then
-    /// the append. The event id and what became of it.
-    pub async fn receive_pdu(
+    /// Steps 1 and 2 for a PDU of a transaction from `origin`, which need
+    /// no lock (a transaction's PDUs go through them side by side). The
+    /// event id, when the PDU can be named, and the checked PDU.
+    pub async fn check_pdu(
         &self,
         origin: &ServerName,
         raw: &JsonValue,
-    ) -> (Option<String>, Result<Outcome>) {
+    ) -> (Option<String>, Result<Checked>) {
         let Some(room_id) = raw.get("room_id").and_then(JsonValue::as_str) else {
             return (None, Err(Error::bad_json("The PDU has no room_id.")));
         };
@@ -88,35 +85,38 @@ impl Services {
             Ok(room) => room,
             Err(e) => return (None, Err(e)),
         };
-        let parsed = match parse_pdu(raw, &room.rules) {
+        let mut parsed = match parse_pdu(raw, &room.rules) {
             Ok(parsed) => parsed,
             Err(e) => return (parse::event_id_of(raw, &room.rules), Err(e)),
         };
         let event_id = parsed.event_id.clone();
-        match self.event_is_stored(&event_id) {
-            Ok(true) => return (Some(event_id), Ok(Outcome::AlreadyKnown)),
-            Ok(false) => {}
-            Err(e) => return (Some(event_id), Err(e)),
-        }
-        if let Err(e) = self.check_server_acl(&room.record, origin) {
-            return (Some(event_id), Err(e));
-        }
-        let outcome = async {
-            let parsed = self.parse_and_verify(&room, raw).await?;
-            let _lock = self.rooms.lock(room.record.short).await;
-            self.place_in_dag(
-                origin,
-                &room,
-                parsed,
-                dag::Placement::Live { fill_gaps: true },
-            )
-            .await
+        let checked = async {
+            if self.event_is_stored(&event_id)? {
+                return Ok(Checked::Known);
+            }
+            self.check_server_acl(&room.record, origin)?;
+            check_room_of(&parsed, &room)?;
+            self.verify_pdu(&mut parsed, &room.rules).await?;
+            Ok(Checked::Ready(Box::new((room, parsed))))
         }
         .await;
-        if let Err(e) = &outcome {
-            tracing::info!(%origin, event_id, "PDU not accepted: {e}");
-        }
-        (Some(event_id), outcome)
+        (Some(event_id), checked)
+    }
+
+    /// Steps 3 and 4 for a checked PDU, under its room's lock.
+    pub async fn place_checked(&self, origin: &ServerName, checked: Checked) -> Result<Outcome> {
+        let (room, parsed) = match checked {
+            Checked::Known => return Ok(Outcome::AlreadyKnown),
+            Checked::Ready(ready) => *ready,
+        };
+        let _lock = self.rooms.lock(room.record.short).await;
+        self.place_in_dag(
+            origin,
+            &room,
+            parsed,
+            dag::Placement::Live { fill_gaps: true },
+        )
+        .await
     }
 
     /// Whether the event's JSON is stored (as timeline event or outlier).
@@ -140,6 +140,29 @@ impl Services {
                 "{origin} is denied by the room's server ACL."
             )))
         }
+    }
+}
+
+/// A PDU that passed the checks needing no lock.
+pub enum Checked {
+    /// Already stored: nothing more to do.
+    Known,
+    Ready(Box<(RoomContext, Parsed)>),
+}
+
+/// The event must belong to the room it was sent for.
+fn check_room_of(parsed: &Parsed, room: &RoomContext) -> Result<()> {
+    if parsed.text("room_id") != Some(room.room_id.as_str())
+        && parsed.text("type") != Some("m.room.create")
+    {
+        return Err(Error::bad_json("The event belongs to another room."));
+    }
+    Ok(())
+}
+
+pub(crate) fn log_refusal(origin: &ServerName, event_id: Option<&str>, outcome: &Result<Outcome>) {
+    if let Err(e) = outcome {
+        tracing::info!(%origin, event_id, "PDU not accepted: {e}");
     }
 }
 
