@@ -353,3 +353,39 @@ def test_knocks_both_ways(ours, synapse):
     bob.wait_for(lambda b: room in b.get("rooms", {}).get("invite", {}), "the invite on synapse")
     bob.join(room, via=[ours.server_name])
     wait_membership(alice, room, bob.user_id, "join", "bob's join here")
+
+
+def restricted_to(room):
+    return [{"type": "m.room.join_rules", "state_key": "",
+             "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": room}]}}]
+
+
+def test_restricted_joins_both_ways(ours, synapse):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+
+    # Our restricted room: bob gets in once he is in the room it names,
+    # and we authorise (and sign) his join.
+    space = alice.create_room(preset="public_chat", name="our space")
+    inner = alice.create_room(preset="private_chat", room_version="10", initial_state=restricted_to(space))
+    # Not yet in the space: we refuse to let him in (M_UNABLE_TO_GRANT_JOIN,
+    # which Synapse's client sees as its failed join).
+    r = bob.join(inner, via=[ours.server_name], expect=None)
+    assert r.status_code != 200, r.text
+    assert bob.user_id not in members(alice, inner)
+    bob.join(space, via=[ours.server_name])
+    bob.join(inner, via=[ours.server_name])
+    wait_membership(alice, inner, bob.user_id, "join", "bob's restricted join here")
+
+    # Synapse's restricted room: alice gets in through her membership of
+    # Synapse's space; Synapse signs the join.
+    their_space = bob.create_room(preset="public_chat", name="their space")
+    their_inner = bob.create_room(preset="private_chat", room_version="10",
+                                  initial_state=restricted_to(their_space))
+    r = alice.join(their_inner, via=[synapse.server_name], expect=None)
+    assert r.status_code in (400, 403), r.text
+    assert alice.user_id not in members(bob, their_inner)
+    alice.join(their_space, via=[synapse.server_name])
+    alice.join(their_inner, via=[synapse.server_name])
+    assert members(alice, their_inner)[alice.user_id] == "join"
+    wait_membership(bob, their_inner, alice.user_id, "join", "alice's restricted join on synapse")

@@ -32,6 +32,11 @@ pub enum ErrorCode {
     Unauthorized,
     /// A join or knock from a server that supports none of the room's versions.
     IncompatibleRoomVersion,
+    /// A restricted join: the user is in none of the rooms that let them in,
+    /// as far as this server knows.
+    UnableToGrantJoin,
+    /// A restricted join: no user of this server may invite.
+    UnableToAuthoriseJoin,
     Unknown,
 }
 
@@ -60,6 +65,8 @@ impl ErrorCode {
             Self::DuplicateAnnotation => "M_DUPLICATE_ANNOTATION",
             Self::Unauthorized => "M_UNAUTHORIZED",
             Self::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
+            Self::UnableToGrantJoin => "M_UNABLE_TO_GRANT_JOIN",
+            Self::UnableToAuthoriseJoin => "M_UNABLE_TO_AUTHORISE_JOIN",
             Self::Unknown => "M_UNKNOWN",
         }
     }

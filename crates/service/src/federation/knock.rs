@@ -11,7 +11,7 @@ use super::{
     incoming::{Outcome, dag::Placement},
     invite::{RemoteInvite, stripped},
 };
-use crate::{Error, Result, Services, rooms::membership::Change, rooms::send::NewEvent};
+use crate::{Error, Result, Services, rooms::membership::Change};
 
 impl Services {
     /// Knocks on a room: locally when a user of ours is in it, else
@@ -122,97 +122,5 @@ impl Services {
         }
         let state = self.current_state(&room.record)?;
         Ok(json!({ "knock_room_state": self.stripped_state(&state)? }))
-    }
-
-    /// The template `make_join`, `make_leave` and `make_knock` hand out: a
-    /// member event of `user_id` (a user of `origin`) with `membership`,
-    /// checked against the room's current state on a stand-in, so a
-    /// server learns at once that its user may not.
-    pub(crate) fn membership_template(
-        &self,
-        origin: &ServerName,
-        room_id: &str,
-        user_id: &UserId,
-        versions: &[String],
-        membership: &str,
-    ) -> Result<JsonValue> {
-        if user_id.server_name() != origin {
-            return Err(Error::forbidden(
-                "The user does not belong to the asking server.",
-            ));
-        }
-        if !self.is_resident(room_id)? {
-            return Err(Error::not_found("This server is not in the room."));
-        }
-        let room = self.room_context(room_id)?;
-        self.check_server_acl(&room.record, origin)?;
-        if membership != "leave" {
-            let asked: Vec<&str> = if versions.is_empty() {
-                vec!["1"]
-            } else {
-                versions.iter().map(String::as_str).collect()
-            };
-            if !asked.contains(&room.record.version.as_str()) {
-                return Err(Error::new(
-                    crate::ErrorCode::IncompatibleRoomVersion,
-                    format!(
-                        "The room is of version {}, which the asking server does not support.",
-                        room.record.version
-                    ),
-                ));
-            }
-        }
-        let head = self.rooms.head(room.record.short)?;
-        let state = self.rooms.state_map(&self.state_snapshots, &head)?;
-        let (mut template, _) = self.event_template(
-            room_id,
-            room.version,
-            &head,
-            &state,
-            user_id,
-            NewEvent {
-                kind: "m.room.member",
-                state_key: Some(user_id.as_str()),
-                content: json!({ "membership": membership }),
-            },
-        )?;
-        template["origin"] = origin.as_str().into();
-        let mut probe = template.clone();
-        probe["event_id"] = format!("$probe-{}", crate::utils::random_string(12)).into();
-        let probe = crate::rooms::pdu::Pdu::from_json(u64::MAX, probe, &self.short_ids)?;
-        let lookup = |kind: &str, key: &str| self.state_event(&state, kind, key).ok().flatten();
-        conduit_state_res::check_against_state(room.version, &probe, &lookup)
-            .map_err(|r| Error::forbidden(format!("Not allowed: {r}.")))?;
-        Ok(json!({ "room_version": room.record.version, "event": template }))
-    }
-
-    /// Checks that a `send_join`/`send_leave`/`send_knock` body is the
-    /// named event, the member event of a user of `origin` about themself,
-    /// with `membership`.
-    pub(crate) fn check_own_membership(
-        &self,
-        parsed: &super::incoming::parse::Parsed,
-        raw: &JsonValue,
-        event_id: &str,
-        origin: &ServerName,
-        membership: &str,
-    ) -> Result<()> {
-        if parsed.event_id != event_id {
-            return Err(Error::bad_json("The event id does not match the event."));
-        }
-        let sender = parsed.text("sender").unwrap_or_default();
-        if parsed.text("type") != Some("m.room.member")
-            || parsed.text("state_key") != Some(sender)
-            || raw
-                .pointer("/content/membership")
-                .and_then(JsonValue::as_str)
-                != Some(membership)
-            || super::user_server(sender) != Some(origin)
-        {
-            return Err(Error::bad_json(format!(
-                "send_{membership} takes the {membership} of a user of the sending server."
-            )));
-        }
-        Ok(())
     }
 }

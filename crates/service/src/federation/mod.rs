@@ -6,7 +6,8 @@
 //! - `incoming/`: the steps a received PDU goes through before it is stored;
 //! - `join`, `invite`, `knock` (with `handshake`, the make_/send_ steps):
 //!   membership in rooms on other servers;
-//! - `serve`: what other servers may ask of this one (events, state, joins);
+//! - `serve`: what other servers may ask of this one (events, state, joins),
+//!   `templates` the membership templates it hands out;
 //! - `queries`: aliases and profiles asked of other servers for clients;
 //! - `backfill`: history from before we joined, for `/messages`;
 //! - `sender`: the persistent outgoing queue; `edu`: typing, receipts, presence.
@@ -25,6 +26,7 @@ pub mod queries;
 pub mod request_auth;
 pub mod sender;
 pub mod serve;
+pub mod templates;
 pub mod x_matrix;
 
 use std::{

@@ -118,8 +118,21 @@ impl Services {
         raw: &JsonValue,
     ) -> Result<JsonValue> {
         let room = self.served_room(room_id, origin)?;
-        let parsed = self.parse_and_verify(&room, raw).await?;
+        let mut parsed = super::incoming::parse::parse_pdu(raw, &room.rules)?;
         self.check_own_membership(&parsed, raw, event_id, origin, "join")?;
+        // A restricted join one of our users authorises carries our
+        // signature too (which does not change its id).
+        let authorised_here = raw
+            .pointer("/content/join_authorised_via_users_server")
+            .and_then(JsonValue::as_str)
+            .and_then(super::user_server)
+            == Some(self.config.server_name.as_ref());
+        if authorised_here {
+            self.server_keys
+                .sign_event(&mut parsed.object, &room.rules.redaction)?;
+        }
+        self.verify_pdu(&mut parsed, &room.rules).await?;
+        let signed_join = authorised_here.then(|| parsed.object.clone());
         let outcome = {
             let _lock = self.rooms.lock(room.record.short).await;
             self.place_in_dag(
@@ -150,13 +163,17 @@ impl Services {
             .into_iter()
             .chain(std::iter::once(self.config.server_name.clone()))
             .collect();
-        Ok(json!({
+        let mut answer = json!({
             "origin": self.config.server_name,
             "state": self.federation_pdus(&state_events)?,
             "auth_chain": self.federation_pdus(&auth_chain)?,
             "members_omitted": false,
             "servers_in_room": servers,
-        }))
+        });
+        if let Some(event) = signed_join {
+            answer["event"] = serde_json::to_value(event).map_err(Error::internal)?;
+        }
+        Ok(answer)
     }
 
     /// Every event reachable from `events` through auth events, without
