@@ -54,7 +54,7 @@ def test_synapse_user_joins_our_room_and_messages_flow_both_ways(ours, synapse):
     assert members(alice, room)[bob.user_id] == "join"
 
 
-@pytest.mark.parametrize("version", ["10", "11", "12"])
+@pytest.mark.parametrize("version", ["1", "3", "6", "9", "10", "11", "12"])
 def test_our_user_joins_a_synapse_room_and_messages_flow_both_ways(ours, synapse, version):
     alice = local_user(ours)
     bob = synapse.register(unique("bob"))

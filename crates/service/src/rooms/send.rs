@@ -287,7 +287,36 @@ impl Services {
         if version.room_id_is_create_event && event.kind == "m.room.create" {
             object.as_object_mut().expect("object").remove("room_id");
         }
+        // Rooms of versions 1 and 2 (other servers' old rooms): events name
+        // themselves, and cite others as `[id, {"sha256": reference hash}]`.
+        if version.event_format == conduit_state_res::room_version::EventFormat::V1 {
+            let (_, rules) = version_rules(version.id)?;
+            object["event_id"] =
+                format!("${}:{}", utils::random_string(18), self.config.server_name).into();
+            let cite = |ids: Vec<String>| -> Result<JsonValue> {
+                let mut pairs = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let hash = self.reference_hash_of(&id, &rules)?;
+                    pairs.push(json!([id, { "sha256": hash }]));
+                }
+                Ok(JsonValue::Array(pairs))
+            };
+            object["prev_events"] = cite(prev_ids)?;
+            object["auth_events"] = cite(auth_events.iter().map(|a| a.event_id.clone()).collect())?;
+        }
         Ok((object, auth_events))
+    }
+
+    /// The reference hash of a stored event, as rooms of versions 1 and 2
+    /// cite it.
+    fn reference_hash_of(&self, event_id: &str, rules: &RoomVersionRules) -> Result<String> {
+        let pdu = self
+            .rooms
+            .pdu_by_id(event_id, &self.short_ids)?
+            .ok_or_else(|| Error::internal(format!("cited event {event_id} is not stored")))?;
+        let object: CanonicalJsonObject =
+            serde_json::from_value(pdu.json.clone()).map_err(Error::internal)?;
+        ruma::signatures::reference_hash(&object, rules).map_err(Error::internal)
     }
 
     /// Adds the content hash and our signature, and names the event by its
@@ -305,9 +334,15 @@ impl Services {
         };
         self.server_keys
             .hash_and_sign_event(&mut object, &rules.redaction)?;
-        let hash = ruma::signatures::reference_hash(&object, rules)
-            .map_err(|e| Error::bad_json(e.to_string()))?;
-        let event_id = format!("${hash}");
+        let event_id = match object.get("event_id") {
+            // Versions 1 and 2: the id the template chose.
+            Some(CanonicalJsonValue::String(id)) => id.clone(),
+            _ => {
+                let hash = ruma::signatures::reference_hash(&object, rules)
+                    .map_err(|e| Error::bad_json(e.to_string()))?;
+                format!("${hash}")
+            }
+        };
         object.insert(
             "event_id".into(),
             CanonicalJsonValue::String(event_id.clone()),
