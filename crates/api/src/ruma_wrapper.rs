@@ -95,20 +95,7 @@ where
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_string());
 
-        let limit = services.config.max_request_size as usize;
-        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            Error::new(
-                ErrorCode::TooLarge,
-                format!("The request body exceeds {limit} bytes."),
-            )
-        })?;
-        let json = if bytes.is_empty() {
-            None
-        } else {
-            Some(serde_json::from_slice::<JsonValue>(&bytes).map_err(|e| {
-                Error::new(ErrorCode::NotJson, format!("The body is not JSON: {e}"))
-            })?)
-        };
+        let (bytes, json) = read_json_body(body, services.config.max_request_size as usize).await?;
 
         let token = auth_scheme::extract_bearer_or_query_token(&http::Request::from_parts(
             parts.clone(),
@@ -161,6 +148,29 @@ where
             client_ip,
         })
     }
+}
+
+/// A request body up to `limit` bytes (`413 M_TOO_LARGE` beyond), and its
+/// JSON when it is not empty (`M_NOT_JSON` when it is not JSON).
+pub(crate) async fn read_json_body(
+    body: Body,
+    limit: usize,
+) -> Result<(bytes::Bytes, Option<JsonValue>), ApiError> {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Error::new(
+            ErrorCode::TooLarge,
+            format!("The request body exceeds {limit} bytes."),
+        )
+    })?;
+    let json =
+        if bytes.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_slice::<JsonValue>(&bytes).map_err(|e| {
+                Error::new(ErrorCode::NotJson, format!("The body is not JSON: {e}"))
+            })?)
+        };
+    Ok((bytes, json))
 }
 
 fn parse_error(e: FromHttpRequestError) -> ApiError {

@@ -164,20 +164,9 @@ impl FromRequest<Arc<Services>> for Federated {
     async fn from_request(req: Request, services: &Arc<Services>) -> Result<Self, ApiError> {
         require_federation(services)?;
         let (parts, body) = req.into_parts();
-        let limit = services.config.max_request_size as usize;
-        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            Error::new(
-                ErrorCode::TooLarge,
-                format!("The request body exceeds {limit} bytes."),
-            )
-        })?;
-        let body = if bytes.is_empty() {
-            None
-        } else {
-            Some(serde_json::from_slice::<JsonValue>(&bytes).map_err(|e| {
-                Error::new(ErrorCode::NotJson, format!("The body is not JSON: {e}"))
-            })?)
-        };
+        let (_, body) =
+            crate::ruma_wrapper::read_json_body(body, services.config.max_request_size as usize)
+                .await?;
         let uri = parts
             .uri
             .path_and_query()

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as JsonValue, json};
 
 use super::{
-    incoming::{Outcome, outliers::urlencode, parse::parse_pdu},
+    incoming::{outliers::urlencode, parse::parse_pdu},
     keys::signed_by,
 };
 use crate::{
@@ -336,26 +336,9 @@ impl Services {
         event_id: &str,
         raw: &JsonValue,
     ) -> Result<JsonValue> {
-        let room = self.room_context(room_id)?;
-        self.check_server_acl(&room.record, origin)?;
-        let parsed = self.parse_and_verify(&room, raw).await?;
-        self.check_own_membership(&parsed, raw, event_id, origin, "leave")?;
-        let outcome = {
-            let _lock = self.rooms.lock(room.record.short).await;
-            self.place_in_dag(
-                origin,
-                &room,
-                parsed,
-                super::incoming::dag::Placement::Live { fill_gaps: false },
-            )
-            .await?
-        };
-        match outcome {
-            Outcome::Accepted | Outcome::AlreadyKnown => Ok(json!({})),
-            Outcome::Rejected(reason) | Outcome::SoftFailed(reason) => Err(Error::forbidden(
-                format!("The leave is not allowed: {reason}."),
-            )),
-        }
+        self.take_membership(origin, room_id, event_id, raw, "leave")
+            .await?;
+        Ok(json!({}))
     }
 }
 

@@ -7,10 +7,7 @@
 use ruma::{OwnedServerName, ServerName, UserId};
 use serde_json::{Value as JsonValue, json};
 
-use super::{
-    incoming::{Outcome, dag::Placement},
-    invite::{RemoteInvite, stripped},
-};
+use super::invite::{RemoteInvite, stripped};
 use crate::{Error, Result, Services, rooms::membership::Change};
 
 impl Services {
@@ -103,24 +100,10 @@ impl Services {
         event_id: &str,
         raw: &JsonValue,
     ) -> Result<JsonValue> {
-        let room = self.room_context(room_id)?;
-        self.check_server_acl(&room.record, origin)?;
-        let parsed = self.parse_and_verify(&room, raw).await?;
-        self.check_own_membership(&parsed, raw, event_id, origin, "knock")?;
-        let outcome = {
-            let _lock = self.rooms.lock(room.record.short).await;
-            self.place_in_dag(origin, &room, parsed, Placement::Live { fill_gaps: false })
-                .await?
-        };
-        match outcome {
-            Outcome::Accepted | Outcome::AlreadyKnown => {}
-            Outcome::Rejected(reason) | Outcome::SoftFailed(reason) => {
-                return Err(Error::forbidden(format!(
-                    "The knock is not allowed: {reason}."
-                )));
-            }
-        }
-        let state = self.current_state(&room.record)?;
+        let taken = self
+            .take_membership(origin, room_id, event_id, raw, "knock")
+            .await?;
+        let state = self.current_state(&taken.room.record)?;
         Ok(json!({ "knock_room_state": self.stripped_state(&state)? }))
     }
 }

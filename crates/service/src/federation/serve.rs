@@ -9,7 +9,7 @@ use conduit_state_res::ShortEventId;
 use ruma::{OwnedServerName, ServerName, UserId};
 use serde_json::{Value as JsonValue, json};
 
-use super::incoming::{Outcome, RoomContext};
+use super::incoming::Outcome;
 use crate::{Error, Result, Services, rooms::pdu::Pdu, tables, utils};
 
 /// The spec's bounds on one transaction.
@@ -88,13 +88,6 @@ impl Services {
         Ok(answer)
     }
 
-    /// A room this server is in, for a request of `origin` about it.
-    fn served_room(&self, room_id: &str, origin: &ServerName) -> Result<RoomContext> {
-        let room = self.room_context(room_id)?;
-        self.check_server_acl(&room.record, origin)?;
-        Ok(room)
-    }
-
     /// `GET /make_join/{roomId}/{userId}`: a join template for a user of
     /// `origin`, if the room lets them in.
     pub fn make_join(
@@ -117,44 +110,10 @@ impl Services {
         event_id: &str,
         raw: &JsonValue,
     ) -> Result<JsonValue> {
-        let room = self.served_room(room_id, origin)?;
-        let mut parsed = super::incoming::parse::parse_pdu(raw, &room.rules)?;
-        self.check_own_membership(&parsed, raw, event_id, origin, "join")?;
-        // A restricted join one of our users authorises carries our
-        // signature too (which does not change its id).
-        let authorised_here = raw
-            .pointer("/content/join_authorised_via_users_server")
-            .and_then(JsonValue::as_str)
-            .and_then(super::user_server)
-            == Some(self.config.server_name.as_ref());
-        if authorised_here {
-            self.server_keys
-                .sign_event(&mut parsed.object, &room.rules.redaction)?;
-        }
-        self.verify_pdu(&mut parsed, &room.rules).await?;
-        let signed_join = authorised_here.then(|| parsed.object.clone());
-        let outcome = {
-            let _lock = self.rooms.lock(room.record.short).await;
-            self.place_in_dag(
-                origin,
-                &room,
-                parsed,
-                super::incoming::dag::Placement::Live { fill_gaps: false },
-            )
-            .await?
-        };
-        match outcome {
-            Outcome::Accepted | Outcome::AlreadyKnown => {}
-            Outcome::Rejected(reason) | Outcome::SoftFailed(reason) => {
-                return Err(Error::forbidden(format!(
-                    "The join is not allowed: {reason}."
-                )));
-            }
-        }
-        let short = self
-            .short_ids
-            .event_short(event_id)?
-            .ok_or_else(|| Error::internal("accepted join without short id"))?;
+        let taken = self
+            .take_membership(origin, room_id, event_id, raw, "join")
+            .await?;
+        let short = taken.short;
         let state = self.state_before(short)?;
         let state_events: Vec<ShortEventId> = state.values().copied().collect();
         let auth_chain = self.auth_chain(&state_events)?;
@@ -170,7 +129,7 @@ impl Services {
             "members_omitted": false,
             "servers_in_room": servers,
         });
-        if let Some(event) = signed_join {
+        if let Some(event) = taken.countersigned {
             answer["event"] = serde_json::to_value(event).map_err(Error::internal)?;
         }
         Ok(answer)

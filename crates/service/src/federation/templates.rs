@@ -7,7 +7,16 @@
 use ruma::{ServerName, UserId};
 use serde_json::{Value as JsonValue, json};
 
+use super::incoming::{Outcome, RoomContext, dag::Placement, parse::parse_pdu};
 use crate::{Error, Result, Services, rooms::send::NewEvent};
+
+/// A member event another server handed us, placed.
+pub(crate) struct TakenMembership {
+    pub room: RoomContext,
+    pub short: conduit_state_res::ShortEventId,
+    /// The event with our signature added (a restricted join we authorised).
+    pub countersigned: Option<ruma::CanonicalJsonObject>,
+}
 
 impl Services {
     /// The template `make_join`, `make_leave` and `make_knock` hand out: a
@@ -30,8 +39,7 @@ impl Services {
         if !self.is_resident(room_id)? {
             return Err(Error::not_found("This server is not in the room."));
         }
-        let room = self.room_context(room_id)?;
-        self.check_server_acl(&room.record, origin)?;
+        let room = self.served_room(room_id, origin)?;
         if membership != "leave" {
             let asked: Vec<&str> = if versions.is_empty() {
                 vec!["1"]
@@ -159,6 +167,67 @@ impl Services {
             crate::ErrorCode::UnableToAuthoriseJoin,
             "No user of this server may let the user in.",
         ))
+    }
+
+    /// Takes a signed member event of a user of `origin` (`send_join`,
+    /// `send_leave`, `send_knock`): checks it is that user's own with
+    /// `membership`, adds our signature to a restricted join one of our
+    /// users authorises (it does not change the event's id), verifies and
+    /// places it. The room, the event's short id, and the event as we
+    /// countersigned it, if we did.
+    pub(crate) async fn take_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &str,
+        event_id: &str,
+        raw: &JsonValue,
+        membership: &str,
+    ) -> Result<TakenMembership> {
+        let room = self.served_room(room_id, origin)?;
+        let mut parsed = parse_pdu(raw, &room.rules)?;
+        self.check_own_membership(&parsed, raw, event_id, origin, membership)?;
+        let authorised_here = membership == "join"
+            && raw
+                .pointer("/content/join_authorised_via_users_server")
+                .and_then(JsonValue::as_str)
+                .and_then(super::user_server)
+                == Some(self.config.server_name.as_ref());
+        if authorised_here {
+            self.server_keys
+                .sign_event(&mut parsed.object, &room.rules.redaction)?;
+        }
+        self.verify_pdu(&mut parsed, &room.rules).await?;
+        let countersigned = authorised_here.then(|| parsed.object.clone());
+        let outcome = {
+            let _lock = self.rooms.lock(room.record.short).await;
+            self.place_in_dag(origin, &room, parsed, Placement::Live { fill_gaps: false })
+                .await?
+        };
+        match outcome {
+            Outcome::Accepted | Outcome::AlreadyKnown => {}
+            Outcome::Rejected(reason) | Outcome::SoftFailed(reason) => {
+                return Err(Error::forbidden(format!(
+                    "The {membership} is not allowed: {reason}."
+                )));
+            }
+        }
+        let short = self
+            .short_ids
+            .event_short(event_id)?
+            .ok_or_else(|| Error::internal("placed event without short id"))?;
+        Ok(TakenMembership {
+            room,
+            short,
+            countersigned,
+        })
+    }
+
+    /// A room this server is in, for a request of `origin` about it (the
+    /// room's server ACL must let `origin` in).
+    pub(crate) fn served_room(&self, room_id: &str, origin: &ServerName) -> Result<RoomContext> {
+        let room = self.room_context(room_id)?;
+        self.check_server_acl(&room.record, origin)?;
+        Ok(room)
     }
 
     /// Checks that a `send_join`/`send_leave`/`send_knock` body is the
