@@ -267,3 +267,52 @@ def test_room_directory_over_federation_only_when_allowed(make_server, tmp_path)
         assert r.status_code == 200 and r.json()["chunk"] == [], r.text
     finally:
         peer.close()
+
+
+def test_allow_and_deny_lists(make_server, tmp_path):
+    peer = FakePeer(tmp_path / "peer")
+    try:
+        path = "/_matrix/federation/v1/version"
+        denied = make_server({**federation_env(tmp_path / "a"),
+                              "CONDUIT_FEDERATION_DOMAIN_DENYLIST": f'["{peer.server_name}"]'})
+        alice = register(denied.url, unique("alice"))
+        probe = "/_matrix/federation/v1/query/profile?user_id=" + alice.user_id
+        r = peer.request(denied, "GET", probe)
+        assert r.status_code == 403 and r.json()["errcode"] == "M_FORBIDDEN", r.text
+        # Nor do we ask it anything: a join through it is refused here.
+        r = alice.call("POST", f"/_matrix/client/v3/join/!room:{peer.server_name}", json={}, expect=None)
+        assert r.status_code == 404, r.text
+        allowed = make_server({**federation_env(tmp_path / "b"),
+                               "CONDUIT_FEDERATION_DOMAIN_ALLOWLIST": '["elsewhere.example"]'})
+        r = peer.request(allowed, "GET", probe.replace(denied.server_name, allowed.server_name))
+        assert r.status_code == 403, r.text
+        assert allowed.request("GET", path).status_code == 200
+    finally:
+        peer.close()
+
+
+def test_timestamp_to_event_for_clients_and_servers(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    stamps = []
+    for i in range(5):
+        event_id = alice.send(room, f"at {i}")
+        event = alice.call("GET", f"/_matrix/client/v3/rooms/{room}/event/{event_id}").json()
+        stamps.append((event_id, event["origin_server_ts"]))
+        time.sleep(0.02)
+    (second, second_ts), (third, third_ts) = stamps[1], stamps[2]
+    between = (second_ts + third_ts) // 2 if third_ts > second_ts + 1 else second_ts
+    path = f"/_matrix/client/v1/rooms/{room}/timestamp_to_event"
+    found = alice.call("GET", path, params={"ts": second_ts, "dir": "f"}).json()
+    assert found == {"event_id": second, "origin_server_ts": second_ts}
+    found = alice.call("GET", path, params={"ts": third_ts, "dir": "b"}).json()
+    assert found["event_id"] == third
+    if between > second_ts:
+        assert alice.call("GET", path, params={"ts": between, "dir": "b"}).json()["event_id"] == second
+        assert alice.call("GET", path, params={"ts": between, "dir": "f"}).json()["event_id"] == third
+    r = alice.call("GET", path, params={"ts": stamps[-1][1] + 60_000, "dir": "f"}, expect=404)
+    assert r.json()["errcode"] == "M_NOT_FOUND"
+    # The same for a server in the room.
+    r = peer.request(ours, "GET", f"/_matrix/federation/v1/timestamp_to_event/{room}?ts={second_ts}&dir=f")
+    assert r.status_code == 200 and r.json()["event_id"] == second, r.text
+    r = peer.request(ours, "GET", f"/_matrix/federation/v1/timestamp_to_event/{room}?ts=1&dir=x")
+    assert r.status_code == 400, r.text

@@ -106,8 +106,7 @@ impl Services {
         let stream = Arc::new(Stream::new(&db).map_err(|e| StartError::Load(e.to_string()))?);
         let rooms = Rooms::new(db.clone(), stream.clone());
         let sso = Sso::new(&config).map_err(StartError::Http)?;
-        let federation = federation::Federation::new(&config)
-            .map_err(|e| StartError::Http(format!("cannot build the federation client: {e}")))?;
+        let federation = federation::Federation::new(&config);
         Ok(Arc::new(Self {
             sso,
             federation,

@@ -22,6 +22,7 @@ mod search;
 mod session;
 mod state;
 mod sync;
+mod timestamp;
 
 use std::sync::Arc;
 
@@ -83,6 +84,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(message::send)
         .ruma_route(messages::get)
         .ruma_route(messages::context)
+        .ruma_route(timestamp::timestamp_to_event)
         .ruma_route(redact::redact)
         .ruma_route(sync::sync)
         .ruma_route(receipts::typing)

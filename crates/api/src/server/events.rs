@@ -1,5 +1,6 @@
 //! Events, state and history for other servers: `/event`, `/state`,
-//! `/state_ids`, `/event_auth`, `/get_missing_events`, `/backfill`.
+//! `/state_ids`, `/event_auth`, `/get_missing_events`, `/backfill`,
+//! `/timestamp_to_event`.
 
 use std::sync::Arc;
 
@@ -118,5 +119,28 @@ pub async fn backfill(
         &room_id,
         &from,
         limit,
+    )?))
+}
+
+pub async fn timestamp_to_event(
+    State(services): State<Arc<Services>>,
+    Path(room_id): Path<String>,
+    request: Federated,
+) -> Result<Json<JsonValue>, ApiError> {
+    let ts = request
+        .query_value("ts")
+        .ok_or_else(|| Error::new(ErrorCode::MissingParam, "ts is missing."))?
+        .parse::<u64>()
+        .map_err(|_| Error::invalid_param("ts must be a timestamp in milliseconds."))?;
+    let forward = match request.query_value("dir") {
+        Some("f") => true,
+        Some("b") => false,
+        _ => return Err(Error::invalid_param("dir must be f or b.").into()),
+    };
+    Ok(Json(services.timestamp_for_server(
+        &request.origin,
+        &room_id,
+        ts,
+        forward,
     )?))
 }

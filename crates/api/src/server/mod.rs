@@ -110,6 +110,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
             "/_matrix/federation/v1/user/keys/claim",
             post(devices::keys_claim),
         )
+        .route(
+            "/_matrix/federation/v1/timestamp_to_event/{room_id}",
+            get(events::timestamp_to_event),
+        )
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
         .route(
             "/_matrix/federation/v1/query/directory",

@@ -115,10 +115,13 @@ impl Services {
         if !self.config.federates_with(destination) {
             return Err(FedError::Denied(destination.to_string()));
         }
-        let target = self.federation.discovery.resolve(destination).await;
-        let url = format!("{}{path_and_query}", target.base_url());
-        let mut request = self
+        let transport = self
             .federation
+            .transport()
+            .map_err(|e| FedError::Transport(format!("cannot build the HTTP client: {e}")))?;
+        let target = transport.discovery.resolve(destination).await;
+        let url = format!("{}{path_and_query}", target.base_url());
+        let mut request = transport
             .client
             .request(method.clone(), &url)
             .header(http::header::HOST, &target.host_header)

@@ -46,8 +46,11 @@ use crate::{
 
 /// The federation state the services keep.
 pub struct Federation {
-    pub(crate) client: reqwest::Client,
-    pub(crate) discovery: Arc<discovery::Discovery>,
+    /// The HTTP clients and server discovery, made on the first outbound
+    /// request: a server nobody federates with keeps neither the TLS roots
+    /// nor a resolver in memory.
+    transport: std::sync::OnceLock<Transport>,
+    verify_certificates: bool,
     pub(crate) key_fetches: keys::KeyFetches,
     pub sender: sender::Sender,
     pub(crate) timeout: Duration,
@@ -56,25 +59,42 @@ pub struct Federation {
     servers_by_snapshot: std::sync::Mutex<HashMap<u64, Arc<BTreeSet<OwnedServerName>>>>,
 }
 
+pub(crate) struct Transport {
+    pub client: reqwest::Client,
+    pub discovery: Arc<discovery::Discovery>,
+}
+
 /// Snapshots whose servers are kept before the cache starts over.
 const SERVERS_CACHED: usize = 1024;
 
 impl Federation {
-    pub(crate) fn new(config: &Config) -> Result<Self, reqwest::Error> {
-        let plain = client::build_client(config.federation_verify_certificates, None)?;
-        let discovery = Arc::new(discovery::Discovery::new(plain));
-        let client = client::build_client(
-            config.federation_verify_certificates,
-            Some(Arc::new(discovery::SrvAwareResolver(discovery.clone()))),
-        )?;
-        Ok(Self {
-            client,
-            discovery,
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            transport: std::sync::OnceLock::new(),
+            verify_certificates: config.federation_verify_certificates,
             key_fetches: keys::KeyFetches::default(),
             sender: sender::Sender::default(),
             timeout: Duration::from_secs(config.federation_timeout),
             servers_by_snapshot: std::sync::Mutex::default(),
-        })
+        }
+    }
+
+    /// The clients and discovery, built on first use.
+    pub(crate) fn transport(&self) -> Result<&Transport, reqwest::Error> {
+        if let Some(transport) = self.transport.get() {
+            return Ok(transport);
+        }
+        // `/.well-known` is fetched without the SRV overrides.
+        let plain = client::build_client(self.verify_certificates, None)?;
+        let discovery = Arc::new(discovery::Discovery::new(plain));
+        let client = client::build_client(
+            self.verify_certificates,
+            Some(Arc::new(discovery::SrvAwareResolver(discovery.clone()))),
+        )?;
+        // Two first requests at once may both build: one is kept.
+        Ok(self
+            .transport
+            .get_or_init(|| Transport { client, discovery }))
     }
 }
 

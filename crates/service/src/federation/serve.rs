@@ -377,6 +377,24 @@ impl Services {
         }))
     }
 
+    /// `GET /timestamp_to_event/{roomId}?ts=&dir=`: the event closest to
+    /// `ts` that `origin` may see.
+    pub fn timestamp_for_server(
+        &self,
+        origin: &ServerName,
+        room_id: &str,
+        ts: u64,
+        forward: bool,
+    ) -> Result<JsonValue> {
+        let room = self.served_room(room_id, origin)?;
+        let pdu = self
+            .event_at_timestamp(&room.record, ts, forward, |pdu| {
+                self.server_can_see(origin, pdu)
+            })?
+            .ok_or_else(|| Error::not_found("No event in that direction from that time."))?;
+        Ok(json!({ "event_id": pdu.event_id, "origin_server_ts": pdu.origin_server_ts }))
+    }
+
     /// `GET /query/profile?user_id=&field=`.
     pub fn profile_for_server(&self, user_id: &UserId, field: Option<&str>) -> Result<JsonValue> {
         if user_id.server_name() != self.config.server_name || !self.users.exists(user_id)? {

@@ -19,6 +19,7 @@ pub mod short;
 pub mod state;
 pub mod state_snapshots;
 pub mod timeline;
+pub mod timestamp;
 pub mod typing;
 pub mod visibility;
 
