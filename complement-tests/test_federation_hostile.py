@@ -316,3 +316,18 @@ def test_timestamp_to_event_for_clients_and_servers(setting):
     assert r.status_code == 200 and r.json()["event_id"] == second, r.text
     r = peer.request(ours, "GET", f"/_matrix/federation/v1/timestamp_to_event/{room}?ts=1&dir=x")
     assert r.status_code == 400, r.text
+
+
+def test_openid_tokens_name_their_user(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    answer = alice.call("POST", f"/_matrix/client/v3/user/{alice.user_id}/openid/request_token", json={}).json()
+    assert answer["token_type"] == "Bearer" and answer["matrix_server_name"] == ours.server_name
+    assert answer["expires_in"] == 3600
+    # A third party asks with the token alone (no X-Matrix).
+    r = ours.request("GET", "/_matrix/federation/v1/openid/userinfo", params={"access_token": answer["access_token"]})
+    assert r.status_code == 200 and r.json() == {"sub": alice.user_id}, r.text
+    r = ours.request("GET", "/_matrix/federation/v1/openid/userinfo", params={"access_token": "nope"})
+    assert r.status_code == 401 and r.json()["errcode"] == "M_UNKNOWN_TOKEN", r.text
+    r = alice.call("POST", f"/_matrix/client/v3/user/@other:{ours.server_name}/openid/request_token", json={},
+                   expect=403)
+    assert r.json()["errcode"] == "M_FORBIDDEN"

@@ -11,6 +11,7 @@ mod error;
 pub mod federation;
 pub mod filters;
 pub mod invites;
+pub mod openid;
 pub mod presence;
 pub mod rate_limit;
 pub mod registration;

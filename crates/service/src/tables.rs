@@ -129,6 +129,8 @@ pub const SOFT_FAILED_EVENTS: Table<U64, Json<String>> = Table::new("soft_failed
 /// server is not in: the event and the room's stripped state.
 pub const REMOTE_INVITES: Table<(Str, Str), Json<crate::federation::invite::RemoteInvite>> =
     Table::new("remote_invites");
+/// OpenID token -> whose it is and until when (an hour).
+pub const OPENID_TOKENS: Table<Str, Json<crate::openid::OpenIdToken>> = Table::new("openid_tokens");
 
 pub const ALL: &[TableDef] = &[
     GLOBAL_JSON.def(),
@@ -176,4 +178,5 @@ pub const ALL: &[TableDef] = &[
     REJECTED_EVENTS.def(),
     SOFT_FAILED_EVENTS.def(),
     REMOTE_INVITES.def(),
+    OPENID_TOKENS.def(),
 ];

@@ -10,6 +10,7 @@ mod filter;
 mod membership;
 mod message;
 mod messages;
+mod openid;
 mod presence;
 mod profile;
 mod push_rules;
@@ -51,6 +52,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(register::username_available)
         .ruma_route(register::token_validity)
         .ruma_route(account::whoami)
+        .ruma_route(openid::request_token)
         .ruma_route(account::change_password)
         .ruma_route(account::deactivate)
         .ruma_route(account::third_party_ids)

@@ -116,6 +116,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         )
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
         .route(
+            "/_matrix/federation/v1/openid/userinfo",
+            get(query::openid_userinfo),
+        )
+        .route(
             "/_matrix/federation/v1/query/directory",
             get(query::directory),
         );

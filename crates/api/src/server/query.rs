@@ -1,4 +1,5 @@
-//! `/version`, and the queries other servers make of our users and aliases.
+//! `/version`, the queries other servers make of our users and aliases,
+//! and `/openid/userinfo` (asked by anyone holding an OpenID token).
 
 use std::sync::Arc;
 
@@ -49,4 +50,25 @@ pub async fn directory(
         )
     })?;
     Ok(Json(services.directory_for_server(alias)?))
+}
+
+#[derive(serde::Deserialize)]
+pub struct UserinfoQuery {
+    access_token: Option<String>,
+}
+
+/// `GET /openid/userinfo?access_token=`: whose an OpenID token is. No
+/// `X-Matrix` here: the asker is a third party holding the token.
+pub async fn openid_userinfo(
+    State(services): State<Arc<Services>>,
+    axum::extract::Query(query): axum::extract::Query<UserinfoQuery>,
+) -> Result<Json<JsonValue>, ApiError> {
+    require_federation(&services)?;
+    let token = query.access_token.ok_or_else(|| {
+        Error::new(
+            conduit_service::ErrorCode::MissingToken,
+            "access_token is missing.",
+        )
+    })?;
+    Ok(Json(json!({ "sub": services.openid_user(&token)? })))
 }
