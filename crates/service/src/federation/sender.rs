@@ -38,8 +38,6 @@ struct DestinationState {
 pub struct Sender {
     destinations: Mutex<HashMap<OwnedServerName, DestinationState>>,
     services: OnceLock<Weak<Services>>,
-    /// Tests pause sending to build forks; nothing else does.
-    paused: std::sync::atomic::AtomicBool,
 }
 
 impl Sender {
@@ -52,21 +50,6 @@ impl Sender {
             state.failures = 0;
             state.wake.notify_one();
         }
-    }
-
-    /// Pauses or resumes all sending (queued rows stay).
-    pub fn set_paused(&self, paused: bool) {
-        self.paused
-            .store(paused, std::sync::atomic::Ordering::SeqCst);
-        if !paused {
-            for state in utils::locked(&self.destinations).values() {
-                state.wake.notify_one();
-            }
-        }
-    }
-
-    fn is_paused(&self) -> bool {
-        self.paused.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -144,10 +127,6 @@ impl Services {
     async fn deliver(self: Arc<Self>, destination: OwnedServerName) {
         loop {
             let wake = self.destination_wake(&destination);
-            if self.federation.sender.is_paused() {
-                wake.notified().await;
-                continue;
-            }
             let pdus = match self.queued_pdus(&destination) {
                 Ok(pdus) => pdus,
                 Err(e) => {
