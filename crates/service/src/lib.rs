@@ -136,3 +136,28 @@ impl Services {
         }))
     }
 }
+
+impl Services {
+    /// Runs `job` every `period` while the server lives (the task holds no
+    /// strong reference: it ends when the services are dropped).
+    pub(crate) fn every(
+        self: &Arc<Self>,
+        period: std::time::Duration,
+        what: &'static str,
+        job: fn(&Self) -> Result<()>,
+    ) {
+        let services = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                let Some(services) = services.upgrade() else {
+                    return;
+                };
+                if let Err(e) = job(&services) {
+                    tracing::warn!("{what} failed: {e}");
+                }
+            }
+        });
+    }
+}

@@ -190,19 +190,7 @@ impl Services {
 
     /// Runs [`Self::sweep_presence`] every 30 s while the server lives.
     pub fn start_presence_sweeper(self: &std::sync::Arc<Self>) {
-        let services = std::sync::Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(SWEEP_EVERY);
-            loop {
-                every.tick().await;
-                let Some(services) = services.upgrade() else {
-                    return;
-                };
-                if let Err(e) = services.sweep_presence() {
-                    tracing::warn!("presence sweep failed: {e}");
-                }
-            }
-        });
+        self.every(SWEEP_EVERY, "presence sweep", Self::sweep_presence);
     }
 
     /// A user's presence (`offline` when never seen).

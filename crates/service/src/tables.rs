@@ -116,9 +116,11 @@ pub const SERVER_KEY_RESPONSES: Table<Str, Json<JsonValue>> = Table::new("server
 /// (destination server, stream position) -> an event (short id) waiting to
 /// be sent there; written in the event's own batch, deleted once delivered.
 pub const FEDERATION_QUEUE: Table<(Str, U64), U64> = Table::new("federation_queue");
-/// (origin server, transaction id) -> the answer given to that `/send`,
-/// so a retried transaction is answered without processing it again.
-pub const FEDERATION_TXNS: Table<(Str, Str), Json<JsonValue>> = Table::new("federation_txns");
+/// (origin server, transaction id) -> the answer given to that `/send` and
+/// when, so a retried transaction is answered without processing it again
+/// (kept a day).
+pub const FEDERATION_TXNS: Table<(Str, Str), Json<crate::federation::serve::TxnRecord>> =
+    Table::new("federation_txns");
 /// event short id -> why it was rejected: stored (others may cite it), never
 /// served as state and never shown.
 pub const REJECTED_EVENTS: Table<U64, Json<String>> = Table::new("rejected_events");

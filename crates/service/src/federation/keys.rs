@@ -429,3 +429,55 @@ impl Services {
         Ok(answers)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ruma::{server_name, signatures::Ed25519KeyPair};
+
+    use super::*;
+
+    /// A key answer for `server`, signed by a fresh key.
+    fn signed_answer(server: &str) -> (JsonValue, String) {
+        let document = Ed25519KeyPair::generate();
+        let key = Ed25519KeyPair::from_der(&document, "k1".into()).unwrap();
+        let public = STANDARD_NO_PAD.encode(key.public_key());
+        let body = json!({
+            "server_name": server,
+            "valid_until_ts": 4_000_000_000_000u64,
+            "verify_keys": { "ed25519:k1": { "key": public } },
+            "old_verify_keys": { "ed25519:old": { "key": "AAAA", "expired_ts": 5 } },
+        });
+        let CanonicalJsonValue::Object(mut object) = CanonicalJsonValue::try_from(body).unwrap()
+        else {
+            unreachable!()
+        };
+        ruma::signatures::sign_json(server, &key, &mut object).unwrap();
+        (serde_json::to_value(object).unwrap(), public)
+    }
+
+    #[test]
+    fn a_self_signed_answer_gives_its_keys_and_old_keys() {
+        let (answer, public) = signed_answer("example.org");
+        let keys = check_key_response(server_name!("example.org"), &answer).unwrap();
+        let current = keys.iter().find(|(id, _)| id == "ed25519:k1").unwrap();
+        assert_eq!(current.1.key, public);
+        assert!(current.1.valid_at(4_000_000_000_000) && !current.1.valid_at(4_000_000_000_001));
+        let old = keys.iter().find(|(id, _)| id == "ed25519:old").unwrap();
+        assert!(
+            old.1.valid_at(5) && !old.1.valid_at(6),
+            "old keys verify what came before"
+        );
+    }
+
+    #[test]
+    fn tampered_or_misnamed_answers_are_refused() {
+        let (answer, _) = signed_answer("example.org");
+        assert!(check_key_response(server_name!("other.org"), &answer).is_err());
+        let mut tampered = answer.clone();
+        tampered["valid_until_ts"] = 4_000_000_000_001u64.into();
+        assert!(check_key_response(server_name!("example.org"), &tampered).is_err());
+        let mut unsigned = answer;
+        unsigned.as_object_mut().unwrap().remove("signatures");
+        assert!(check_key_response(server_name!("example.org"), &unsigned).is_err());
+    }
+}

@@ -57,6 +57,11 @@ impl Services {
     /// Starts delivering what the queue holds (after a restart too).
     pub fn start_federation_sender(self: &Arc<Self>) -> Result<()> {
         let _ = self.federation.sender.services.set(Arc::downgrade(self));
+        self.every(
+            Duration::from_secs(3600),
+            "pruning federation transactions",
+            Self::prune_transactions,
+        );
         let mut destinations = std::collections::BTreeSet::new();
         for row in self.db.scan_prefix(
             &tables::FEDERATION_QUEUE,

@@ -15,6 +15,16 @@ use crate::{Error, Result, Services, rooms::pdu::Pdu, tables, utils};
 /// The spec's bounds on one transaction.
 pub const MAX_TXN_PDUS: usize = 50;
 pub const MAX_TXN_EDUS: usize = 100;
+/// How long the answer to a transaction is kept.
+const TXN_KEPT_MS: u64 = 24 * 3600 * 1000;
+
+/// The answer to a `/send` transaction, and when it was given.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+pub struct TxnRecord {
+    pub answer: JsonValue,
+    pub at: u64,
+}
+
 /// Events one backfill or missing-events answer gives at most.
 const MAX_PAGE: usize = 100;
 
@@ -27,11 +37,11 @@ impl Services {
         txn_id: &str,
         body: &JsonValue,
     ) -> Result<JsonValue> {
-        if let Some(answer) = self
+        if let Some(seen) = self
             .db
             .get(&tables::FEDERATION_TXNS, (origin.as_str(), txn_id))?
         {
-            return Ok(answer);
+            return Ok(seen.answer);
         }
         let empty = Vec::new();
         let pdus = body
@@ -83,9 +93,37 @@ impl Services {
         }
         let answer = json!({ "pdus": results });
         let mut batch = self.db.batch();
-        batch.put(&tables::FEDERATION_TXNS, (origin.as_str(), txn_id), &answer)?;
+        let record = TxnRecord {
+            answer,
+            at: utils::now_ms(),
+        };
+        batch.put(&tables::FEDERATION_TXNS, (origin.as_str(), txn_id), &record)?;
         self.db.write(batch)?;
-        Ok(answer)
+        Ok(record.answer)
+    }
+
+    /// Forgets the answers to transactions older than a day: a server
+    /// retries within hours, and a very late retry is harmless (its events
+    /// are known by id by then).
+    pub(crate) fn prune_transactions(&self) -> Result<()> {
+        let cutoff = utils::now_ms().saturating_sub(TXN_KEPT_MS);
+        let mut batch = self.db.batch();
+        let mut pruned = 0;
+        for row in self
+            .db
+            .scan_prefix(&tables::FEDERATION_TXNS, &conduit_storage::KeyPrefix::new())?
+        {
+            let ((origin, txn_id), record) = row?;
+            if record.at < cutoff {
+                batch.delete(&tables::FEDERATION_TXNS, (origin.as_str(), txn_id.as_str()))?;
+                pruned += 1;
+            }
+        }
+        if pruned > 0 {
+            self.db.write(batch)?;
+            tracing::debug!(pruned, "forgot old federation transactions");
+        }
+        Ok(())
     }
 
     /// `GET /make_join/{roomId}/{userId}`: a join template for a user of

@@ -195,3 +195,32 @@ async fn idle_room_locks_are_dropped_held_ones_kept() {
     assert!(waiting.is_err(), "the held room lock must still exclude");
     drop(held);
 }
+
+#[test]
+fn old_federation_transactions_are_forgotten() {
+    use crate::{federation::serve::TxnRecord, tables};
+    let dir = tempfile::tempdir().unwrap();
+    let s = services(dir.path());
+    let mut batch = s.db.batch();
+    let now = crate::utils::now_ms();
+    for (txn, at) in [("old", now - 25 * 3600 * 1000), ("new", now - 3600 * 1000)] {
+        let record = TxnRecord {
+            answer: json!({ "pdus": {} }),
+            at,
+        };
+        batch
+            .put(&tables::FEDERATION_TXNS, ("peer.example", txn), &record)
+            .unwrap();
+    }
+    s.db.write(batch).unwrap();
+    s.prune_transactions().unwrap();
+    assert!(
+        !s.db
+            .contains(&tables::FEDERATION_TXNS, ("peer.example", "old"))
+            .unwrap()
+    );
+    assert!(
+        s.db.contains(&tables::FEDERATION_TXNS, ("peer.example", "new"))
+            .unwrap()
+    );
+}
