@@ -389,3 +389,50 @@ def test_restricted_joins_both_ways(ours, synapse):
     alice.join(their_inner, via=[synapse.server_name])
     assert members(alice, their_inner)[alice.user_id] == "join"
     wait_membership(bob, their_inner, alice.user_id, "join", "alice's restricted join on synapse")
+
+
+def make_space(client, server_name, child_name):
+    space = client.create_room(preset="public_chat", name=f"space of {child_name}",
+                               creation_content={"type": "m.space"})
+    child = client.create_room(preset="public_chat", name=child_name)
+    client.state(space, "m.space.child", child, content={"via": [server_name], "suggested": True})
+    return space, child
+
+
+def hierarchy_names(client, space, **params):
+    answer = client.call("GET", f"/_matrix/client/v1/rooms/{space}/hierarchy", params=params).json()
+    return [room.get("name") for room in answer["rooms"]], answer
+
+
+def test_space_hierarchies_both_ways(ours, synapse):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+
+    # A Synapse space: we are in the space only; its child is asked of Synapse.
+    their_space, _ = make_space(bob, synapse.server_name, "their child")
+    alice.join(their_space, via=[synapse.server_name])
+    names, answer = hierarchy_names(alice, their_space)
+    assert names == ["space of their child", "their child"], answer
+    child_entry = answer["rooms"][1]
+    # An absent join rule means public (the spec's default).
+    assert child_entry.get("join_rule", "public") == "public" and child_entry["num_joined_members"] == 1
+    assert [e["state_key"] for e in answer["rooms"][0]["children_state"]] == [child_entry["room_id"]]
+
+    # Our space seen from Synapse: Synapse asks our /federation/v1/hierarchy.
+    our_space, _ = make_space(alice, ours.server_name, "our child")
+    bob.join(our_space, via=[ours.server_name])
+    deadline = time.monotonic() + 20
+    while True:
+        names, answer = hierarchy_names(bob, our_space)
+        if names == ["space of our child", "our child"]:
+            break
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.5)
+
+    # Pages and depth.
+    names, answer = hierarchy_names(alice, our_space, limit=1)
+    assert names == ["space of our child"] and answer["next_batch"]
+    names, _ = hierarchy_names(alice, our_space, limit=1, **{"from": answer["next_batch"]})
+    assert names == ["our child"]
+    names, _ = hierarchy_names(alice, our_space, max_depth=0)
+    assert names == ["space of our child"]

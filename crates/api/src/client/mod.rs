@@ -21,6 +21,7 @@ mod relations;
 mod room;
 mod search;
 mod session;
+mod space;
 mod state;
 mod sync;
 mod timestamp;
@@ -87,6 +88,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(messages::get)
         .ruma_route(messages::context)
         .ruma_route(timestamp::timestamp_to_event)
+        .ruma_route(space::hierarchy)
         .ruma_route(redact::redact)
         .ruma_route(sync::sync)
         .ruma_route(receipts::typing)

@@ -1,9 +1,13 @@
 //! `GET/POST /_matrix/federation/v1/publicRooms`: this server's room
-//! directory for other servers (their users' `/publicRooms?server=`).
+//! directory for other servers (their users' `/publicRooms?server=`), and
+//! `GET /hierarchy/{roomId}`: a space's rooms.
 
 use std::sync::Arc;
 
-use axum::{Json, extract::State};
+use axum::{
+    Json,
+    extract::{Path, State},
+};
 use conduit_service::{Error, Services, rooms::directory::DirectoryQuery};
 use serde_json::Value as JsonValue;
 
@@ -71,4 +75,17 @@ pub async fn post_public(
         since: since(body.get("since").and_then(JsonValue::as_str))?,
     })?;
     Ok(Json(page.into_json()))
+}
+
+pub async fn hierarchy(
+    State(services): State<Arc<Services>>,
+    Path(room_id): Path<String>,
+    request: Federated,
+) -> Result<Json<JsonValue>, ApiError> {
+    let suggested_only = request.query_value("suggested_only") == Some("true");
+    Ok(Json(services.hierarchy_for_server(
+        &request.origin,
+        &room_id,
+        suggested_only,
+    )?))
 }

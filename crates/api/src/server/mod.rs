@@ -99,6 +99,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
             get(directory::get_public).post(directory::post_public),
         )
         .route(
+            "/_matrix/federation/v1/hierarchy/{room_id}",
+            get(directory::hierarchy),
+        )
+        .route(
             "/_matrix/federation/v1/user/devices/{user_id}",
             get(devices::user_devices),
         )

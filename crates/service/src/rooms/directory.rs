@@ -117,7 +117,7 @@ impl Services {
     }
 
     /// A room as the directory shows it; `None` for rooms we do not have.
-    fn room_summary(&self, room_id: &str) -> Result<Option<JsonValue>> {
+    pub(crate) fn room_summary(&self, room_id: &str) -> Result<Option<JsonValue>> {
         let Some(room) = self.rooms.room(room_id)? else {
             return Ok(None);
         };

@@ -5,6 +5,7 @@
 pub mod aliases;
 pub mod create;
 pub mod directory;
+pub mod hierarchy;
 pub mod membership;
 pub mod messages;
 pub mod pdu;
