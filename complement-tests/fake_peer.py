@@ -27,9 +27,11 @@ from federation import make_certificate
 
 
 class FakePeer:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, server_name: str | None = None):
         self.port = free_port()
-        self.server_name = f"127.0.0.1:{self.port}"
+        # A name without a port is found through `/.well-known` (see
+        # `serve_well_known`); by default the peer is its IP literal.
+        self.server_name = server_name or f"127.0.0.1:{self.port}"
         self.key = signedjson.key.generate_signing_key("fake1")
         self.key_id = f"ed25519:{self.key.version}"
         self.received: list[dict] = []  # transactions sent to us
@@ -50,7 +52,11 @@ class FakePeer:
                 self.wfile.write(data)
 
             def do_GET(self):
+                if self.path == "/.well-known/matrix/server":
+                    peer.well_known_hits += 1
+                    return self._answer(200, {"m.server": f"127.0.0.1:{peer.port}"})
                 if self.path.startswith("/_matrix/key/v2/server"):
+                    peer.key_hits += 1
                     return self._answer(200, peer.key_response())
                 if self.path.startswith("/_matrix/federation/v1/event/"):
                     event_id = requests.utils.unquote(self.path.rsplit("/", 1)[1])
@@ -74,15 +80,28 @@ class FakePeer:
                     return self._answer(200, {"events": []})
                 return self._answer(404, {"errcode": "M_UNRECOGNIZED", "error": "fake peer"})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.well_known_hits = 0
+        self.key_hits = 0
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.handler = Handler
+        self.servers = [self._serve(self.port)]
+
+    def _serve(self, port: int) -> ThreadingHTTPServer:
+        httpd = ThreadingHTTPServer(("127.0.0.1", port), self.handler)
+        httpd.socket = self.context.wrap_socket(httpd.socket, server_side=True)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        return httpd
+
+    def serve_well_known(self):
+        """Also answers on 127.0.0.1:443, where other servers look for the
+        `/.well-known/matrix/server` of a name without a port."""
+        self.servers.append(self._serve(443))
 
     def close(self):
-        self.httpd.shutdown()
+        for httpd in self.servers:
+            httpd.shutdown()
+            httpd.server_close()
 
     def key_response(self) -> dict:
         body = {

@@ -331,3 +331,27 @@ def test_openid_tokens_name_their_user(setting):
     r = alice.call("POST", f"/_matrix/client/v3/user/@other:{ours.server_name}/openid/request_token", json={},
                    expect=403)
     assert r.json()["errcode"] == "M_FORBIDDEN"
+
+
+def test_a_server_is_found_through_its_well_known(make_server, tmp_path):
+    """A peer named `localhost` (no port): its key is found through
+    https://localhost/.well-known/matrix/server, which delegates to its IP
+    and port; the answer is cached."""
+    ours = make_server(federation_env(tmp_path))
+    peer = FakePeer(tmp_path / "peer", server_name="localhost")
+    try:
+        peer.serve_well_known()
+        alice = register(ours.url, unique("alice"))
+        path = "/_matrix/federation/v1/query/profile?user_id=" + alice.user_id
+        r = peer.request(ours, "GET", path)
+        assert r.status_code == 200, r.text
+        assert peer.well_known_hits == 1 and peer.key_hits == 1
+        # Asked for keys valid longer than the stored ones, the notary fetches
+        # them again: from the cached address, without a new look-up.
+        far = int(time.time() * 1000) + 30 * 24 * 3600 * 1000
+        r = ours.request("POST", "/_matrix/key/v2/query",
+                         json={"server_keys": {"localhost": {"ed25519:any": {"minimum_valid_until_ts": far}}}})
+        assert r.status_code == 200 and r.json()["server_keys"][0]["server_name"] == "localhost", r.text
+        assert peer.key_hits == 2 and peer.well_known_hits == 1
+    finally:
+        peer.close()
