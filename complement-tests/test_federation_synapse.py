@@ -436,3 +436,24 @@ def test_space_hierarchies_both_ways(ours, synapse):
     assert names == ["our child"]
     names, _ = hierarchy_names(alice, our_space, max_depth=0)
     assert names == ["space of our child"]
+
+
+def test_room_previews_of_rooms_elsewhere(ours, synapse):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+    localpart = unique("preview")
+    public = bob.create_room(preset="public_chat", name="come in", topic="a preview", room_alias_name=localpart)
+    private = bob.create_room(preset="private_chat", name="secret")
+
+    path = "/_matrix/client/v1/room_summary/"
+    summary = alice.call("GET", path + public, params={"via": synapse.server_name}).json()
+    assert (summary["room_id"], summary["name"], summary["topic"]) == (public, "come in", "a preview")
+    assert summary["num_joined_members"] == 1 and "membership" not in summary
+    alias = requests.utils.quote(f"#{localpart}:{synapse.server_name}")
+    assert alice.call("GET", path + alias).json()["room_id"] == public
+    r = alice.call("GET", path + private, params={"via": synapse.server_name}, expect=None)
+    assert r.status_code in (403, 404), r.text
+    # Once joined, the preview is local and names the membership.
+    alice.join(public, via=[synapse.server_name])
+    summary = alice.call("GET", path + public).json()
+    assert summary["membership"] == "join" and summary["room_version"]

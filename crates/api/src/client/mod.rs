@@ -23,6 +23,7 @@ mod search;
 mod session;
 mod space;
 mod state;
+mod summary;
 mod sync;
 mod timestamp;
 
@@ -89,6 +90,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(messages::context)
         .ruma_route(timestamp::timestamp_to_event)
         .ruma_route(space::hierarchy)
+        .ruma_route(summary::room_summary)
         .ruma_route(redact::redact)
         .ruma_route(sync::sync)
         .ruma_route(receipts::typing)

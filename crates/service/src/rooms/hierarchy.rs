@@ -1,7 +1,8 @@
-//! Spaces: `GET /v1/rooms/{roomId}/hierarchy` walks a space's
-//! `m.space.child` events breadth first; rooms this server is not in are
-//! asked of the servers the child event names
-//! (`/federation/v1/hierarchy`), which this server answers too.
+//! Spaces and room previews: `GET /v1/rooms/{roomId}/hierarchy` walks a
+//! space's `m.space.child` events breadth first, and
+//! `GET /v1/room_summary/{roomIdOrAlias}` describes one room; rooms this
+//! server is not in are asked of other servers (`/federation/v1/hierarchy`,
+//! which this server answers too).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -171,6 +172,60 @@ impl Services {
         let page: Vec<JsonValue> = found.into_iter().skip(request.skip).take(limit).collect();
         let next = (request.skip + limit < total).then_some(request.skip + limit);
         Ok((page, next))
+    }
+
+    /// `GET /v1/room_summary/{roomIdOrAlias}`: a room's summary (with its
+    /// version and encryption when this server has it) and the asker's
+    /// membership, for members and for rooms anyone may read or ask to
+    /// join; other servers' rooms are asked of `via` and the alias's or
+    /// room id's server.
+    pub async fn room_preview(
+        &self,
+        user: Option<&UserId>,
+        room_or_alias: &str,
+        via: &[OwnedServerName],
+    ) -> Result<(JsonValue, Option<String>)> {
+        let (room_id, mut servers) = if room_or_alias.starts_with('#') {
+            self.resolve_room_alias(room_or_alias).await?
+        } else {
+            (room_or_alias.to_owned(), Vec::new())
+        };
+        servers.extend(via.iter().cloned());
+        let membership = match user {
+            Some(user) if self.rooms.has_membership(user.as_str(), &room_id)? => {
+                Some(self.rooms.membership(user.as_str(), &room_id)?)
+            }
+            _ => None,
+        };
+        let is_member = matches!(membership.as_deref(), Some("join" | "invite" | "knock"));
+        let entry = match self.hierarchy_entry(&room_id)? {
+            Some(mut entry) => {
+                if let Some(record) = self.rooms.room(&room_id)? {
+                    entry["room_version"] = record.version.clone().into();
+                    let state = self.current_state(&record)?;
+                    if let Some(encryption) = self.state_event(&state, "m.room.encryption", "")?
+                        && let Some(algorithm) = encryption.content.get("algorithm")
+                    {
+                        entry["encryption"] = algorithm.clone();
+                    }
+                }
+                entry
+            }
+            None => {
+                let servers = self.candidate_servers(&room_id, &servers);
+                self.remote_hierarchy(&room_id, &servers, &mut HashMap::new())
+                    .await
+                    .ok_or_else(|| Error::not_found("No server could describe this room."))?
+            }
+        };
+        if !self.visible_in_hierarchy(&entry, is_member) {
+            return Err(Error::not_found("No server could describe this room."));
+        }
+        let mut summary = entry;
+        if let Some(fields) = summary.as_object_mut() {
+            fields.remove("children_state");
+        }
+        Ok((summary, membership))
     }
 
     /// A room's entry from the servers its child event names; the entries
