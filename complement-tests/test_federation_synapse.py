@@ -457,3 +457,21 @@ def test_room_previews_of_rooms_elsewhere(ours, synapse):
     alice.join(public, via=[synapse.server_name])
     summary = alice.call("GET", path + public).json()
     assert summary["membership"] == "join" and summary["room_version"]
+
+
+def test_a_synapse_uses_our_notary(ours, synapse, tmp_path):
+    """A second Synapse trusts our server as its notary: to check the first
+    Synapse's signatures it asks our /key/v2/query, verifies our answer, and
+    its user's join into the first Synapse's room goes through."""
+    second = Synapse(tmp_path / "second", "notary-client", trusted_key_servers=[ours.server_name]).start()
+    try:
+        bob = synapse.register(unique("bob"))
+        carol = second.register(unique("carol"))
+        room = bob.create_room(preset="public_chat")
+        carol.join(room, via=[synapse.server_name])
+        assert members(bob, room)[carol.user_id] == "join"
+        asked = [line for line in ours.log().splitlines()
+                 if "POST /_matrix/key/v2/query" in line and " 200 " in line]
+        assert asked, "the second Synapse never asked our notary"
+    finally:
+        second.stop()
