@@ -120,9 +120,11 @@ class FakePeer:
         signed = {"method": method, "uri": uri, "origin": origin, "destination": destination}
         if body is not None:
             signed["content"] = body
-        signed = signedjson.sign.sign_json(signed, origin, key or self.key)
-        sig = signed["signatures"][origin][self.key_id]
-        return f'X-Matrix origin="{origin}",destination="{destination}",key="{self.key_id}",sig="{sig}"'
+        key = key or self.key
+        key_id = f"ed25519:{key.version}"
+        signed = signedjson.sign.sign_json(signed, origin, key)
+        sig = signed["signatures"][origin][key_id]
+        return f'X-Matrix origin="{origin}",destination="{destination}",key="{key_id}",sig="{sig}"'
 
     def request(self, server, method: str, path: str, body=None, **auth) -> requests.Response:
         """A signed request to `server` (its TLS federation port)."""

@@ -336,7 +336,7 @@ def test_openid_tokens_name_their_user(setting):
 def test_a_server_is_found_through_its_well_known(make_server, tmp_path):
     """A peer named `localhost` (no port): its key is found through
     https://localhost/.well-known/matrix/server, which delegates to its IP
-    and port; the answer is cached."""
+    and port; the key is kept, and not fetched again on anyone's say-so."""
     ours = make_server(federation_env(tmp_path))
     peer = FakePeer(tmp_path / "peer", server_name="localhost")
     try:
@@ -346,12 +346,63 @@ def test_a_server_is_found_through_its_well_known(make_server, tmp_path):
         r = peer.request(ours, "GET", path)
         assert r.status_code == 200, r.text
         assert peer.well_known_hits == 1 and peer.key_hits == 1
-        # Asked for keys valid longer than the stored ones, the notary fetches
-        # them again: from the cached address, without a new look-up.
+        # The key is kept: the next request is checked without asking again.
+        assert peer.request(ours, "GET", path).status_code == 200
+        assert peer.well_known_hits == 1 and peer.key_hits == 1
+        # Nor does anyone make us ask it again within minutes: not a notary
+        # query for keys valid longer, nor a header naming another key id.
         far = int(time.time() * 1000) + 30 * 24 * 3600 * 1000
         r = ours.request("POST", "/_matrix/key/v2/query",
                          json={"server_keys": {"localhost": {"ed25519:any": {"minimum_valid_until_ts": far}}}})
         assert r.status_code == 200 and r.json()["server_keys"][0]["server_name"] == "localhost", r.text
-        assert peer.key_hits == 2 and peer.well_known_hits == 1
+        other = signedjson.key.generate_signing_key("other")
+        header = peer.x_matrix("GET", path, ours.server_name, key=other)
+        import requests
+        r = requests.get(f"https://{ours.server_name}{path}", headers={"Authorization": header}, verify=False,
+                         timeout=10)
+        assert r.status_code == 401, r.text
+        assert peer.key_hits == 1
+    finally:
+        peer.close()
+
+
+def test_a_huge_depth_does_not_stop_the_room(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    event_id, event = peer.sign_event(message(peer, room, mallory, state, join_id, "deep", depth=2**53 - 1))
+    assert peer.send_pdus(ours, [event]).json()["pdus"] == {event_id: {}}
+    alice.wait_for_message(room, "deep")
+    after = alice.send(room, "still sending")
+    assert alice.call("GET", f"/_matrix/client/v3/rooms/{room}/event/{after}").status_code == 200
+
+
+def test_restricted_join_without_make_join_is_not_countersigned(make_server, tmp_path):
+    ours = make_server(federation_env(tmp_path))
+    peer = FakePeer(tmp_path / "peer")
+    try:
+        alice = register(ours.url, unique("alice"))
+        space = alice.create_room(preset="public_chat")
+        rule = {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}
+        room = alice.create_room(preset="private_chat", room_version="10", initial_state=[
+            {"type": "m.room.join_rules", "state_key": "", "content": rule}])
+        mallory = f"@mallory:{peer.server_name}"
+        # make_join refuses: mallory is in none of the allowed rooms.
+        r = peer.request(ours, "GET", f"/_matrix/federation/v1/make_join/{room}/{mallory}?ver=10")
+        assert r.status_code == 400 and r.json()["errcode"] == "M_UNABLE_TO_GRANT_JOIN", r.text
+        # A join built by hand that names alice as its authoriser is refused too.
+        state = {(e["type"], e.get("state_key")): e for e in alice.call(
+            "GET", f"/_matrix/client/v3/rooms/{room}/state").json()}
+        head = alice.messages(room, limit=1)[0]["event_id"]
+        join = peer.new_event(room, mallory, "m.room.member",
+                              {"membership": "join", "join_authorised_via_users_server": alice.user_id},
+                              prev_events=[head], depth=20, state_key=mallory,
+                              auth_events=[state[k]["event_id"] for k in [
+                                  ("m.room.create", ""), ("m.room.power_levels", ""),
+                                  ("m.room.join_rules", ""), ("m.room.member", alice.user_id)]])
+        join["origin"] = peer.server_name
+        join_id, join = peer.sign_event(join, "10")
+        r = peer.request(ours, "PUT", f"/_matrix/federation/v2/send_join/{room}/{join_id}", join)
+        assert r.status_code == 400 and r.json()["errcode"] == "M_UNABLE_TO_GRANT_JOIN", r.text
+        assert mallory not in {e["state_key"] for e in alice.call(
+            "GET", f"/_matrix/client/v3/rooms/{room}/members").json()["chunk"]}
     finally:
         peer.close()

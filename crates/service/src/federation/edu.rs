@@ -100,6 +100,11 @@ impl Services {
             let Some(state) = update.get("presence").and_then(JsonValue::as_str) else {
                 continue;
             };
+            // Only users in a room with us: anything else would only fill
+            // memory with presence nobody here can see.
+            if self.rooms.joined_rooms(user.as_str())?.is_empty() {
+                continue;
+            }
             let status = update
                 .get("status_msg")
                 .map(|s| s.as_str().map(str::to_owned));

@@ -94,7 +94,9 @@ impl Services {
         let signed = answer
             .get("event")
             .ok_or_else(|| Error::bad_json(format!("{server} answered the invite without it.")))?;
-        let parsed = parse_pdu(signed, &rules)?;
+        // Our invite with their signature: nothing else of their copy.
+        let merged = super::with_their_signatures(&self.federation_pdu_json(&pdu), signed);
+        let parsed = parse_pdu(&merged, &rules)?;
         if parsed.event_id != pdu.event_id {
             return Err(Error::bad_json(format!("{server} changed the invite.")));
         }

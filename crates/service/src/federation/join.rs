@@ -119,12 +119,13 @@ impl Services {
         let answer = self
             .send_membership(server, room_id, "v2", "join", &signed, SEND_JOIN_LIMIT)
             .await?;
-        // A restricted join comes back signed by the resident server too.
+        // A restricted join comes back signed by the resident server too:
+        // its signature is added to our event, nothing else of its copy.
         let join_event = match answer.get("event") {
-            Some(event) if event.is_object() => event,
-            _ => &signed.event,
+            Some(event) if event.is_object() => super::with_their_signatures(&signed.event, event),
+            _ => signed.event.clone(),
         };
-        self.finish_join(server, room_id, &signed.version, ours, &answer, join_event)
+        self.finish_join(server, room_id, &signed.version, ours, &answer, &join_event)
             .await
     }
 
@@ -138,16 +139,15 @@ impl Services {
         answer: &JsonValue,
         join_event: &JsonValue,
     ) -> Result<()> {
-        let record = match self.rooms.room(room_id)? {
-            Some(record) => record,
-            None => {
-                let record = RoomRecord {
-                    short: self.short_ids.next_id()?,
-                    version: version.to_owned(),
-                };
-                self.rooms.insert_room(room_id, &record)?;
-                record
-            }
+        // A room new to this server is recorded only once the join passed
+        // every check, just before it is appended.
+        let known = self.rooms.room(room_id)?;
+        let record = match &known {
+            Some(record) => record.clone(),
+            None => RoomRecord {
+                short: self.short_ids.next_id()?,
+                version: version.to_owned(),
+            },
         };
         let (_, rules) = crate::rooms::send::version_rules(version)?;
         let room = RoomContext {
@@ -223,6 +223,9 @@ impl Services {
         let notifications = self
             .notifications_for(room_id, &record, Some(before_id), &state, &pdu)
             .await?;
+        if known.is_none() {
+            self.rooms.insert_room(room_id, &record)?;
+        }
         self.rooms.append(Append {
             room_id,
             room: &record,

@@ -24,6 +24,9 @@ use crate::{Result, Services, tables, utils};
 
 /// A server that could not give its keys is not asked again for this long.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(30);
+/// Nor is one that just gave them: a key id it did not list then is not
+/// one it has (anyone can name key ids in a header or a signature).
+const REFETCH_AFTER: Duration = Duration::from_secs(300);
 /// Key answers are small; a megabyte is more than any real one.
 const KEY_RESPONSE_LIMIT: usize = 1024 * 1024;
 
@@ -54,7 +57,8 @@ impl VerifyKeyRecord {
 #[derive(Default)]
 pub struct KeyFetches {
     locks: Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Mutex<()>>>>,
-    failed: Mutex<HashMap<OwnedServerName, Instant>>,
+    /// When each server's last fetch ended, and whether it gave keys.
+    last: Mutex<HashMap<OwnedServerName, (Instant, bool)>>,
 }
 
 impl KeyFetches {
@@ -66,19 +70,23 @@ impl KeyFetches {
         locks.entry(server.to_owned()).or_default().clone()
     }
 
-    fn recently_failed(&self, server: &ServerName) -> bool {
-        utils::locked(&self.failed)
+    /// Whether the server was asked too recently to be asked again.
+    fn recently_asked(&self, server: &ServerName) -> bool {
+        utils::locked(&self.last)
             .get(server)
-            .is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
+            .is_some_and(|(at, ok)| {
+                at.elapsed() < if *ok { REFETCH_AFTER } else { FAILURE_BACKOFF }
+            })
     }
 
     fn record(&self, server: &ServerName, ok: bool) {
-        let mut failed = utils::locked(&self.failed);
-        if ok {
-            failed.remove(server);
-        } else {
-            failed.insert(server.to_owned(), Instant::now());
+        let mut last = utils::locked(&self.last);
+        if last.len() > 10_000 {
+            last.retain(|_, (at, ok)| {
+                at.elapsed() < if *ok { REFETCH_AFTER } else { FAILURE_BACKOFF }
+            });
         }
+        last.insert(server.to_owned(), (Instant::now(), ok));
     }
 }
 
@@ -199,7 +207,7 @@ impl Services {
             return Ok(own);
         }
         let mut found = self.stored_keys(server, key_ids, at_ts)?;
-        if found.len() < key_ids.len() && !self.federation.key_fetches.recently_failed(server) {
+        if found.len() < key_ids.len() && !self.federation.key_fetches.recently_asked(server) {
             let lock = self.federation.key_fetches.lock_for(server);
             let _guard = lock.lock().await;
             // Another request may have fetched them while this one waited.
@@ -385,7 +393,7 @@ impl Services {
             .get(&tables::SERVER_KEY_RESPONSES, server.as_str())?;
         if !fresh(&stored)
             && self.config.federates_with(server)
-            && !self.federation.key_fetches.recently_failed(server)
+            && !self.federation.key_fetches.recently_asked(server)
         {
             let lock = self.federation.key_fetches.lock_for(server);
             let _guard = lock.lock().await;

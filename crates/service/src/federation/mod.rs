@@ -214,6 +214,31 @@ impl Services {
     }
 }
 
+/// Our event with the signatures other servers added to the copy they sent
+/// back (an invite's invitee, a restricted join's authorising server): only
+/// signatures are taken from their copy, never any other field.
+pub fn with_their_signatures(ours: &JsonValue, theirs: &JsonValue) -> JsonValue {
+    let mut merged = ours.clone();
+    let our_server = ours
+        .get("sender")
+        .and_then(JsonValue::as_str)
+        .and_then(user_server)
+        .map(|s| s.as_str().to_owned());
+    if let (Some(signatures), Some(added)) = (
+        merged
+            .get_mut("signatures")
+            .and_then(JsonValue::as_object_mut),
+        theirs.get("signatures").and_then(JsonValue::as_object),
+    ) {
+        for (server, keys) in added {
+            if Some(server.as_str()) != our_server.as_deref() && keys.is_object() {
+                signatures.insert(server.clone(), keys.clone());
+            }
+        }
+    }
+    merged
+}
+
 /// The room of an event: its `room_id`, or for a v12 create event (which
 /// has none) the id it names.
 pub fn room_id_of(pdu: &Pdu) -> String {

@@ -92,7 +92,7 @@ impl Services {
     /// our users who may invite, when the user is joined to a room the join
     /// rule allows (as this server sees it). `None` when the room is not
     /// restricted or the user is invited already.
-    fn restricted_join_authoriser(
+    pub(crate) fn restricted_join_authoriser(
         &self,
         room: &super::incoming::RoomContext,
         state: &conduit_state_res::StateMap,
@@ -185,6 +185,7 @@ impl Services {
     ) -> Result<TakenMembership> {
         let room = self.served_room(room_id, origin)?;
         let mut parsed = parse_pdu(raw, &room.rules)?;
+        super::incoming::check_room_of(&parsed, &room)?;
         self.check_own_membership(&parsed, raw, event_id, origin, membership)?;
         let authorised_here = membership == "join"
             && raw
@@ -193,6 +194,13 @@ impl Services {
                 .and_then(super::user_server)
                 == Some(self.config.server_name.as_ref());
         if authorised_here {
+            // Only a join make_join would have authorised: the user must be
+            // in a room the join rule allows (a server could skip make_join).
+            let state = self.current_state(&room.record)?;
+            let sender = parsed.text("sender").unwrap_or_default();
+            let user = <&UserId>::try_from(sender)
+                .map_err(|_| Error::bad_json("The sender is not a user id."))?;
+            self.restricted_join_authoriser(&room, &state, user)?;
             self.server_keys
                 .sign_event(&mut parsed.object, &room.rules.redaction)?;
         }
@@ -203,18 +211,26 @@ impl Services {
             self.place_in_dag(origin, &room, parsed, Placement::Live { fill_gaps: false })
                 .await?
         };
-        match outcome {
-            Outcome::Accepted | Outcome::AlreadyKnown => {}
-            Outcome::Rejected(reason) | Outcome::SoftFailed(reason) => {
-                return Err(Error::forbidden(format!(
-                    "The {membership} is not allowed: {reason}."
-                )));
-            }
-        }
+        let refused =
+            |reason: &str| Error::forbidden(format!("The {membership} is not allowed: {reason}."));
         let short = self
             .short_ids
             .event_short(event_id)?
             .ok_or_else(|| Error::internal("placed event without short id"))?;
+        match outcome {
+            Outcome::Accepted => {}
+            // Sent again: only an event that took its place in the room
+            // counts (not one rejected, soft-failed or kept as an outlier).
+            Outcome::AlreadyKnown => {
+                let placed = self.rooms.meta(short)?.is_some_and(|m| m.count != 0);
+                if !placed || self.is_rejected(short)? {
+                    return Err(refused("it was refused before"));
+                }
+            }
+            Outcome::Rejected(reason) | Outcome::SoftFailed(reason) => {
+                return Err(refused(&reason));
+            }
+        }
         Ok(TakenMembership {
             room,
             short,

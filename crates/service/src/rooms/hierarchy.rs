@@ -14,6 +14,8 @@ use crate::{Error, Result, Services, federation::incoming::outliers::urlencode};
 
 /// Rooms one walk visits at most, whatever the space.
 const MAX_ROOMS: usize = 500;
+/// Servers asked about one room at most.
+const MAX_VIA: usize = 3;
 /// How deep a walk goes at most.
 const MAX_DEPTH: usize = 10;
 
@@ -135,7 +137,9 @@ impl Services {
         let mut queue: VecDeque<(String, usize, Vec<OwnedServerName>)> = VecDeque::new();
         queue.push_back((request.room_id.to_owned(), 0, Vec::new()));
         while let Some((room_id, depth, via)) = queue.pop_front() {
-            if found.len() >= MAX_ROOMS || !seen.insert(room_id.clone()) {
+            // Bounded by rooms visited, not found: children that lead nowhere
+            // cost requests too.
+            if seen.len() >= MAX_ROOMS || !seen.insert(room_id.clone()) {
                 continue;
             }
             let is_member = self.rooms.membership(user.as_str(), &room_id)? == "join";
@@ -236,7 +240,11 @@ impl Services {
         via: &[OwnedServerName],
         remote: &mut HashMap<String, JsonValue>,
     ) -> Option<JsonValue> {
-        for server in via.iter().filter(|s| self.config.federates_with(s)) {
+        for server in via
+            .iter()
+            .filter(|s| self.config.federates_with(s))
+            .take(MAX_VIA)
+        {
             let path = format!("/_matrix/federation/v1/hierarchy/{}", urlencode(room_id));
             match self
                 .federation_request(server, http::Method::GET, &path, None, 4 << 20)

@@ -19,6 +19,11 @@ use super::{
 };
 use crate::{Error, Result, Services, utils};
 
+/// The most prev events a new event cites.
+const MAX_PREV_EVENTS: usize = 10;
+/// The largest integer canonical JSON allows, the ceiling of depths.
+pub(crate) const MAX_DEPTH: u64 = (1 << 53) - 1;
+
 /// An event a local user asks to send.
 pub struct NewEvent<'a> {
     pub kind: &'a str,
@@ -254,8 +259,11 @@ impl Services {
                 auth_events.push(pdu);
             }
         }
+        // The newest forward extremities, at most as many as the spec lets
+        // an event cite (a fork of many heads merges over several events).
         let mut prev_ids = Vec::new();
-        for &short in &head.extremities {
+        let newest = head.extremities.len().saturating_sub(MAX_PREV_EVENTS);
+        for &short in &head.extremities[newest..] {
             if let Some(id) = self.short_ids.event_id(short)? {
                 prev_ids.push(id);
             }
@@ -267,7 +275,9 @@ impl Services {
             "type": event.kind,
             "content": event.content,
             "origin_server_ts": utils::now_ms(),
-            "depth": head.depth + 1,
+            // Remote events may claim any depth up to canonical JSON's
+            // largest integer; ours must stay below it.
+            "depth": head.depth.saturating_add(1).min(MAX_DEPTH),
             "prev_events": prev_ids,
             "auth_events": auth_events.iter().map(|a| a.event_id.as_str()).collect::<Vec<_>>(),
         });

@@ -23,6 +23,9 @@ use crate::{
     tables,
 };
 
+/// Forward extremities a room keeps at most.
+const MAX_EXTREMITIES: usize = 20;
+
 /// Missing events asked for at once with `/get_missing_events`.
 const MISSING_EVENTS_LIMIT: u64 = 10;
 
@@ -388,6 +391,11 @@ impl Services {
             .filter(|e| !pdu.prev_events.contains(e))
             .collect();
         extremities.push(pdu.short);
+        // A room forked many ways keeps its newest heads: each head costs
+        // a state resolution with every event, and the next local event
+        // cites them all.
+        let excess = extremities.len().saturating_sub(MAX_EXTREMITIES);
+        extremities.drain(..excess);
         let current_id = if extremities.len() == 1 {
             after_id
         } else {
@@ -419,7 +427,7 @@ impl Services {
             next_head: RoomHead {
                 state: Some(current_id),
                 extremities,
-                depth: head.depth.max(pdu.depth),
+                depth: head.depth.max(pdu.depth).min(crate::rooms::send::MAX_DEPTH),
             },
             pdu,
             destinations: &[],

@@ -151,10 +151,15 @@ pub enum Checked {
 }
 
 /// The event must belong to the room it was sent for.
-fn check_room_of(parsed: &Parsed, room: &RoomContext) -> Result<()> {
-    if parsed.text("room_id") != Some(room.room_id.as_str())
-        && parsed.text("type") != Some("m.room.create")
-    {
+/// A create event too: only this room's own (in v12, the one its id names).
+pub(crate) fn check_room_of(parsed: &Parsed, room: &RoomContext) -> Result<()> {
+    let ours =
+        if parsed.text("type") == Some("m.room.create") && room.version.room_id_is_create_event {
+            parsed.event_id.strip_prefix('$') == room.room_id.strip_prefix('!')
+        } else {
+            parsed.text("room_id") == Some(room.room_id.as_str())
+        };
+    if !ours {
         return Err(Error::bad_json("The event belongs to another room."));
     }
     Ok(())

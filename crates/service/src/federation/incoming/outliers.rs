@@ -3,7 +3,7 @@
 //! events). Each is verified, then checked against its own auth events; one
 //! that fails is stored as rejected, so whatever cites it fails too.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use conduit_state_res::{check_against_state, check_auth_events};
 use serde_json::Value as JsonValue;
@@ -41,6 +41,10 @@ impl Services {
             if !seen.insert(parsed.event_id.clone()) {
                 continue;
             }
+            if let Err(e) = super::check_room_of(&parsed, room) {
+                tracing::info!(event_id = parsed.event_id, "outlier refused: {e}");
+                continue;
+            }
             if self.event_is_stored(&parsed.event_id)? {
                 if !self.is_rejected_id(&parsed.event_id)? {
                     accepted.insert(parsed.event_id);
@@ -53,41 +57,58 @@ impl Services {
             }
             pending.push(parsed);
         }
-        // Auth events come before what they authorise: lower depth first,
-        // then any event whose pending auth events are all done.
-        pending.sort_by_key(|p| match p.object.get("depth") {
-            Some(ruma::CanonicalJsonValue::Integer(d)) => i64::from(*d),
-            _ => 0,
-        });
-        let mut waiting: HashSet<String> = pending.iter().map(|p| p.event_id.clone()).collect();
-        while !pending.is_empty() {
-            let before = pending.len();
-            let mut rest = Vec::new();
-            for parsed in pending {
-                if parsed
-                    .references("auth_events")
-                    .iter()
-                    .any(|id| waiting.contains(id))
+        // Auth events come before what they authorise: a topological order
+        // (Kahn's), linear in the events and their references whatever
+        // depths the sender claims. Events in a cycle are never ready.
+        let index: HashMap<&str, usize> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.event_id.as_str(), i))
+            .collect();
+        let mut blocking = vec![0usize; pending.len()];
+        let mut unblocks: Vec<Vec<usize>> = vec![Vec::new(); pending.len()];
+        // From v12 the create event is no auth event of anyone's, yet every
+        // event is checked against it: it goes first.
+        let create = pending
+            .iter()
+            .position(|p| p.text("type") == Some("m.room.create"))
+            .map(|i| pending[i].event_id.clone());
+        for (i, parsed) in pending.iter().enumerate() {
+            let mut auth_events = parsed.references("auth_events");
+            if let Some(create) = &create
+                && room.version.room_id_is_create_event
+            {
+                auth_events.push(create.clone());
+            }
+            for auth in auth_events {
+                if let Some(&j) = index.get(auth.as_str())
+                    && j != i
                 {
-                    rest.push(parsed);
-                    continue;
-                }
-                waiting.remove(&parsed.event_id);
-                let event_id = parsed.event_id.clone();
-                if self.store_outlier(room, &parsed)? {
-                    accepted.insert(event_id);
+                    blocking[i] += 1;
+                    unblocks[j].push(i);
                 }
             }
-            if rest.len() == before {
-                // A cycle of auth events: none of them can be authorised.
-                tracing::info!(
-                    room_id = room.room_id,
-                    events = rest.len(),
-                    "outliers citing each other as auth events: refused"
-                );
-                break;
+        }
+        let mut ready: VecDeque<usize> = (0..pending.len()).filter(|&i| blocking[i] == 0).collect();
+        let mut done = 0;
+        while let Some(i) = ready.pop_front() {
+            done += 1;
+            if self.store_outlier(room, &pending[i])? {
+                accepted.insert(pending[i].event_id.clone());
             }
-            pending = rest;
+            for &next in &unblocks[i] {
+                blocking[next] -= 1;
+                if blocking[next] == 0 {
+                    ready.push_back(next);
+                }
+            }
+        }
+        if done < pending.len() {
+            tracing::info!(
+                room_id = room.room_id,
+                events = pending.len() - done,
+                "outliers citing each other as auth events: refused"
+            );
         }
         Ok(accepted)
     }
