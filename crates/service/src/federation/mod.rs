@@ -56,13 +56,17 @@ pub struct Federation {
     pub(crate) timeout: Duration,
     /// The servers joined to a room, by state snapshot (snapshots never
     /// change): every event sent and every typing notice asks.
-    servers_by_snapshot: std::sync::Mutex<HashMap<u64, Arc<BTreeSet<OwnedServerName>>>>,
+    /// (snapshot, invited members too) -> servers.
+    servers_by_snapshot: std::sync::Mutex<HashMap<(u64, bool), Servers>>,
 }
 
 pub(crate) struct Transport {
     pub client: reqwest::Client,
     pub discovery: Arc<discovery::Discovery>,
 }
+
+/// A set of servers, shared.
+pub type Servers = Arc<BTreeSet<OwnedServerName>>;
 
 /// Snapshots whose servers are kept before the cache starts over.
 const SERVERS_CACHED: usize = 1024;
@@ -122,6 +126,16 @@ impl Services {
 
     /// The servers with a joined member in `state`, this one excepted.
     pub fn servers_in_state(&self, state: &StateMap) -> Result<BTreeSet<OwnedServerName>> {
+        self.member_servers(state, &["join"])
+    }
+
+    /// The servers with a member of one of `memberships` in `state`, this
+    /// one excepted.
+    fn member_servers(
+        &self,
+        state: &StateMap,
+        memberships: &[&str],
+    ) -> Result<BTreeSet<OwnedServerName>> {
         let mut servers = BTreeSet::new();
         for (&key, &event) in state {
             let (kind, state_key) = self.short_ids.state_key(key)?;
@@ -136,7 +150,7 @@ impl Services {
                 continue;
             }
             if let Some(pdu) = self.rooms.pdu(event, &self.short_ids)?
-                && crate::rooms::membership::membership_of(&pdu) == "join"
+                && memberships.contains(&crate::rooms::membership::membership_of(&pdu))
             {
                 servers.insert(user.server_name().to_owned());
             }
@@ -145,27 +159,42 @@ impl Services {
     }
 
     /// The servers joined in a stored state snapshot, this one excepted.
-    pub fn servers_in_snapshot(
-        &self,
-        snapshot: Option<u64>,
-    ) -> Result<Arc<BTreeSet<OwnedServerName>>> {
+    pub fn servers_in_snapshot(&self, snapshot: Option<u64>) -> Result<Servers> {
+        self.cached_member_servers(snapshot, false)
+    }
+
+    /// The servers with a joined or invited member in a stored state
+    /// snapshot: those that may see an event with that state before it.
+    pub fn servers_seeing_snapshot(&self, snapshot: Option<u64>) -> Result<Servers> {
+        self.cached_member_servers(snapshot, true)
+    }
+
+    fn cached_member_servers(&self, snapshot: Option<u64>, invited_too: bool) -> Result<Servers> {
         let Some(id) = snapshot else {
             return Ok(Arc::default());
         };
-        if let Some(servers) = crate::utils::locked(&self.federation.servers_by_snapshot).get(&id) {
+        let key = (id, invited_too);
+        if let Some(servers) = crate::utils::locked(&self.federation.servers_by_snapshot).get(&key)
+        {
             return Ok(servers.clone());
         }
-        let servers = Arc::new(self.servers_in_state(&*self.state_snapshots.load(id)?)?);
+        let memberships: &[&str] = if invited_too {
+            &["join", "invite"]
+        } else {
+            &["join"]
+        };
+        let state = self.state_snapshots.load(id)?;
+        let servers = Arc::new(self.member_servers(&state, memberships)?);
         let mut cache = crate::utils::locked(&self.federation.servers_by_snapshot);
         if cache.len() >= SERVERS_CACHED {
             cache.clear();
         }
-        cache.insert(id, servers.clone());
+        cache.insert(key, servers.clone());
         Ok(servers)
     }
 
     /// The servers joined to a room now, this one excepted.
-    pub fn servers_in_room(&self, room: &RoomRecord) -> Result<Arc<BTreeSet<OwnedServerName>>> {
+    pub fn servers_in_room(&self, room: &RoomRecord) -> Result<Servers> {
         self.servers_in_snapshot(self.rooms.head(room.short)?.state)
     }
 

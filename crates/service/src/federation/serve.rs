@@ -221,34 +221,20 @@ impl Services {
         if visibility == "world_readable" {
             return Ok(true);
         }
-        let had_member = |state: &conduit_state_res::StateMap| -> Result<bool> {
-            for (&key, &event) in state {
-                let (kind, state_key) = self.short_ids.state_key(key)?;
-                if kind == "m.room.member"
-                    && super::user_server(&state_key) == Some(server)
-                    && let Some(member) = self.rooms.pdu(event, &self.short_ids)?
-                    && matches!(
-                        crate::rooms::membership::membership_of(&member),
-                        "join" | "invite"
-                    )
-                {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        };
-        if had_member(&state)? {
+        // The servers of each state are cached by snapshot: a page of
+        // events costs lookups, not a walk over the members per event.
+        let before = self.rooms.meta(pdu.short)?.and_then(|m| m.state_before);
+        if self.servers_seeing_snapshot(before)?.contains(server) {
             return Ok(true);
         }
         // The event a server's own join is checked with is its to see.
         if pdu.state_key.as_deref().and_then(super::user_server) == Some(server) {
             return Ok(true);
         }
-        if visibility == "shared" {
-            let room_id = super::room_id_of(pdu);
-            if let Some(room) = self.rooms.room(&room_id)? {
-                return had_member(&*self.current_state(&room)?);
-            }
+        if visibility == "shared"
+            && let Some(room) = self.rooms.room(&super::room_id_of(pdu))?
+        {
+            return Ok(self.servers_in_room(&room)?.contains(server));
         }
         Ok(false)
     }
