@@ -208,7 +208,7 @@ impl Services {
         let countersigned = authorised_here.then(|| parsed.object.clone());
         let outcome = {
             let _lock = self.rooms.lock(room.record.short).await;
-            self.place_in_dag(origin, &room, parsed, Placement::Live { fill_gaps: false })
+            self.place_in_dag(origin, &room, parsed, Placement::Live)
                 .await?
         };
         let refused =

@@ -34,10 +34,10 @@ type Placing<'a> = Pin<Box<dyn Future<Output = Result<Outcome>> + Send + 'a>>;
 /// Where a received event goes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Placement {
-    /// A new event: on top of the room, moving its head. `fill_gaps`
-    /// allows asking the sender for missing prev events (not for the events
-    /// that answer brings, so the walk stays bounded).
-    Live { fill_gaps: bool },
+    /// A new event: on top of the room, moving its head. Missing prev
+    /// events were fetched before the lock (`fetch_gap`); what is still
+    /// missing gets the state at it from `/state`.
+    Live,
     /// History from before the room's earliest local event, at this
     /// timeline position; the room's head does not move.
     Backfill { count: u64 },
@@ -78,23 +78,17 @@ impl Services {
                 return Ok(Outcome::Rejected(reason));
             }
 
-            let mut head = self.rooms.head(room.record.short)?;
-            let mut current = self.rooms.state_map(&self.state_snapshots, &head)?;
+            let head = self.rooms.head(room.record.short)?;
+            let current = self.rooms.state_map(&self.state_snapshots, &head)?;
             // The usual case: the event follows exactly the room's head, so
             // the state before it is the current state, as it is stored.
-            let on_head = matches!(placement, Placement::Live { .. })
+            let on_head = matches!(placement, Placement::Live)
                 && !head.extremities.is_empty()
                 && same_events(&pdu.prev_events, &head.extremities);
             let before = if on_head {
                 current.clone()
             } else {
-                let before = self
-                    .resolve_prev_states(origin, room, &pdu, placement)
-                    .await?;
-                // Filling the gap placed other events: the head moved.
-                head = self.rooms.head(room.record.short)?;
-                current = self.rooms.state_map(&self.state_snapshots, &head)?;
-                before
+                self.resolve_prev_states(origin, room, &pdu).await?
             };
 
             let lookup =
@@ -135,19 +129,15 @@ impl Services {
     }
 
     /// The state before an event that does not simply follow the room's
-    /// head: its prev events' states (missing ones fetched), resolved.
+    /// head: its prev events' states (the state at any still missing one
+    /// fetched with `/state`), resolved.
     async fn resolve_prev_states(
         &self,
         origin: &ServerName,
         room: &RoomContext,
         pdu: &Pdu,
-        placement: Placement,
     ) -> Result<Arc<StateMap>> {
-        let mut missing = self.unplaced_prev_events(pdu)?;
-        if !missing.is_empty() && matches!(placement, Placement::Live { fill_gaps: true }) {
-            self.fill_gap(origin, room, pdu).await;
-            missing = self.unplaced_prev_events(pdu)?;
-        }
+        let missing = self.unplaced_prev_events(pdu)?;
         let mut states = Vec::with_capacity(pdu.prev_events.len());
         for &prev in &pdu.prev_events {
             if missing.contains(&prev) {
@@ -171,11 +161,16 @@ impl Services {
     }
 
     /// Asks `origin` for the events between our forward extremities and
-    /// `pdu`, and places those it gives, oldest first.
-    async fn fill_gap(&self, origin: &ServerName, room: &RoomContext, pdu: &Pdu) {
-        let head = match self.rooms.head(room.record.short) {
-            Ok(head) => head,
-            Err(_) => return,
+    /// `event_id` (`/get_missing_events`), verified, oldest first: run before
+    /// the room's lock, so a slow server holds up no one else's events.
+    pub(crate) async fn fetch_gap(
+        &self,
+        origin: &ServerName,
+        room: &RoomContext,
+        event_id: &str,
+    ) -> Vec<Parsed> {
+        let Ok(head) = self.rooms.head(room.record.short) else {
+            return Vec::new();
         };
         let earliest: Vec<String> = head
             .extremities
@@ -184,7 +179,7 @@ impl Services {
             .collect();
         let body = json!({
             "earliest_events": earliest,
-            "latest_events": [pdu.event_id],
+            "latest_events": [event_id],
             "limit": MISSING_EVENTS_LIMIT,
             "min_depth": 0,
         });
@@ -198,8 +193,8 @@ impl Services {
         {
             Ok(answer) => answer,
             Err(e) => {
-                tracing::info!(%origin, event_id = pdu.event_id, "get_missing_events failed: {e}");
-                return;
+                tracing::info!(%origin, event_id, "get_missing_events failed: {e}");
+                return Vec::new();
             }
         };
         let mut events: Vec<&JsonValue> = answer
@@ -208,17 +203,14 @@ impl Services {
             .map(|list| list.iter().take(MISSING_EVENTS_LIMIT as usize).collect())
             .unwrap_or_default();
         events.sort_by_key(|e| e.get("depth").and_then(JsonValue::as_u64).unwrap_or(0));
+        let mut gap = Vec::with_capacity(events.len());
         for raw in events {
-            let placed = async {
-                let parsed = self.parse_and_verify(room, raw).await?;
-                self.place_in_dag(origin, room, parsed, Placement::Live { fill_gaps: false })
-                    .await
-            }
-            .await;
-            if let Err(e) = placed {
-                tracing::info!(%origin, "a missing event was not accepted: {e}");
+            match self.parse_and_verify(room, raw).await {
+                Ok(parsed) => gap.push(parsed),
+                Err(e) => tracing::info!(%origin, "a missing event was not accepted: {e}"),
             }
         }
+        gap
     }
 
     /// The state after an event we cannot place, from `origin`'s `/state`

@@ -97,7 +97,24 @@ impl Services {
             self.check_server_acl(&room.record, origin)?;
             check_room_of(&parsed, &room)?;
             self.verify_pdu(&mut parsed, &room.rules).await?;
-            Ok(Checked::Ready(Box::new((room, parsed))))
+            // What is missing is fetched now, before the room's lock: the
+            // auth chain as outliers, the events between our heads and it.
+            let pdu = self.pdu_from_parsed(&parsed)?;
+            let mut missing_auth = false;
+            for &auth in &pdu.auth_events {
+                missing_auth |= !self.db.contains(&crate::tables::PDUS, auth)?;
+            }
+            if missing_auth && let Err(e) = self.fetch_auth_chain(origin, &room, &event_id).await {
+                tracing::info!(event_id, "cannot fetch its auth chain: {e}");
+            }
+            let mut gap = Vec::new();
+            for &prev in &pdu.prev_events {
+                if self.rooms.meta(prev)?.is_none() {
+                    gap = self.fetch_gap(origin, &room, &event_id).await;
+                    break;
+                }
+            }
+            Ok(Checked::Ready(Box::new(Ready { room, parsed, gap })))
         }
         .await;
         (Some(event_id), checked)
@@ -105,18 +122,21 @@ impl Services {
 
     /// Steps 3 and 4 for a checked PDU, under its room's lock.
     pub async fn place_checked(&self, origin: &ServerName, checked: Checked) -> Result<Outcome> {
-        let (room, parsed) = match checked {
+        let Ready { room, parsed, gap } = match checked {
             Checked::Known => return Ok(Outcome::AlreadyKnown),
             Checked::Ready(ready) => *ready,
         };
         let _lock = self.rooms.lock(room.record.short).await;
-        self.place_in_dag(
-            origin,
-            &room,
-            parsed,
-            dag::Placement::Live { fill_gaps: true },
-        )
-        .await
+        for missing in gap {
+            if let Err(e) = self
+                .place_in_dag(origin, &room, missing, dag::Placement::Live)
+                .await
+            {
+                tracing::info!(%origin, "a missing event was not placed: {e}");
+            }
+        }
+        self.place_in_dag(origin, &room, parsed, dag::Placement::Live)
+            .await
     }
 
     /// Whether the event's JSON is stored (as timeline event or outlier).
@@ -147,7 +167,15 @@ impl Services {
 pub enum Checked {
     /// Already stored: nothing more to do.
     Known,
-    Ready(Box<(RoomContext, Parsed)>),
+    Ready(Box<Ready>),
+}
+
+/// A checked PDU, its room, and the missing events before it, fetched and
+/// verified, oldest first.
+pub struct Ready {
+    room: RoomContext,
+    parsed: Parsed,
+    gap: Vec<Parsed>,
 }
 
 /// The event must belong to the room it was sent for.
