@@ -10,7 +10,9 @@
 //!    from its prev events' states, auth against it, soft-fail against the
 //!    current state, and the append (forward extremities, current state).
 //!
-//! Steps 1 and 2 run before the room's lock, the rest under it.
+//! Steps 1 and 2, and the fetching of missing auth chains and prev events,
+//! run before the room's lock; placing runs under it (only the state at a
+//! gap that remains is still fetched there).
 
 pub mod dag;
 pub mod outliers;
