@@ -475,3 +475,29 @@ def test_a_synapse_uses_our_notary(ours, synapse, tmp_path):
         assert asked, "the second Synapse never asked our notary"
     finally:
         second.stop()
+
+
+def test_presence_both_ways(ours, synapse):
+    alice = local_user(ours)
+    bob = synapse.register(unique("bob"))
+    room = alice.create_room(preset="public_chat")
+    bob.join(room, via=[ours.server_name])
+    alice.wait_for_event(room, lambda e: e.get("state_key") == bob.user_id, "bob's join")
+
+    def status(client, user):
+        return client.call("GET", f"/_matrix/client/v3/presence/{user}/status", expect=None)
+
+    alice.call("PUT", f"/_matrix/client/v3/presence/{alice.user_id}/status",
+               json={"presence": "online", "status_msg": "from conduit"})
+    bob.call("PUT", f"/_matrix/client/v3/presence/{bob.user_id}/status",
+             json={"presence": "online", "status_msg": "from synapse"})
+    deadline = time.monotonic() + 30
+    while True:
+        theirs = status(alice, bob.user_id)
+        ours_seen = status(bob, alice.user_id)
+        if (theirs.status_code == 200 and theirs.json().get("status_msg") == "from synapse"
+                and ours_seen.status_code == 200 and ours_seen.json().get("status_msg") == "from conduit"):
+            assert theirs.json()["presence"] == "online" and ours_seen.json()["presence"] == "online"
+            break
+        assert time.monotonic() < deadline, (theirs.text, ours_seen.text)
+        time.sleep(0.5)
