@@ -90,7 +90,8 @@ async fn remote_directory(
     }))
 }
 
-fn since(token: Option<&str>) -> Result<usize, ApiError> {
+/// A directory page token: an offset into the sorted list.
+pub(crate) fn since(token: Option<&str>) -> Result<usize, ApiError> {
     token.map_or(Ok(0), |t| {
         t.parse()
             .map_err(|_| Error::invalid_param(format!("Invalid since token {t:?}.")).into())

@@ -12,6 +12,7 @@ use conduit_service::{Error, Services, rooms::directory::DirectoryQuery};
 use serde_json::Value as JsonValue;
 
 use super::Federated;
+use crate::client::directory::since;
 use crate::error::ApiError;
 
 /// `allow_public_rooms_over_federation = false` (the default) keeps the
@@ -22,13 +23,6 @@ fn require_open_directory(services: &Services) -> Result<(), ApiError> {
     } else {
         Err(Error::forbidden("This server does not list its rooms over federation.").into())
     }
-}
-
-fn since(token: Option<&str>) -> Result<usize, ApiError> {
-    token.map_or(Ok(0), |t| {
-        t.parse()
-            .map_err(|_| Error::invalid_param(format!("Invalid since token {t:?}.")).into())
-    })
 }
 
 pub async fn get_public(

@@ -67,11 +67,9 @@ impl Services {
             for raw in pdus.iter().take(100) {
                 match self.parse_and_verify(&room, raw).await {
                     Ok(parsed) => {
-                        let placed = match self.short_ids.event_short(&parsed.event_id)? {
-                            Some(short) => self.rooms.meta(short)?.is_some(),
-                            None => false,
-                        };
-                        if !placed && !batch.iter().any(|p| p.event_id == parsed.event_id) {
+                        if !self.is_placed(&parsed.event_id)?
+                            && !batch.iter().any(|p| p.event_id == parsed.event_id)
+                        {
                             batch.push(parsed);
                         }
                     }

@@ -64,15 +64,9 @@ impl Services {
                     return Ok(Outcome::AlreadyKnown);
                 }
             }
+            // Fetched before the lock for `/send`; other callers get it here.
+            self.fetch_missing_auth(origin, room, &parsed).await?;
             let pdu = self.pdu_from_parsed(&parsed)?;
-            let auth_missing = pdu
-                .auth_events
-                .iter()
-                .any(|&a| !self.db.contains(&tables::PDUS, a).unwrap_or(false));
-            if auth_missing && let Err(e) = self.fetch_auth_chain(origin, room, &pdu.event_id).await
-            {
-                tracing::info!(event_id = pdu.event_id, "cannot fetch its auth chain: {e}");
-            }
             if let Err(reason) = self.check_against_auth_events(room, &pdu)? {
                 self.store_refused(&pdu, &tables::REJECTED_EVENTS, &reason, None)?;
                 return Ok(Outcome::Rejected(reason));

@@ -101,17 +101,10 @@ impl Services {
             self.verify_pdu(&mut parsed, &room.rules).await?;
             // What is missing is fetched now, before the room's lock: the
             // auth chain as outliers, the events between our heads and it.
-            let pdu = self.pdu_from_parsed(&parsed)?;
-            let mut missing_auth = false;
-            for &auth in &pdu.auth_events {
-                missing_auth |= !self.db.contains(&crate::tables::PDUS, auth)?;
-            }
-            if missing_auth && let Err(e) = self.fetch_auth_chain(origin, &room, &event_id).await {
-                tracing::info!(event_id, "cannot fetch its auth chain: {e}");
-            }
+            self.fetch_missing_auth(origin, &room, &parsed).await?;
             let mut gap = Vec::new();
-            for &prev in &pdu.prev_events {
-                if self.rooms.meta(prev)?.is_none() {
+            for prev in parsed.references("prev_events") {
+                if !self.is_placed(&prev)? {
                     gap = self.fetch_gap(origin, &room, &event_id).await;
                     break;
                 }
@@ -139,6 +132,38 @@ impl Services {
         }
         self.place_in_dag(origin, &room, parsed, dag::Placement::Live)
             .await
+    }
+
+    /// Fetches the auth chain of `parsed` from `origin` when one of its auth
+    /// events is not stored. A failure is only logged: the auth check then
+    /// refuses the event.
+    pub(crate) async fn fetch_missing_auth(
+        &self,
+        origin: &ServerName,
+        room: &RoomContext,
+        parsed: &Parsed,
+    ) -> Result<()> {
+        for auth in parsed.references("auth_events") {
+            if !self.event_is_stored(&auth)? {
+                if let Err(e) = self.fetch_auth_chain(origin, room, &parsed.event_id).await {
+                    tracing::info!(
+                        event_id = parsed.event_id,
+                        "cannot fetch its auth chain: {e}"
+                    );
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the event has a place in its room's DAG (not unknown, not
+    /// an outlier).
+    pub fn is_placed(&self, event_id: &str) -> Result<bool> {
+        match self.short_ids.event_short(event_id)? {
+            Some(short) => Ok(self.rooms.meta(short)?.is_some()),
+            None => Ok(false),
+        }
     }
 
     /// Whether the event's JSON is stored (as timeline event or outlier).
