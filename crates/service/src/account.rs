@@ -5,6 +5,7 @@ use ruma::{DeviceId, UserId};
 
 use crate::{
     Error, Result, Services,
+    e2ee::device_lists::DeviceUpdate,
     users::{NewSession, password},
 };
 
@@ -19,25 +20,29 @@ impl Services {
     ) -> Result<()> {
         let hash = password::hash(new_password.to_owned()).await?;
         let _lock = self.user_locks.lock(user_id).await;
+        let mut removed = Vec::new();
         self.users.update_account(user_id, |record, batch| {
             record.password_hash = Some(hash);
             if logout_devices {
-                self.devices.remove_all_into(batch, user_id, keep_device)?;
+                removed = self.devices.remove_all_into(batch, user_id, keep_device)?;
             }
             Ok(())
         })?;
+        self.announce_removed_devices(self.db.batch(), user_id, &removed)?;
         tracing::info!(%user_id, "password changed");
         Ok(())
     }
 
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         let _lock = self.user_locks.lock(user_id).await;
-        self.users.deactivate(user_id, &self.devices)?;
+        let removed = self.users.deactivate(user_id, &self.devices)?;
+        self.announce_removed_devices(self.db.batch(), user_id, &removed)?;
         tracing::info!(%user_id, "account deactivated");
         Ok(())
     }
 
-    /// Deletes devices (and so their tokens) in one batch.
+    /// Deletes devices (their tokens, keys and to-device messages) in one
+    /// batch, which also tells everyone who shares a room with the user.
     pub async fn delete_devices(
         &self,
         user_id: &UserId,
@@ -45,28 +50,50 @@ impl Services {
     ) -> Result<()> {
         let _lock = self.user_locks.lock(user_id).await;
         let mut batch = self.db.batch();
+        let mut removed = Vec::new();
         for device_id in devices {
-            self.devices
-                .remove_into(&mut batch, user_id, device_id.as_ref())?;
+            let device_id = device_id.as_ref();
+            if self.devices.get(user_id, device_id)?.is_some() {
+                removed.push(device_id.to_string());
+            }
+            self.devices.remove_into(&mut batch, user_id, device_id)?;
         }
-        self.db.write(batch)?;
-        Ok(())
+        self.announce_removed_devices(batch, user_id, &removed)
     }
 
     /// `DELETE /devices/{id}`: like [`Self::delete_devices`], but an
     /// unknown device is `404`.
     pub async fn delete_known_device(&self, user_id: &UserId, device_id: &DeviceId) -> Result<()> {
-        let _lock = self.user_locks.lock(user_id).await;
         if self.devices.get(user_id, device_id)?.is_none() {
             return Err(Error::not_found("Unknown device."));
         }
-        self.devices.remove(user_id, device_id)
+        self.delete_devices(user_id, &[device_id]).await
     }
 
     /// Logs out every device of the user.
     pub async fn logout_all(&self, user_id: &UserId) -> Result<()> {
         let _lock = self.user_locks.lock(user_id).await;
-        self.devices.remove_all(user_id, None)
+        let mut batch = self.db.batch();
+        let removed = self.devices.remove_all_into(&mut batch, user_id, None)?;
+        self.announce_removed_devices(batch, user_id, &removed)
+    }
+
+    /// Writes `batch` (which deleted `removed`) as a device list change.
+    fn announce_removed_devices(
+        &self,
+        batch: conduit_storage::Batch<'_>,
+        user_id: &UserId,
+        removed: &[String],
+    ) -> Result<()> {
+        for device in removed {
+            self.to_device_pending_forget(user_id.as_str(), device);
+        }
+        if removed.is_empty() {
+            return Ok(self.db.write(batch)?);
+        }
+        let updates: Vec<DeviceUpdate> = removed.iter().map(|d| DeviceUpdate::deleted(d)).collect();
+        self.commit_key_change(batch, user_id, &updates, None)?;
+        Ok(())
     }
 
     pub async fn rename_device(

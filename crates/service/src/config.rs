@@ -86,6 +86,9 @@ pub struct Config {
     /// How long a user-interactive auth session (and the registration-token
     /// use it reserved) lives, in seconds.
     pub uiaa_session_timeout: u64,
+    /// To-device messages kept for one device that does not sync; newer
+    /// ones are dropped beyond it.
+    pub to_device_queue_limit: usize,
     pub well_known: WellKnown,
     /// Single sign-on: identity providers and password login.
     pub sso: crate::sso::config::SsoConfig,
@@ -158,6 +161,7 @@ impl Config {
             allow_public_rooms_over_federation: false,
             log: "info".into(),
             refreshable_access_token_lifetime: 300,
+            to_device_queue_limit: 10_000,
             uiaa_session_timeout: 15 * 60,
             well_known: WellKnown::default(),
             sso: Default::default(),

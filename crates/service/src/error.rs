@@ -28,6 +28,10 @@ pub enum ErrorCode {
     RoomInUse,
     UnsupportedRoomVersion,
     DuplicateAnnotation,
+    /// A key or signature that does not verify (end-to-end encryption).
+    InvalidSignature,
+    /// A key backup write to a version that is not the latest.
+    WrongRoomKeysVersion,
     /// A federation request whose signature does not check out.
     Unauthorized,
     /// A join or knock from a server that supports none of the room's versions.
@@ -63,6 +67,8 @@ impl ErrorCode {
             Self::RoomInUse => "M_ROOM_IN_USE",
             Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             Self::DuplicateAnnotation => "M_DUPLICATE_ANNOTATION",
+            Self::InvalidSignature => "M_INVALID_SIGNATURE",
+            Self::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
             Self::Unauthorized => "M_UNAUTHORIZED",
             Self::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
             Self::UnableToGrantJoin => "M_UNABLE_TO_GRANT_JOIN",
@@ -74,7 +80,10 @@ impl ErrorCode {
     /// The status the spec pairs with this code.
     pub fn status(self) -> u16 {
         match self {
-            Self::Forbidden | Self::UserDeactivated | Self::GuestAccessForbidden => 403,
+            Self::Forbidden
+            | Self::UserDeactivated
+            | Self::GuestAccessForbidden
+            | Self::WrongRoomKeysVersion => 403,
             Self::UnknownToken | Self::MissingToken | Self::Unauthorized => 401,
             Self::NotFound | Self::Unrecognized => 404,
             Self::TooLarge => 413,

@@ -7,6 +7,7 @@ pub mod admin_commands;
 pub mod admin_room;
 pub mod config;
 mod counter;
+pub mod e2ee;
 mod error;
 pub mod federation;
 pub mod filters;
@@ -89,6 +90,9 @@ pub struct Services {
     pub presence: Presence,
     pub sso: Sso,
     pub federation: federation::Federation,
+    /// Held while one-time keys are claimed: each goes to one claimer.
+    pub(crate) key_claims: std::sync::Mutex<()>,
+    pub(crate) to_device_pending: e2ee::to_device::PendingCounts,
 }
 
 impl Services {
@@ -131,6 +135,8 @@ impl Services {
             sso_start_limiter: rate_limit::RateLimiter::new(30, std::time::Duration::from_secs(60)),
             account_data: AccountData::new(db.clone(), stream.clone()),
             filters: Filters::new(db.clone()),
+            key_claims: std::sync::Mutex::new(()),
+            to_device_pending: e2ee::to_device::PendingCounts::default(),
             db,
             config,
         }))

@@ -29,6 +29,9 @@ pub struct Stream {
     user_changes: Mutex<HashMap<String, u64>>,
     /// The last position at which anyone's presence changed.
     presence_changed: std::sync::atomic::AtomicU64,
+    /// The last position at which anyone's devices or cross-signing keys
+    /// changed (rare: every sync may look, a range scan finds who).
+    keys_changed: std::sync::atomic::AtomicU64,
     /// Rooms not seen since start may have changed at any position below
     /// this one.
     started_at: u64,
@@ -50,6 +53,7 @@ impl Stream {
             room_changes: Mutex::default(),
             user_changes: Mutex::default(),
             presence_changed: std::sync::atomic::AtomicU64::new(started_at),
+            keys_changed: std::sync::atomic::AtomicU64::new(started_at),
             started_at,
         })
     }
@@ -112,6 +116,12 @@ impl Stream {
             .fetch_max(position, std::sync::atomic::Ordering::AcqRel);
     }
 
+    /// Records a key change at `position` (from a `written` closure).
+    pub(crate) fn mark_keys(&self, position: u64) {
+        self.keys_changed
+            .fetch_max(position, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Whether anything a sync of `user`, whose rooms are `rooms`, shows
     /// may have changed at or after `since`: memory only, no database. A
     /// woken long-poll asks this before looking for real.
@@ -120,6 +130,7 @@ impl Stream {
             .presence_changed
             .load(std::sync::atomic::Ordering::Acquire)
             >= since
+            || self.keys_changed.load(std::sync::atomic::Ordering::Acquire) >= since
         {
             return true;
         }

@@ -1,6 +1,7 @@
-//! `GET /sync`, first version: joined rooms (timeline, state, `limited`,
-//! `prev_batch`), invites with their stripped state, leaves, global account
-//! data on the first sync, and a long-poll woken by new events. A token is
+//! `GET /sync`: joined rooms (timeline, state, `limited`, `prev_batch`),
+//! invites with their stripped state, leaves, account data, presence, the
+//! device's to-device messages and key counts, whose devices changed, and
+//! a long-poll woken by new events. A token is
 //! the server-wide event position; the work grows with the user's rooms and
 //! what changed in them, not with the server.
 
@@ -18,6 +19,8 @@ use crate::{
 
 /// What a sync asks for.
 pub struct SyncRequest {
+    /// The syncing device: its to-device messages and key counts.
+    pub device_id: ruma::OwnedDeviceId,
     pub since: Option<u64>,
     pub full_state: bool,
     pub timeout: Duration,
@@ -246,17 +249,35 @@ impl Services {
             }
         }
         let presence = self.presence_events(user_id, request.since, next)?;
+        let device = &request.device_id;
+        let to_device = self.to_device_for_sync(user_id, device, request.since, next)?;
+        let device_lists = match request.since {
+            Some(since) => self.device_list_news(user_id, since, next)?,
+            None => Default::default(),
+        };
+        let mut key_counts = self.one_time_key_counts(user_id, device)?;
+        // Clients read a missing count as "unknown"; Synapse always says
+        // how many signed_curve25519 keys are left.
+        key_counts
+            .entry("signed_curve25519".to_owned())
+            .or_insert(0);
         let changed = !join.is_empty()
             || !invite.is_empty()
             || !leave.is_empty()
             || !knock.is_empty()
             || !global_data.is_empty()
-            || !presence.is_empty();
+            || !presence.is_empty()
+            || !to_device.is_empty()
+            || !device_lists.is_empty();
         let response = json!({
             "next_batch": next.to_string(),
             "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
             "account_data": { "events": global_data },
             "presence": { "events": presence },
+            "to_device": { "events": to_device },
+            "device_lists": { "changed": device_lists.changed, "left": device_lists.left },
+            "device_one_time_keys_count": key_counts,
+            "device_unused_fallback_key_types": self.unused_fallback_key_types(user_id, device)?,
         });
         Ok(Pass {
             response,

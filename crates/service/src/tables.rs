@@ -134,6 +134,56 @@ pub const REMOTE_INVITES: Table<(Str, Str), Json<crate::federation::invite::Remo
 /// OpenID token -> whose it is and until when (an hour).
 pub const OPENID_TOKENS: Table<Str, Json<crate::openid::OpenIdToken>> = Table::new("openid_tokens");
 
+/// (user id, device id) -> the device's signed identity keys as uploaded,
+/// with the cross-signing signatures added since. Remote users' devices
+/// are kept here too while their server keeps us told.
+pub const DEVICE_KEYS: Table<(Str, Str), Json<JsonValue>> = Table::new("device_keys");
+/// (user id, device id, "algorithm:key id") -> an unclaimed one-time key.
+pub const ONE_TIME_KEYS: Table<(Str, Str, Str), Json<JsonValue>> = Table::new("one_time_keys");
+/// (user id, device id, algorithm) -> the device's fallback key and
+/// whether it was handed out.
+pub const FALLBACK_KEYS: Table<(Str, Str, Str), Json<crate::e2ee::keys::FallbackKey>> =
+    Table::new("fallback_keys");
+/// (user id, "master" | "self_signing" | "user_signing") -> the user's
+/// cross-signing key, with its owner's signatures.
+pub const CROSS_SIGNING_KEYS: Table<(Str, Str), Json<JsonValue>> = Table::new("cross_signing_keys");
+/// (signed user, signed key id, signing user) -> the signatures one user
+/// made on another's master key, shown only to the signer.
+pub const KEY_SIGNATURES: Table<(Str, Str, Str), Json<JsonValue>> = Table::new("key_signatures");
+/// (stream position, user id) -> the user's devices or cross-signing keys
+/// changed then; `/sync` and `/keys/changes` read the rows after a token.
+pub const KEY_CHANGES: Table<(U64, Str), Json<bool>> = Table::new("key_changes");
+/// user id -> the position of their latest key change: the older row can
+/// go, and it is the `stream_id` of a local user's device list.
+pub const KEY_CHANGE_POSITIONS: Table<Str, U64> = Table::new("key_change_positions");
+/// remote user id -> the `stream_id` of their device list we last applied:
+/// their devices in `device_keys` are current while this row exists.
+pub const REMOTE_DEVICE_LISTS: Table<Str, U64> = Table::new("remote_device_lists");
+/// (room short id, position) -> (user id, new membership) of a member
+/// event that joined or left someone: whose devices a client must learn
+/// or may forget.
+pub const MEMBER_CHANGES: Table<(U64, U64), Json<(String, String)>> = Table::new("member_changes");
+/// (user id, device id, position) -> a to-device message waiting for the
+/// device, deleted once a later sync acknowledges it.
+pub const TO_DEVICE: Table<(Str, Str, U64), Json<crate::e2ee::to_device::ToDeviceMessage>> =
+    Table::new("to_device");
+/// (sender, sender's device or "" for another server, transaction or
+/// message id) -> when: a retried send is not delivered twice (kept a day).
+pub const TO_DEVICE_TXNS: Table<(Str, Str, Str), U64> = Table::new("to_device_txns");
+/// (user id, version) -> a key backup version: algorithm, auth data,
+/// etag and count.
+pub const BACKUP_VERSIONS: Table<(Str, U64), Json<crate::e2ee::backup::BackupVersion>> =
+    Table::new("backup_versions");
+/// (user id, version, (room id, session id)) -> a backed-up room key.
+pub const BACKUP_KEYS: Table<(Str, U64, (Str, Str)), Json<JsonValue>> = Table::new("backup_keys");
+/// user id -> their dehydrated device (MSC3814): its id and opaque data.
+pub const DEHYDRATED_DEVICES: Table<Str, Json<crate::e2ee::dehydrated::DehydratedDevice>> =
+    Table::new("dehydrated_devices");
+/// (destination server, position, index) -> an EDU that must survive a
+/// restart (to-device messages, device list updates), deleted once sent.
+pub const FEDERATION_EDU_QUEUE: Table<(Str, U64, U64), Json<JsonValue>> =
+    Table::new("federation_edu_queue");
+
 pub const ALL: &[TableDef] = &[
     GLOBAL_JSON.def(),
     ACCOUNTS.def(),
@@ -181,4 +231,19 @@ pub const ALL: &[TableDef] = &[
     SOFT_FAILED_EVENTS.def(),
     REMOTE_INVITES.def(),
     OPENID_TOKENS.def(),
+    DEVICE_KEYS.def(),
+    ONE_TIME_KEYS.def(),
+    FALLBACK_KEYS.def(),
+    CROSS_SIGNING_KEYS.def(),
+    KEY_SIGNATURES.def(),
+    KEY_CHANGES.def(),
+    KEY_CHANGE_POSITIONS.def(),
+    REMOTE_DEVICE_LISTS.def(),
+    MEMBER_CHANGES.def(),
+    TO_DEVICE.def(),
+    TO_DEVICE_TXNS.def(),
+    BACKUP_VERSIONS.def(),
+    BACKUP_KEYS.def(),
+    DEHYDRATED_DEVICES.def(),
+    FEDERATION_EDU_QUEUE.def(),
 ];

@@ -40,7 +40,8 @@ pub async fn versions(
 ) -> Result<RumaResponse<get_supported_versions::Response>, ApiError> {
     let mut response =
         get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
-    response.unstable_features = BTreeMap::new();
+    // Only what is implemented: dehydrated devices (MSC3814).
+    response.unstable_features = BTreeMap::from([("org.matrix.msc3814".to_owned(), true)]);
     Ok(RumaResponse(response))
 }
 

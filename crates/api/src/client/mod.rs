@@ -3,10 +3,13 @@
 mod account;
 mod account_data;
 mod alias;
+mod backup;
+mod dehydrated;
 mod devices;
 pub(crate) mod directory;
 mod discovery;
 mod filter;
+mod keys;
 mod membership;
 mod message;
 mod messages;
@@ -26,6 +29,7 @@ mod state;
 mod summary;
 mod sync;
 mod timestamp;
+mod to_device;
 
 use std::sync::Arc;
 
@@ -126,4 +130,29 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(membership::forget)
         .ruma_route(membership::joined_members)
         .ruma_route(membership::members)
+        .ruma_route(keys::upload)
+        .ruma_route(keys::query)
+        .ruma_route(keys::claim)
+        .ruma_route(keys::changes)
+        .ruma_route(keys::upload_signing_keys)
+        .ruma_route(keys::upload_signatures)
+        .ruma_route(to_device::send)
+        .ruma_route(backup::create_version)
+        .ruma_route(backup::latest_version)
+        .ruma_route(backup::get_version)
+        .ruma_route(backup::update_version)
+        .ruma_route(backup::delete_version)
+        .ruma_route(backup::put_all)
+        .ruma_route(backup::put_room)
+        .ruma_route(backup::put_session)
+        .ruma_route(backup::get_all)
+        .ruma_route(backup::get_room)
+        .ruma_route(backup::get_session)
+        .ruma_route(backup::delete_all)
+        .ruma_route(backup::delete_room)
+        .ruma_route(backup::delete_session)
+        .ruma_route(dehydrated::put)
+        .ruma_route(dehydrated::get)
+        .ruma_route(dehydrated::delete)
+        .ruma_route(dehydrated::events)
 }

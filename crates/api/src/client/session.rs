@@ -120,8 +120,8 @@ pub async fn logout(
 ) -> Result<RumaResponse<logout::v3::Response>, ApiError> {
     let sender = req.sender()?;
     services
-        .devices
-        .remove(&sender.user_id, &sender.device_id)?;
+        .delete_devices(&sender.user_id, &[&sender.device_id])
+        .await?;
     Ok(RumaResponse(logout::v3::Response::new()))
 }
 

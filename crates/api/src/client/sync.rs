@@ -44,6 +44,7 @@ pub async fn sync(
         .transpose()?;
     let room_filter = &definition.room;
     let request = SyncRequest {
+        device_id: sender.device_id.clone(),
         since,
         full_state: body.full_state,
         timeout: body.timeout.unwrap_or_default().min(MAX_TIMEOUT),

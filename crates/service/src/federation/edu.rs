@@ -1,8 +1,8 @@
 //! EDUs: typing notifications, read receipts and presence, sent to the
 //! servers that share the room (or the user's rooms, for presence) and
 //! taken in from them. Only what a server says of its own users counts.
-//! Device-list and to-device EDUs belong to end-to-end encryption, which
-//! this server does not serve yet: they are acknowledged and dropped.
+//! Device-list, signing-key and to-device EDUs are end-to-end
+//! encryption's (`crate::e2ee`); they are dispatched from here.
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,6 +27,9 @@ impl Services {
             "m.typing" => self.receive_typing(origin, content),
             "m.receipt" => self.receive_receipts(origin, content).await,
             "m.presence" => self.receive_presence(origin, content),
+            "m.direct_to_device" => self.receive_to_device(origin, content),
+            "m.device_list_update" => self.receive_device_list_update(origin, content).await,
+            "m.signing_key_update" => self.receive_signing_key_update(origin, content),
             _ => Ok(()),
         };
         if let Err(e) = result {
@@ -34,7 +37,11 @@ impl Services {
         }
     }
 
-    fn remote_user<'a>(&self, origin: &ServerName, user: Option<&'a str>) -> Option<&'a UserId> {
+    pub(crate) fn remote_user<'a>(
+        &self,
+        origin: &ServerName,
+        user: Option<&'a str>,
+    ) -> Option<&'a UserId> {
         let user = <&UserId>::try_from(user?).ok()?;
         (user.server_name() == origin).then_some(user)
     }

@@ -1,7 +1,9 @@
 //! The outgoing queue: every event for another server is a row of
 //! `federation_queue`, written in the event's own batch (so an
 //! acknowledged event reaches its servers even after `kill -9`), and
-//! deleted once the server took the transaction. One worker per
+//! deleted once the server took the transaction. EDUs that must not be
+//! lost (to-device messages, device list updates) are rows too, of
+//! `federation_edu_queue`; typing, receipts and presence live in memory. One worker per
 //! destination keeps one transaction in flight (up to 50 PDUs and 100
 //! EDUs), retrying with exponential backoff up to a day; a server that
 //! sends us a request is retried at once.
@@ -68,6 +70,13 @@ impl Services {
             &conduit_storage::KeyPrefix::new(),
         )? {
             let ((destination, _), _) = row?;
+            destinations.insert(destination);
+        }
+        for row in self.db.scan_prefix(
+            &tables::FEDERATION_EDU_QUEUE,
+            &conduit_storage::KeyPrefix::new(),
+        )? {
+            let ((destination, _, _), _) = row?;
             destinations.insert(destination);
         }
         if !destinations.is_empty() {
@@ -139,23 +148,33 @@ impl Services {
                     Vec::new()
                 }
             };
-            let edus = self.take_edus(&destination);
-            if pdus.is_empty() && edus.is_empty() {
+            let stored_edus = match self.queued_edus(&destination) {
+                Ok(edus) => edus,
+                Err(e) => {
+                    tracing::error!(%destination, "cannot read the federation EDU queue: {e}");
+                    Vec::new()
+                }
+            };
+            let edus = self.take_edus(&destination, MAX_EDUS - stored_edus.len());
+            let mut all_edus: Vec<JsonValue> =
+                stored_edus.iter().map(|(_, edu)| edu.clone()).collect();
+            all_edus.extend(edus.iter().cloned());
+            if pdus.is_empty() && all_edus.is_empty() {
                 if self.finish_worker(&destination) {
                     return;
                 }
                 continue;
             }
-            match self.send_transaction(&destination, &pdus, &edus).await {
+            match self.send_transaction(&destination, &pdus, &all_edus).await {
                 Ok(()) => {
-                    if let Err(e) = self.delete_delivered(&destination, &pdus) {
+                    if let Err(e) = self.delete_delivered(&destination, &pdus, &stored_edus) {
                         tracing::error!(%destination, "cannot update the federation queue: {e}");
                     }
                     self.set_failures(&destination, 0);
                 }
                 Err(FedError::Denied(_)) => {
                     // Federation with it was turned off: what waits is dropped.
-                    let _ = self.delete_delivered(&destination, &pdus);
+                    let _ = self.delete_delivered(&destination, &pdus, &stored_edus);
                 }
                 Err(e) => {
                     let failures = self.record_failure(&destination, edus);
@@ -196,7 +215,11 @@ impl Services {
         let rows_wait = self
             .queued_pdus(destination)
             .map(|p| !p.is_empty())
-            .unwrap_or(false);
+            .unwrap_or(false)
+            || self
+                .queued_edus(destination)
+                .map(|e| !e.is_empty())
+                .unwrap_or(false);
         if rows_wait || !state.edus.is_empty() {
             return false;
         }
@@ -220,11 +243,25 @@ impl Services {
             .collect()
     }
 
-    fn take_edus(&self, destination: &ServerName) -> Vec<JsonValue> {
+    /// The stored EDUs waiting for `destination`, with their keys.
+    fn queued_edus(&self, destination: &ServerName) -> Result<Vec<((u64, u64), JsonValue)>> {
+        let prefix =
+            conduit_storage::KeyPrefix::new().push::<conduit_storage::Str>(destination.as_str());
+        self.db
+            .scan_prefix(&tables::FEDERATION_EDU_QUEUE, &prefix)?
+            .take(MAX_EDUS)
+            .map(|row| {
+                let ((_, position, index), edu) = row?;
+                Ok(((position, index), edu))
+            })
+            .collect()
+    }
+
+    fn take_edus(&self, destination: &ServerName, room: usize) -> Vec<JsonValue> {
         let mut destinations = utils::locked(&self.federation.sender.destinations);
         match destinations.get_mut(destination) {
             Some(state) => {
-                let n = state.edus.len().min(MAX_EDUS);
+                let n = state.edus.len().min(room);
                 state.edus.drain(..n).collect()
             }
             None => Vec::new(),
@@ -252,13 +289,24 @@ impl Services {
         state.failures
     }
 
-    fn delete_delivered(&self, destination: &ServerName, pdus: &[(u64, u64)]) -> Result<()> {
-        if pdus.is_empty() {
+    fn delete_delivered(
+        &self,
+        destination: &ServerName,
+        pdus: &[(u64, u64)],
+        edus: &[((u64, u64), JsonValue)],
+    ) -> Result<()> {
+        if pdus.is_empty() && edus.is_empty() {
             return Ok(());
         }
         let mut batch = self.db.batch();
         for (position, _) in pdus {
             batch.delete(&tables::FEDERATION_QUEUE, (destination.as_str(), *position))?;
+        }
+        for ((position, index), _) in edus {
+            batch.delete(
+                &tables::FEDERATION_EDU_QUEUE,
+                (destination.as_str(), *position, *index),
+            )?;
         }
         self.db.write(batch)?;
         Ok(())

@@ -112,6 +112,16 @@ impl Services {
         self.members_at(room_id, None)
     }
 
+    /// The users joined to a room now.
+    pub fn joined_member_ids(&self, room_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .members(room_id)?
+            .iter()
+            .filter(|pdu| membership_of(pdu) == "join")
+            .filter_map(|pdu| pdu.state_key.clone())
+            .collect())
+    }
+
     /// The member events of a room at a stream position (a sync token),
     /// or now.
     pub fn members_at(&self, room_id: &str, at: Option<u64>) -> Result<Vec<Pdu>> {

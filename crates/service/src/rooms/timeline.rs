@@ -181,13 +181,16 @@ impl Rooms {
                 pdu.event_id.as_str(),
             )?;
         }
+        let mut member_change = None;
         if pdu.kind == "m.room.member"
             && let (Some(user), Some(membership)) = (
                 pdu.state_key.as_deref(),
                 pdu.content.get("membership").and_then(|m| m.as_str()),
             )
         {
+            let previous: Option<String> = self.db.get(&tables::USER_ROOMS, (user, room_id))?;
             batch.put(&tables::USER_ROOMS, (user, room_id), &membership.to_owned())?;
+            member_change = Some((user, previous, membership));
         }
         let sender_read: Vec<u64> = {
             let prefix = conduit_storage::KeyPrefix::new()
@@ -204,6 +207,16 @@ impl Rooms {
                 relation.write(batch, pdu, count)?;
             }
             super::search::write_index(batch, room.short, count, pdu, &search_words)?;
+            if let Some((user, previous, membership)) = &member_change {
+                crate::e2ee::device_lists::note_member_change(
+                    batch,
+                    room.short,
+                    count,
+                    user,
+                    previous.as_deref(),
+                    membership,
+                )?;
+            }
             let meta = EventMeta {
                 room: room.short,
                 count,

@@ -438,6 +438,7 @@ impl Devices {
 
     /// Deletes one device and revokes its tokens. Unknown devices are not an
     /// error: the result the caller wants already holds.
+    #[cfg(test)]
     pub fn remove(&self, user_id: &UserId, device_id: &DeviceId) -> Result<()> {
         let mut batch = self.db.batch();
         self.remove_into(&mut batch, user_id, device_id)?;
@@ -453,7 +454,7 @@ impl Devices {
     ) -> Result<()> {
         let key = (user_id.as_str(), device_id.as_str());
         if let Some(record) = self.db.get(&tables::DEVICES, key)? {
-            Self::remove_record_into(batch, user_id, device_id.as_str(), record)?;
+            self.remove_record_into(batch, user_id, device_id.as_str(), record)?;
         }
         // Also when the device is gone: a request racing its deletion may
         // have noted it after all.
@@ -462,6 +463,7 @@ impl Devices {
     }
 
     fn remove_record_into(
+        &self,
         batch: &mut Batch<'_>,
         user_id: &UserId,
         device_id: &str,
@@ -471,33 +473,28 @@ impl Devices {
         let key = (user_id.as_str(), device_id);
         batch.delete(&tables::DEVICES, key)?;
         batch.delete(&tables::DEVICE_LAST_SEEN, key)?;
-        Ok(())
+        crate::e2ee::keys::remove_device_keys_into(&self.db, batch, user_id.as_str(), device_id)
     }
 
-    /// Deletes every device of a user but `except`, inside `batch`.
+    /// Deletes every device of a user but `except`, inside `batch`; the
+    /// ids of the devices it deletes.
     pub fn remove_all_into(
         &self,
         batch: &mut Batch<'_>,
         user_id: &UserId,
         except: Option<&DeviceId>,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         // One scan: each row read here is the record whose tokens go.
         let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
+        let mut removed = Vec::new();
         for row in self.db.scan_prefix(&tables::DEVICES, &prefix)? {
             let ((_, device_id), record) = row?;
             if Some(device_id.as_str()) != except.map(DeviceId::as_str) {
-                Self::remove_record_into(batch, user_id, &device_id, record)?;
+                self.remove_record_into(batch, user_id, &device_id, record)?;
+                removed.push(device_id);
             }
         }
-        Ok(())
-    }
-
-    /// Deletes every device of a user but `except`.
-    pub fn remove_all(&self, user_id: &UserId, except: Option<&DeviceId>) -> Result<()> {
-        let mut batch = self.db.batch();
-        self.remove_all_into(&mut batch, user_id, except)?;
-        self.db.write(batch)?;
-        Ok(())
+        Ok(removed)
     }
 }
 
@@ -679,9 +676,12 @@ mod tests {
         let (_dir, devices) = devices(60_000);
         let keep = login(&devices, None, false);
         let drop = login(&devices, None, false);
-        devices
-            .remove_all(user_id!("@a:x"), Some(&keep.device_id))
+        let mut batch = devices.db.batch();
+        let removed = devices
+            .remove_all_into(&mut batch, user_id!("@a:x"), Some(&keep.device_id))
             .unwrap();
+        devices.db.write(batch).unwrap();
+        assert_eq!(removed, vec![drop.device_id.to_string()]);
         assert!(devices.authenticate(&keep.access_token).is_ok());
         assert!(devices.authenticate(&drop.access_token).is_err());
     }

@@ -201,15 +201,19 @@ impl Users {
 
     /// Deactivates an account for good: the password goes, every device and
     /// token goes, and the profile is cleared. The user id stays taken.
-    pub fn deactivate(&self, user_id: &UserId, devices: &devices::Devices) -> Result<()> {
+    /// The ids of the devices it deleted.
+    pub fn deactivate(&self, user_id: &UserId, devices: &devices::Devices) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
         self.update_account(user_id, |record, batch| {
             record.deactivated = true;
             record.password_hash = None;
             for field in ["displayname", "avatar_url"] {
                 batch.delete(&tables::PROFILES, (user_id.as_str(), field))?;
             }
-            devices.remove_all_into(batch, user_id, None)
-        })
+            removed = devices.remove_all_into(batch, user_id, None)?;
+            Ok(())
+        })?;
+        Ok(removed)
     }
 }
 

@@ -1,0 +1,240 @@
+//! `/keys/query` and `/keys/claim` across servers: local users are read
+//! here, users of other servers are asked of their server (all servers at
+//! once, each within a timeout; a server that does not answer is in
+//! `failures`). A remote user's devices kept here (their server keeps us
+//! told, see `device_lists`) are answered without asking.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use ruma::{OwnedServerName, UserId};
+use serde_json::{Map, Value as JsonValue, json};
+
+use crate::{Result, Services, federation::client::DEFAULT_RESPONSE_LIMIT, tables, utils};
+
+/// How long a server may take unless the client says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `failures` entry for a server that did not answer.
+fn failure(error: impl std::fmt::Display) -> JsonValue {
+    json!({ "status": 503, "message": error.to_string() })
+}
+
+impl Services {
+    /// `POST /keys/query` for `asker` (or, with `None`, another server):
+    /// `{user: [device ids]}` -> the answer's fields.
+    pub async fn query_keys(
+        &self,
+        asker: Option<&UserId>,
+        wanted: &Map<String, JsonValue>,
+        timeout: Duration,
+    ) -> Result<Map<String, JsonValue>> {
+        let mut answer = Map::new();
+        for field in [
+            "device_keys",
+            "master_keys",
+            "self_signing_keys",
+            "user_signing_keys",
+        ] {
+            answer.insert(field.to_owned(), json!({}));
+        }
+        let mut remote: BTreeMap<OwnedServerName, Map<String, JsonValue>> = BTreeMap::new();
+        for (user, devices) in wanted {
+            let Ok(user_id) = <&UserId>::try_from(user.as_str()) else {
+                continue;
+            };
+            let devices: Vec<String> = devices
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect();
+            let local = user_id.server_name() == self.config.server_name;
+            if !local
+                && !self
+                    .db
+                    .contains(&tables::REMOTE_DEVICE_LISTS, user_id.as_str())?
+            {
+                if asker.is_some() {
+                    remote
+                        .entry(user_id.server_name().to_owned())
+                        .or_default()
+                        .insert(user.clone(), devices.into());
+                }
+                continue;
+            }
+            if local && !self.users.exists(user_id)? {
+                continue;
+            }
+            let keys = self.device_keys_of(user_id, &devices, asker.is_some())?;
+            answer["device_keys"][user] = keys.into();
+            for (field, key) in self.cross_signing_keys_for(user_id, asker)? {
+                if let Some(key) = key {
+                    answer[field][user] = key;
+                }
+            }
+        }
+        if remote.is_empty() {
+            return Ok(answer);
+        }
+        let mut failures = Map::new();
+        let asks = remote.into_iter().map(|(server, users)| async move {
+            let body = json!({ "device_keys": users });
+            let result = tokio::time::timeout(
+                timeout,
+                self.federation_request(
+                    &server,
+                    http::Method::POST,
+                    "/_matrix/federation/v1/user/keys/query",
+                    Some(&body),
+                    DEFAULT_RESPONSE_LIMIT,
+                ),
+            )
+            .await;
+            (server, users, result)
+        });
+        for (server, users, result) in utils::join_all(asks).await {
+            let theirs = match result {
+                Ok(Ok(theirs)) => theirs,
+                Ok(Err(e)) => {
+                    failures.insert(server.to_string(), failure(e));
+                    continue;
+                }
+                Err(_) => {
+                    failures.insert(server.to_string(), failure("timed out"));
+                    continue;
+                }
+            };
+            for user in users.keys() {
+                // Only what the server says of its own users, as asked.
+                if let Some(devices) = theirs.pointer_user("device_keys", user) {
+                    let devices: Map<String, JsonValue> = devices
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(id, keys)| {
+                            keys.get("user_id").and_then(JsonValue::as_str) == Some(user.as_str())
+                                && keys.get("device_id").and_then(JsonValue::as_str)
+                                    == Some(id.as_str())
+                        })
+                        .map(|(id, keys)| (id.clone(), keys.clone()))
+                        .collect();
+                    answer["device_keys"][user] = devices.into();
+                }
+                for (field, usage) in [
+                    ("master_keys", "master"),
+                    ("self_signing_keys", "self_signing"),
+                ] {
+                    if let Some(key) = theirs.pointer_user(field, user)
+                        && let Ok(user_id) = <&UserId>::try_from(user.as_str())
+                        && super::cross_signing::key_of(key, user_id, usage).is_some()
+                    {
+                        answer[field][user] = key.clone();
+                    }
+                }
+            }
+        }
+        answer.insert("failures".to_owned(), failures.into());
+        Ok(answer)
+    }
+
+    /// `POST /keys/claim`: `{user: {device: algorithm}}` -> keys, asking
+    /// other servers for their users.
+    pub async fn claim_keys(
+        &self,
+        wanted: &Map<String, JsonValue>,
+        timeout: Duration,
+        from_client: bool,
+    ) -> Result<JsonValue> {
+        let mut local = Map::new();
+        let mut remote: BTreeMap<OwnedServerName, Map<String, JsonValue>> = BTreeMap::new();
+        for (user, devices) in wanted {
+            let Ok(user_id) = <&UserId>::try_from(user.as_str()) else {
+                continue;
+            };
+            if user_id.server_name() == self.config.server_name {
+                local.insert(user.clone(), devices.clone());
+            } else if from_client {
+                remote
+                    .entry(user_id.server_name().to_owned())
+                    .or_default()
+                    .insert(user.clone(), devices.clone());
+            }
+        }
+        let mut keys = self.claim_local_keys(&local)?;
+        let mut failures = Map::new();
+        let asks = remote.into_iter().map(|(server, users)| async move {
+            let body = json!({ "one_time_keys": users });
+            let result = tokio::time::timeout(
+                timeout,
+                self.federation_request(
+                    &server,
+                    http::Method::POST,
+                    "/_matrix/federation/v1/user/keys/claim",
+                    Some(&body),
+                    DEFAULT_RESPONSE_LIMIT,
+                ),
+            )
+            .await;
+            (server, users, result)
+        });
+        for (server, users, result) in utils::join_all(asks).await {
+            match result {
+                Ok(Ok(theirs)) => {
+                    for user in users.keys() {
+                        if let Some(claimed) = theirs.pointer_user("one_time_keys", user) {
+                            keys.insert(user.clone(), claimed.clone());
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    failures.insert(server.to_string(), failure(e));
+                }
+                Err(_) => {
+                    failures.insert(server.to_string(), failure("timed out"));
+                }
+            }
+        }
+        Ok(json!({ "one_time_keys": keys, "failures": failures }))
+    }
+
+    /// `GET /user/devices/{user}` for another server.
+    pub fn device_list_for_server(&self, user_id: &UserId) -> Result<JsonValue> {
+        let mut devices = Vec::new();
+        for (device_id, record) in self.devices.list(user_id)? {
+            let mut device = json!({ "device_id": device_id });
+            if let Some(keys) = self
+                .db
+                .get(&tables::DEVICE_KEYS, (user_id.as_str(), device_id.as_str()))?
+            {
+                device["keys"] = keys;
+            }
+            if let Some(name) = record.display_name {
+                device["device_display_name"] = name.into();
+            }
+            devices.push(device);
+        }
+        let mut answer = json!({
+            "user_id": user_id,
+            "stream_id": self.device_list_stream_id(user_id)?,
+            "devices": devices,
+        });
+        for (field, key) in self.cross_signing_keys_for(user_id, None)? {
+            if let Some(key) = key {
+                // The federation names are singular.
+                answer[field.trim_end_matches('s')] = key;
+            }
+        }
+        Ok(answer)
+    }
+}
+
+/// `answer[field][user]`.
+trait PointerUser {
+    fn pointer_user(&self, field: &str, user: &str) -> Option<&JsonValue>;
+}
+
+impl PointerUser for JsonValue {
+    fn pointer_user(&self, field: &str, user: &str) -> Option<&JsonValue> {
+        self.get(field)?.get(user)
+    }
+}
