@@ -5,58 +5,7 @@ out once, what is delivered once, which backed-up key wins."""
 import signedjson.key
 import signedjson.sign
 
-from conftest import unique
-
-CS = "/_matrix/client/v3"
-
-
-class Device:
-    """A logged-in device with its own ed25519 identity key."""
-
-    def __init__(self, server, user_id: str, token: str, device_id: str):
-        self.server, self.user_id, self.token, self.device_id = server, user_id, token, device_id
-        self.key = signedjson.key.generate_signing_key(device_id)
-        self.public = signedjson.key.encode_verify_key_base64(self.key.verify_key)
-
-    def call(self, method: str, path: str, expect: int | None = 200, **kwargs):
-        r = self.server.request(method, CS + path, token=self.token, **kwargs)
-        if expect is not None:
-            assert r.status_code == expect, f"{method} {path}: {r.status_code} {r.text}"
-        return r
-
-    def device_keys(self, **override) -> dict:
-        keys = {
-            "user_id": self.user_id,
-            "device_id": self.device_id,
-            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
-            "keys": {f"curve25519:{self.device_id}": "curve" + self.device_id, f"ed25519:{self.device_id}": self.public},
-            **override,
-        }
-        return signedjson.sign.sign_json(keys, self.user_id, self.key)
-
-    def signed_key(self, key_id: str, fallback: bool = False) -> dict:
-        key = {"key": f"otk-{key_id}"}
-        if fallback:
-            key["fallback"] = True
-        return signedjson.sign.sign_json(key, self.user_id, self.key)
-
-    def sync(self, since: str | None = None) -> dict:
-        params = {"timeout": "0"}
-        if since:
-            params["since"] = since
-        return self.call("GET", "/sync", params=params).json()
-
-
-def new_user(server, name: str | None = None, password: str = "correct horse battery") -> Device:
-    body = server.register(name or unique(), password)
-    return Device(server, body["user_id"], body["access_token"], body["device_id"])
-
-
-def another_device(server, device: Device, password: str = "correct horse battery") -> Device:
-    r = server.login(device.user_id.split(":")[0][1:], password)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    return Device(server, device.user_id, body["access_token"], body["device_id"])
+from e2ee_raw import Device, another_device, cross_signing_key, new_user
 
 
 def test_device_keys_must_be_the_devices_own_and_signed_by_it(server):
@@ -166,17 +115,6 @@ def test_logout_deletes_the_devices_keys_and_tells_room_mates(server):
     token = news["next_batch"]
     bob.call("POST", f"/rooms/{room}/leave", json={})
     assert bob.user_id in alice.sync(token)["device_lists"]["left"]
-
-
-def cross_signing_key(device: Device, usage: str, signer=None):
-    key = signedjson.key.generate_signing_key(usage)
-    public = signedjson.key.encode_verify_key_base64(key.verify_key)
-    body = {"user_id": device.user_id, "usage": [usage], "keys": {f"ed25519:{public}": public}}
-    if signer is not None:
-        signing_key, signing_public = signer
-        signing_key.version = signing_public
-        body = signedjson.sign.sign_json(body, device.user_id, signing_key)
-    return key, public, body
 
 
 def test_cross_signing_upload_signatures_and_replacement_needs_auth(server):
@@ -289,7 +227,7 @@ def test_dehydrated_device_receives_to_device_messages(server):
     base = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device"
     r = server.request("GET", base, token=alice.token)
     assert r.status_code == 404
-    dehydrated = Device(server, alice.user_id, alice.token, "DEHYDRATED1")
+    dehydrated = Device(server.url, alice.user_id, alice.token, "DEHYDRATED1")
     body = {
         "device_id": "DEHYDRATED1",
         "device_data": {"algorithm": "m.dehydration.v1.olm", "device_pickle": "opaque"},
