@@ -103,7 +103,20 @@ impl Services {
         name: Option<String>,
     ) -> Result<()> {
         let _lock = self.user_locks.lock(user_id).await;
-        self.devices.set_display_name(user_id, device_id, name)
+        let renamed = name.is_some();
+        self.devices
+            .set_display_name(user_id, device_id, name.clone())?;
+        // Other servers show device names from the device list updates.
+        if renamed
+            && let Some(keys) = self.db.get(
+                &crate::tables::DEVICE_KEYS,
+                (user_id.as_str(), device_id.as_str()),
+            )?
+        {
+            let update = DeviceUpdate::changed(device_id.as_str(), name, keys);
+            self.commit_key_change(self.db.batch(), user_id, &[update], None)?;
+        }
+        Ok(())
     }
 
     /// Trades a refresh token for new tokens, under the owner's lock so a

@@ -269,7 +269,7 @@ impl Services {
         if !follows {
             let services = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = services.resync_device_list(&user_id).await {
+                if let Err(e) = services.resync_device_list(&user_id, true).await {
                     tracing::info!(%user_id, "cannot fetch the user's devices: {e}");
                 }
             });
@@ -291,8 +291,9 @@ impl Services {
     }
 
     /// Fetches a remote user's whole device list (`/user/devices`) and
-    /// keeps it, if a local user shares a room with them.
-    pub(crate) async fn resync_device_list(&self, user_id: &UserId) -> Result<()> {
+    /// keeps it, if a local user shares a room with them; `announce`: it
+    /// is news for local clients (not when it is first kept for a query).
+    pub(crate) async fn resync_device_list(&self, user_id: &UserId, announce: bool) -> Result<()> {
         let path = format!(
             "/_matrix/federation/v1/user/devices/{}",
             crate::federation::incoming::outliers::urlencode(user_id.as_str())
@@ -307,12 +308,17 @@ impl Services {
             )
             .await
             .map_err(|e| crate::Error::internal(format!("device list of {user_id}: {e}")))?;
-        self.store_device_list(user_id, &answer)
+        self.store_device_list(user_id, &answer, announce)
     }
 
     /// Replaces what is kept of a remote user's devices by `answer` (a
     /// `/user/devices` response).
-    pub(crate) fn store_device_list(&self, user_id: &UserId, answer: &JsonValue) -> Result<()> {
+    pub(crate) fn store_device_list(
+        &self,
+        user_id: &UserId,
+        answer: &JsonValue,
+        announce: bool,
+    ) -> Result<()> {
         if self.rooms.joined_rooms(user_id.as_str())?.is_empty() {
             return Ok(());
         }
@@ -352,7 +358,11 @@ impl Services {
             .and_then(JsonValue::as_u64)
             .unwrap_or(0);
         batch.put(&tables::REMOTE_DEVICE_LISTS, user, stream_id)?;
-        self.commit_key_change(batch, user_id, &[], None)?;
+        if announce {
+            self.commit_key_change(batch, user_id, &[], None)?;
+        } else {
+            self.db.write(batch)?;
+        }
         Ok(())
     }
 

@@ -26,6 +26,9 @@ pub mod keys;
 pub mod remote;
 pub mod to_device;
 
+#[cfg(test)]
+mod tests;
+
 use base64::Engine;
 use serde_json::Value as JsonValue;
 

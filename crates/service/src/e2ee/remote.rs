@@ -14,6 +14,10 @@ use crate::{Result, Services, federation::client::DEFAULT_RESPONSE_LIMIT, tables
 /// How long a server may take unless the client says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Remote users whose device lists one query starts keeping, at most
+/// (each is a request; the others are asked in one batch per server).
+const MAX_NEW_TRACKED: usize = 100;
+
 /// The `failures` entry for a server that did not answer.
 fn failure(error: impl std::fmt::Display) -> JsonValue {
     json!({ "status": 503, "message": error.to_string() })
@@ -38,6 +42,9 @@ impl Services {
             answer.insert(field.to_owned(), json!({}));
         }
         let mut remote: BTreeMap<OwnedServerName, Map<String, JsonValue>> = BTreeMap::new();
+        if asker.is_some() {
+            self.start_tracking(wanted, timeout).await;
+        }
         for (user, devices) in wanted {
             let Ok(user_id) = <&UserId>::try_from(user.as_str()) else {
                 continue;
@@ -135,6 +142,45 @@ impl Services {
         }
         answer.insert("failures".to_owned(), failures.into());
         Ok(answer)
+    }
+
+    /// Fetches the device lists of the remote users in `wanted` who share a
+    /// room with this server and are not kept yet (all at once, within
+    /// `timeout`): from then on their server's updates keep them current
+    /// and queries are answered here. Those that fail are asked the usual
+    /// way by the caller.
+    async fn start_tracking(&self, wanted: &Map<String, JsonValue>, timeout: Duration) {
+        let mut users = Vec::new();
+        for user in wanted.keys() {
+            let Ok(user_id) = <&UserId>::try_from(user.as_str()) else {
+                continue;
+            };
+            if user_id.server_name() == self.config.server_name
+                || !self.config.federates_with(user_id.server_name())
+                || self
+                    .db
+                    .contains(&tables::REMOTE_DEVICE_LISTS, user_id.as_str())
+                    .unwrap_or(true)
+                || self
+                    .rooms
+                    .joined_rooms(user_id.as_str())
+                    .map_or(true, |rooms| rooms.is_empty())
+            {
+                continue;
+            }
+            users.push(user_id);
+            if users.len() == MAX_NEW_TRACKED {
+                break;
+            }
+        }
+        let fetches = users.into_iter().map(|user_id| async move {
+            match tokio::time::timeout(timeout, self.resync_device_list(user_id, false)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%user_id, "cannot fetch the device list: {e}"),
+                Err(_) => tracing::debug!(%user_id, "fetching the device list timed out"),
+            }
+        });
+        utils::join_all(fetches).await;
     }
 
     /// `POST /keys/claim`: `{user: {device: algorithm}}` -> keys, asking
