@@ -337,6 +337,67 @@ def bench_federation(args) -> dict:
             server.stop()
 
 
+def bench_e2ee(args) -> dict:
+    """Key queries and claims for 100 devices (10 users x 10 devices, each
+    with signed device keys and one-time keys), and to-device fan-out to
+    1,000 devices (10 users x 100 devices, addressed by `*`)."""
+    import signedjson.key
+    import signedjson.sign
+
+    def login(server: Server, user: Client) -> Client:
+        body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user.user_id},
+                "password": "bench password"}
+        r = Client(server).call("POST", "/_matrix/client/v3/login", body)
+        device = Client(server, r["access_token"], user.user_id)
+        device.device_id = r["device_id"]
+        return device
+
+    def upload_keys(device: Client, one_time: int) -> None:
+        key = signedjson.key.generate_signing_key(device.device_id)
+        public = signedjson.key.encode_verify_key_base64(key.verify_key)
+        keys = signedjson.sign.sign_json({
+            "user_id": device.user_id, "device_id": device.device_id,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {f"ed25519:{device.device_id}": public, f"curve25519:{device.device_id}": public},
+        }, device.user_id, key)
+        otks = {f"signed_curve25519:{device.device_id}{i}": signedjson.sign.sign_json(
+            {"key": f"{device.device_id}-{i}"}, device.user_id, key) for i in range(one_time)}
+        device.call("POST", "/_matrix/client/v3/keys/upload", {"device_keys": keys, "one_time_keys": otks})
+
+    users, per_user = 10, args.fanout_devices // 10
+    with running_server("e2ee") as server, ThreadPoolExecutor(4) as pool:
+        asker = Client.register(server, "asker")
+        owners = list(pool.map(lambda i: Client.register(server, f"owner{i}"), range(users)))
+        log(f"  logging in {users * 10} devices with keys")
+        keyed = list(pool.map(lambda u: login(server, u), [u for u in owners for _ in range(10)]))
+        claims = args.claims
+        list(pool.map(lambda d: upload_keys(d, claims), keyed))
+
+        query = {"device_keys": {u.user_id: [] for u in owners}}
+        queried = measure(server, args.queries, lambda: [
+            asker.call("POST", "/_matrix/client/v3/keys/query", query) for _ in range(args.queries)])
+        claim = {"one_time_keys": {u.user_id: {} for u in owners}}
+        for d in keyed:
+            claim["one_time_keys"][d.user_id][d.device_id] = "signed_curve25519"
+        claimed = measure(server, claims, lambda: [
+            asker.call("POST", "/_matrix/client/v3/keys/claim", claim) for _ in range(claims)])
+
+        log(f"  logging in {users * (per_user - 10)} more devices")
+        list(pool.map(lambda u: login(server, u), [u for u in owners for _ in range(per_user - 10)]))
+        messages = {"messages": {u.user_id: {"*": {"body": "x" * 200}} for u in owners}}
+        fanned = measure(server, args.fanouts, lambda: [
+            asker.call("PUT", f"/_matrix/client/v3/sendToDevice/m.bench/{uuid.uuid4().hex}", messages)
+            for _ in range(args.fanouts)])
+        return {
+            "query_devices": len(keyed),
+            "cpu_ms_per_query": queried["cpu_ms_per_event"],
+            "cpu_ms_per_claim": claimed["cpu_ms_per_event"],
+            "fanout_devices": users * per_user,
+            "cpu_ms_per_fanout": fanned["cpu_ms_per_event"],
+            "rss_mib": fanned["rss_mib"],
+        }
+
+
 SECTIONS = {
     "idle": ("idle", bench_idle),
     "sequential": ("1 sender", bench_sequential),
@@ -344,6 +405,7 @@ SECTIONS = {
     "rooms": ("many rooms", bench_rooms),
     "play": ("Romeo & Juliet", bench_play),
     "federation": ("federation in", bench_federation),
+    "e2ee": ("E2EE keys", bench_e2ee),
 }
 
 LABELS = {
@@ -372,6 +434,11 @@ LABELS = {
     "pdus": ("PDUs over /send, 50 per transaction", ""),
     "pdus_per_s": ("PDUs/s", ""),
     "cpu_ms_per_pdu": ("server CPU per PDU", "ms"),
+    "query_devices": ("devices queried and claimed", ""),
+    "cpu_ms_per_query": ("server CPU per /keys/query (all of them)", "ms"),
+    "cpu_ms_per_claim": ("server CPU per /keys/claim (one key each)", "ms"),
+    "fanout_devices": ("devices one /sendToDevice reaches", ""),
+    "cpu_ms_per_fanout": ("server CPU per /sendToDevice", "ms"),
 }
 
 
@@ -406,6 +473,9 @@ def main() -> None:
     args = parser.parse_args()
     args.sends, args.rooms, args.sync_samples, args.wake_samples, args.play_lines, args.pdus = (
         (320, 100, 50, 20, 300, 200) if args.quick else (1000, 1000, 200, 100, None, 2000)
+    )
+    args.queries, args.claims, args.fanouts, args.fanout_devices = (
+        (20, 5, 5, 200) if args.quick else (100, 20, 20, 1000)
     )
     target = os.environ.get("CARGO_TARGET_DIR") or Path.home() / ".cache" / "conduit" / "target"
     os.environ.setdefault("CONDUIT_BIN", str(Path(target) / "release" / "conduit"))
