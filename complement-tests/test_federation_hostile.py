@@ -9,6 +9,7 @@ import pytest
 import signedjson.key
 
 from conftest import unique
+from e2ee_raw import Device
 from fake_peer import FakePeer
 from federation import federation_env, register
 
@@ -237,18 +238,58 @@ def test_server_acl_keeps_a_denied_server_out(make_server, tmp_path):
         peer.close()
 
 
-def test_devices_and_keys_answer_honestly_empty(setting):
+def test_devices_and_keys_for_other_servers_and_hostile_e2ee_edus(setting):
     ours, peer, alice, room, mallory, join_id, state = setting
+    device = Device(ours.url, alice.user_id, alice.token,
+                    alice.call("GET", "/_matrix/client/v3/account/whoami").json()["device_id"])
+    device.call("POST", "/keys/upload", json={
+        "device_keys": device.device_keys(),
+        "one_time_keys": {"signed_curve25519:K1": device.signed_key("K1")},
+    })
     r = peer.request(ours, "GET", f"/_matrix/federation/v1/user/devices/{alice.user_id}")
-    assert r.status_code == 200 and r.json() == {"user_id": alice.user_id, "stream_id": 0, "devices": []}, r.text
+    assert r.status_code == 200, r.text
+    listed = r.json()
+    assert listed["user_id"] == alice.user_id and listed["stream_id"] > 0
+    assert [d["device_id"] for d in listed["devices"]] == [device.device_id]
+    assert listed["devices"][0]["keys"]["keys"][f"ed25519:{device.device_id}"] == device.public
     r = peer.request(ours, "GET", f"/_matrix/federation/v1/user/devices/@nobody:{ours.server_name}")
     assert r.status_code == 404, r.text
+    # Only this server's users are answered for; no display names, no
+    # user-signing keys go to other servers.
     r = peer.request(ours, "POST", "/_matrix/federation/v1/user/keys/query",
                      {"device_keys": {alice.user_id: [], "@x:elsewhere.example": []}})
-    assert r.status_code == 200 and r.json() == {"device_keys": {alice.user_id: {}}}, r.text
-    r = peer.request(ours, "POST", "/_matrix/federation/v1/user/keys/claim",
-                     {"one_time_keys": {alice.user_id: {"DEVICE": "signed_curve25519"}}})
-    assert r.status_code == 200 and r.json() == {"one_time_keys": {}}, r.text
+    assert r.status_code == 200, r.text
+    assert list(r.json()["device_keys"]) == [alice.user_id] and "user_signing_keys" not in r.json()
+    assert "unsigned" not in r.json()["device_keys"][alice.user_id][device.device_id]
+    claim = {"one_time_keys": {alice.user_id: {device.device_id: "signed_curve25519", "NODEVICE": "signed_curve25519"},
+                               "@x:elsewhere.example": {"D": "signed_curve25519"}}}
+    r = peer.request(ours, "POST", "/_matrix/federation/v1/user/keys/claim", claim)
+    assert r.status_code == 200, r.text
+    assert r.json()["one_time_keys"] == {alice.user_id: {device.device_id: {
+        "signed_curve25519:K1": device.signed_key("K1")}}}
+
+    since = device.sync()["next_batch"]
+    to_alice = {"messages": {alice.user_id: {device.device_id: {"hello": True}}}}
+    edus = [
+        # A sender of another server: not the peer's to speak for.
+        {"edu_type": "m.direct_to_device",
+         "content": {"sender": "@eve:elsewhere.example", "type": "m.forged", "message_id": "m1", **to_alice}},
+        {"edu_type": "m.direct_to_device",
+         "content": {"sender": mallory, "type": "m.test", "message_id": "m2", **to_alice}},
+        # Another server's user's devices, and garbage, are ignored.
+        {"edu_type": "m.device_list_update",
+         "content": {"user_id": alice.user_id, "device_id": device.device_id, "stream_id": 99, "deleted": True}},
+        {"edu_type": "m.signing_key_update", "content": {"user_id": alice.user_id, "master_key": {"x": 1}}},
+        {"edu_type": "m.device_list_update", "content": "not an object"},
+    ]
+    assert peer.send_pdus(ours, [], edus).status_code == 200
+    # The same message id again is not delivered twice.
+    assert peer.send_pdus(ours, [], edus[1:2]).status_code == 200
+    body = device.call("GET", "/sync", params={"since": since, "timeout": "5000"}).json()
+    assert [(e["sender"], e["type"]) for e in body["to_device"]["events"]] == [(mallory, "m.test")]
+    r = device.call("POST", "/keys/query", json={"device_keys": {alice.user_id: []}}).json()
+    assert device.device_id in r["device_keys"][alice.user_id]
+    assert alice.user_id not in r["master_keys"]
 
 
 def test_room_directory_over_federation_only_when_allowed(make_server, tmp_path):
