@@ -11,6 +11,7 @@ use conduit_state_res::ShortEventId;
 use ruma::UserId;
 use serde_json::{Map, Value as JsonValue, json};
 
+use crate::e2ee::device_lists::UserRoom;
 use crate::federation::invite::stripped;
 use crate::{
     Result, Services,
@@ -153,6 +154,7 @@ impl Services {
         let mut leave = Map::new();
         let mut knock = Map::new();
         let mut rooms = Vec::new();
+        let mut all_rooms = Vec::new();
         for (room_id, membership) in self.rooms.user_rooms(user_id.as_str())? {
             let wanted = request.rooms.as_ref().is_none_or(|r| r.contains(&room_id))
                 && !request.not_rooms.contains(&room_id);
@@ -195,6 +197,11 @@ impl Services {
                 }
                 continue;
             };
+            all_rooms.push(UserRoom {
+                id: room_id.clone(),
+                short: room.short,
+                joined: membership == "join",
+            });
             if !wanted {
                 continue;
             }
@@ -252,7 +259,7 @@ impl Services {
         let device = &request.device_id;
         let to_device = self.to_device_for_sync(user_id, device, request.since, next)?;
         let device_lists = match request.since {
-            Some(since) => self.device_list_news(user_id, since, next)?,
+            Some(since) => self.device_list_news_in(user_id, &all_rooms, since, next)?,
             None => Default::default(),
         };
         let mut key_counts = self.one_time_key_counts(user_id, device)?;

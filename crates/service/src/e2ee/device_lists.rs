@@ -48,6 +48,13 @@ impl DeviceUpdate {
     }
 }
 
+/// One of a user's rooms, as sync has read it.
+pub struct UserRoom {
+    pub id: String,
+    pub short: u64,
+    pub joined: bool,
+}
+
 /// What a sync's `device_lists` says.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct DeviceListNews {
@@ -166,9 +173,35 @@ impl Services {
         since: u64,
         until: u64,
     ) -> Result<DeviceListNews> {
+        let mut rooms = Vec::new();
+        for (room_id, membership) in self.rooms.user_rooms(user_id.as_str())? {
+            if let Some(room) = self.rooms.room(&room_id)? {
+                rooms.push(UserRoom {
+                    id: room_id,
+                    short: room.short,
+                    joined: membership == "join",
+                });
+            }
+        }
+        self.device_list_news_in(user_id, &rooms, since, until)
+    }
+
+    /// [`Self::device_list_news`] for a caller that has read the user's
+    /// rooms already (sync).
+    pub(crate) fn device_list_news_in(
+        &self,
+        user_id: &UserId,
+        rooms: &[UserRoom],
+        since: u64,
+        until: u64,
+    ) -> Result<DeviceListNews> {
         let me = user_id.as_str();
         let mut news = DeviceListNews::default();
-        let my_rooms = self.rooms.joined_rooms(me)?;
+        let my_rooms: Vec<String> = rooms
+            .iter()
+            .filter(|r| r.joined)
+            .map(|r| r.id.clone())
+            .collect();
         let start = since.to_be_bytes();
         for row in self
             .db
@@ -184,13 +217,11 @@ impl Services {
         }
         // Joins and leaves in the rooms the user is or was in.
         let mut departed = BTreeSet::new();
-        for (room_id, _) in self.rooms.user_rooms(me)? {
-            let Some(room) = self.rooms.room(&room_id)? else {
-                continue;
-            };
+        for room in rooms {
             if !self.stream.room_changed_since(room.short, since) {
                 continue;
             }
+            let room_id = &room.id;
             let prefix = KeyPrefix::new().push::<U64>(room.short);
             let from = [room.short.to_be_bytes(), since.to_be_bytes()].concat();
             for row in self
