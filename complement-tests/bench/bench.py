@@ -475,7 +475,7 @@ def main() -> None:
         (320, 100, 50, 20, 300, 200) if args.quick else (1000, 1000, 200, 100, None, 2000)
     )
     args.queries, args.claims, args.fanouts, args.fanout_devices = (
-        (20, 5, 5, 200) if args.quick else (100, 20, 20, 1000)
+        (20, 5, 5, 200) if args.quick else (300, 50, 50, 1000)
     )
     target = os.environ.get("CARGO_TARGET_DIR") or Path.home() / ".cache" / "conduit" / "target"
     os.environ.setdefault("CONDUIT_BIN", str(Path(target) / "release" / "conduit"))

@@ -97,32 +97,13 @@ where
 
         let (bytes, json) = read_json_body(body, services.config.max_request_size as usize).await?;
 
-        let token = auth_scheme::extract_bearer_or_query_token(&http::Request::from_parts(
-            parts.clone(),
-            (),
-        ))
-        .ok()
-        .flatten();
-        let session = match (T::Authentication::POLICY, token) {
-            (Policy::Ignored, _) | (Policy::Optional, None) => None,
-            (Policy::Required, None) => {
-                return Err(Error::new(ErrorCode::MissingToken, "Missing access token.").into());
-            }
-            (Policy::Required | Policy::Optional, Some(token)) => {
-                let session = services.devices.authenticate(&token)?;
-                services
-                    .devices
-                    .mark_seen(&session, &token, client_ip.as_deref());
-                Some(session)
-            }
-        };
-        if !GUEST && session.as_ref().is_some_and(|s| s.is_guest) {
-            return Err(Error::new(
-                ErrorCode::GuestAccessForbidden,
-                "Guest accounts cannot use this endpoint.",
-            )
-            .into());
-        }
+        let session = authenticate(
+            services,
+            &parts,
+            T::Authentication::POLICY,
+            GUEST,
+            client_ip.as_deref(),
+        )?;
 
         // Clients (matrix-nio among them) POST some endpoints with no body at
         // all where every field is optional; read that as `{}`, as Synapse does.
@@ -147,6 +128,67 @@ where
             json,
             client_ip,
         })
+    }
+}
+
+/// The session of a request's access token, as `policy` asks for one.
+fn authenticate(
+    services: &Services,
+    parts: &http::request::Parts,
+    policy: Policy,
+    guests: bool,
+    client_ip: Option<&str>,
+) -> Result<Option<Session>, ApiError> {
+    let token =
+        auth_scheme::extract_bearer_or_query_token(&http::Request::from_parts(parts.clone(), ()))
+            .ok()
+            .flatten();
+    let session = match (policy, token) {
+        (Policy::Ignored, _) | (Policy::Optional, None) => None,
+        (Policy::Required, None) => {
+            return Err(Error::new(ErrorCode::MissingToken, "Missing access token.").into());
+        }
+        (Policy::Required | Policy::Optional, Some(token)) => {
+            let session = services.devices.authenticate(&token)?;
+            services.devices.mark_seen(&session, &token, client_ip);
+            Some(session)
+        }
+    };
+    if !guests && session.as_ref().is_some_and(|s| s.is_guest) {
+        return Err(Error::new(
+            ErrorCode::GuestAccessForbidden,
+            "Guest accounts cannot use this endpoint.",
+        )
+        .into());
+    }
+    Ok(session)
+}
+
+/// The session of a request that requires an access token, for the few
+/// handlers no ruma endpoint describes.
+pub struct Authenticated(pub Session);
+
+impl FromRequestParts<Arc<Services>> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        services: &Arc<Services>,
+    ) -> Result<Self, ApiError> {
+        let client_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let session = authenticate(
+            services,
+            parts,
+            Policy::Required,
+            false,
+            client_ip.as_deref(),
+        )?;
+        session
+            .map(Authenticated)
+            .ok_or_else(|| Error::new(ErrorCode::MissingToken, "Missing access token.").into())
     }
 }
 

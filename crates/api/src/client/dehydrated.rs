@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use axum::{Json, extract::State};
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+};
 use conduit_service::{
     Error, Services,
     e2ee::{dehydrated::NewDehydratedDevice, keys::KeyUpload},
@@ -11,7 +14,7 @@ use ruma::api::client::dehydrated_device as endpoints;
 use serde_json::{Value as JsonValue, json};
 
 use super::keys::{body_object, object_field};
-use crate::{Ruma, error::ApiError};
+use crate::{Ruma, error::ApiError, ruma_wrapper::Authenticated};
 
 pub async fn put(
     State(services): State<Arc<Services>>,
@@ -78,5 +81,25 @@ pub async fn events(
         &sender.user_id,
         req.body.device_id.as_str(),
         req.body.next_batch.as_deref(),
+    )?))
+}
+
+/// The paging of `GET .../{deviceId}/events` (matrix-js-sdk's form of the
+/// same endpoint): `from` is the previous answer's `next_batch`.
+#[derive(serde::Deserialize)]
+pub struct EventsQuery {
+    from: Option<String>,
+}
+
+pub async fn events_get(
+    State(services): State<Arc<Services>>,
+    Path(device_id): Path<String>,
+    Query(query): Query<EventsQuery>,
+    Authenticated(session): Authenticated,
+) -> Result<Json<JsonValue>, ApiError> {
+    Ok(Json(services.dehydrated_device_events(
+        &session.user_id,
+        &device_id,
+        query.from.as_deref(),
     )?))
 }

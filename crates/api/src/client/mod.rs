@@ -155,4 +155,8 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(dehydrated::get)
         .ruma_route(dehydrated::delete)
         .ruma_route(dehydrated::events)
+        .route(
+            "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/{device_id}/events",
+            get(dehydrated::events_get),
+        )
 }

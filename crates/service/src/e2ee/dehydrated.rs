@@ -108,9 +108,9 @@ impl Services {
         Ok(old.device_id)
     }
 
-    /// `POST /dehydrated_device/{id}/events`: the device's to-device
-    /// messages from `next_batch` on (those before it are acknowledged and
-    /// deleted), and the token for the next page.
+    /// `POST /dehydrated_device/{id}/events` (or `GET ...?from=`): the
+    /// device's to-device messages from `next_batch` on (those before it
+    /// are acknowledged and deleted), and the token for the next page.
     pub fn dehydrated_device_events(
         &self,
         user_id: &UserId,
@@ -150,6 +150,11 @@ impl Services {
         if !batch.is_empty() {
             self.db.write(batch)?;
             self.to_device_pending_forget(user, device_id);
+        }
+        // No `next_batch` once nothing is left: matrix-js-sdk pages until
+        // it is absent, matrix-rust-sdk until a page is empty.
+        if events.is_empty() {
+            return Ok(json!({ "events": events }));
         }
         Ok(json!({ "events": events, "next_batch": next.to_string() }))
     }

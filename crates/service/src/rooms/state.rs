@@ -50,12 +50,17 @@ impl Services {
     }
 
     /// The state of a room just before position `position` (after the last
-    /// event below it).
+    /// event below it). A room joined over federation has no timeline
+    /// before its join: there it is the state before the first event (the
+    /// state the join came with).
     pub fn state_at(&self, room: &RoomRecord, position: u64) -> Result<Arc<StateMap>> {
-        let Some(&(_, last)) = self.rooms.page(room.short, position, false, 1)?.first() else {
-            return Ok(Arc::new(StateMap::new()));
-        };
-        self.state_after(last)
+        if let Some(&(_, last)) = self.rooms.page(room.short, position, false, 1)?.first() {
+            return self.state_after(last);
+        }
+        match self.rooms.page(room.short, position, true, 1)?.first() {
+            Some(&(_, first)) => self.state_before(first),
+            None => Ok(Arc::new(StateMap::new())),
+        }
     }
 
     /// The room state after an event.
