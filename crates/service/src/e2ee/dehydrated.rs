@@ -108,9 +108,10 @@ impl Services {
         Ok(old.device_id)
     }
 
-    /// `POST /dehydrated_device/{id}/events` (or `GET ...?from=`): the
-    /// device's to-device messages from `next_batch` on (those before it
-    /// are acknowledged and deleted), and the token for the next page.
+    /// `POST /dehydrated_device/{id}/events` (or `GET ...?from=`): a page
+    /// of the device's to-device messages from `next_batch` on. Earlier
+    /// pages are kept (MSC3814: a rehydration that is cut off can start
+    /// again); they go with the device when a new one replaces it.
     pub fn dehydrated_device_events(
         &self,
         user_id: &UserId,
@@ -118,7 +119,7 @@ impl Services {
         next_batch: Option<&str>,
     ) -> Result<JsonValue> {
         if self.dehydrated_device_id(user_id)?.as_deref() != Some(device_id) {
-            return Err(Error::not_found("No such dehydrated device."));
+            return Err(Error::forbidden("That is not your dehydrated device."));
         }
         let from = match next_batch {
             Some(token) => token
@@ -126,20 +127,19 @@ impl Services {
                 .map_err(|_| Error::invalid_param("Invalid next_batch token."))?,
             None => 0,
         };
-        let user = user_id.as_str();
-        let prefix = KeyPrefix::new().push::<Str>(user).push::<Str>(device_id);
-        let mut batch = self.db.batch();
+        let prefix = KeyPrefix::new()
+            .push::<Str>(user_id.as_str())
+            .push::<Str>(device_id);
+        let mut start = prefix.as_bytes().to_vec();
+        start.extend_from_slice(&from.to_be_bytes());
         let mut events = Vec::new();
         let mut next = from;
-        for row in self.db.scan_prefix(&tables::TO_DEVICE, &prefix)? {
+        for row in self
+            .db
+            .scan_from(&tables::TO_DEVICE, &prefix, &start, true)?
+            .take(super::to_device::PER_SYNC)
+        {
             let ((_, _, position), message) = row?;
-            if position < from {
-                batch.delete(&tables::TO_DEVICE, (user, device_id, position))?;
-                continue;
-            }
-            if events.len() >= super::to_device::PER_SYNC {
-                break;
-            }
             events.push(json!({
                 "sender": message.sender,
                 "type": message.kind,
@@ -147,12 +147,9 @@ impl Services {
             }));
             next = position + 1;
         }
-        if !batch.is_empty() {
-            self.db.write(batch)?;
-            self.to_device_pending_forget(user, device_id);
-        }
-        // No `next_batch` once nothing is left: matrix-js-sdk pages until
-        // it is absent, matrix-rust-sdk until a page is empty.
+        // The page after the last one is empty and has no `next_batch`:
+        // matrix-js-sdk pages until it is absent, matrix-rust-sdk until a
+        // page is empty.
         if events.is_empty() {
             return Ok(json!({ "events": events }));
         }

@@ -235,7 +235,7 @@ impl Services {
                 let joined = membership == "join";
                 if user == me {
                     // Everyone in a room the user joined (or left) is news.
-                    for member in self.joined_member_ids(&room_id)? {
+                    for member in self.joined_member_ids(room_id)? {
                         if member == me {
                             continue;
                         }
