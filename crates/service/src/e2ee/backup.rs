@@ -79,6 +79,22 @@ impl Services {
             .get(&tables::BACKUP_VERSIONS, (user_id.as_str(), version))?)
     }
 
+    fn put_backup_version(
+        &self,
+        user_id: &UserId,
+        version: u64,
+        record: &BackupVersion,
+    ) -> Result<()> {
+        let mut batch = self.db.batch();
+        batch.put(
+            &tables::BACKUP_VERSIONS,
+            (user_id.as_str(), version),
+            record,
+        )?;
+        self.db.write(batch)?;
+        Ok(())
+    }
+
     /// The latest version number and its record.
     pub fn latest_backup(&self, user_id: &UserId) -> Result<Option<(u64, BackupVersion)>> {
         let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
@@ -130,13 +146,7 @@ impl Services {
             etag: 0,
             count: 0,
         };
-        let mut batch = self.db.batch();
-        batch.put(
-            &tables::BACKUP_VERSIONS,
-            (user_id.as_str(), version),
-            &record,
-        )?;
-        self.db.write(batch)?;
+        self.put_backup_version(user_id, version, &record)?;
         Ok(version.to_string())
     }
 
@@ -159,14 +169,7 @@ impl Services {
             ));
         }
         record.auth_data = auth_data;
-        let mut batch = self.db.batch();
-        batch.put(
-            &tables::BACKUP_VERSIONS,
-            (user_id.as_str(), number),
-            &record,
-        )?;
-        self.db.write(batch)?;
-        Ok(())
+        self.put_backup_version(user_id, number, &record)
     }
 
     /// `DELETE /room_keys/version/{version}`: the version and its keys.

@@ -84,30 +84,19 @@ impl Services {
             return Ok(answer);
         }
         let mut failures = Map::new();
-        let asks = remote.into_iter().map(|(server, users)| async move {
-            let body = json!({ "device_keys": users });
-            let result = tokio::time::timeout(
+        let answers = self
+            .ask_servers(
+                remote,
+                "device_keys",
+                "/_matrix/federation/v1/user/keys/query",
                 timeout,
-                self.federation_request(
-                    &server,
-                    http::Method::POST,
-                    "/_matrix/federation/v1/user/keys/query",
-                    Some(&body),
-                    DEFAULT_RESPONSE_LIMIT,
-                ),
             )
             .await;
-            (server, users, result)
-        });
-        for (server, users, result) in utils::join_all(asks).await {
+        for (server, users, result) in answers {
             let theirs = match result {
-                Ok(Ok(theirs)) => theirs,
-                Ok(Err(e)) => {
-                    failures.insert(server.to_string(), failure(e));
-                    continue;
-                }
-                Err(_) => {
-                    failures.insert(server.to_string(), failure("timed out"));
+                Ok(theirs) => theirs,
+                Err(error) => {
+                    failures.insert(server.to_string(), failure(error));
                     continue;
                 }
             };
@@ -208,39 +197,61 @@ impl Services {
         }
         let mut keys = self.claim_local_keys(&local)?;
         let mut failures = Map::new();
-        let asks = remote.into_iter().map(|(server, users)| async move {
-            let body = json!({ "one_time_keys": users });
-            let result = tokio::time::timeout(
+        let answers = self
+            .ask_servers(
+                remote,
+                "one_time_keys",
+                "/_matrix/federation/v1/user/keys/claim",
                 timeout,
-                self.federation_request(
-                    &server,
-                    http::Method::POST,
-                    "/_matrix/federation/v1/user/keys/claim",
-                    Some(&body),
-                    DEFAULT_RESPONSE_LIMIT,
-                ),
             )
             .await;
-            (server, users, result)
-        });
-        for (server, users, result) in utils::join_all(asks).await {
+        for (server, users, result) in answers {
             match result {
-                Ok(Ok(theirs)) => {
+                Ok(theirs) => {
                     for user in users.keys() {
                         if let Some(claimed) = theirs.pointer_user("one_time_keys", user) {
                             keys.insert(user.clone(), claimed.clone());
                         }
                     }
                 }
-                Ok(Err(e)) => {
-                    failures.insert(server.to_string(), failure(e));
-                }
-                Err(_) => {
-                    failures.insert(server.to_string(), failure("timed out"));
+                Err(error) => {
+                    failures.insert(server.to_string(), failure(error));
                 }
             }
         }
         Ok(json!({ "one_time_keys": keys, "failures": failures }))
+    }
+
+    /// `POST {path}` with `{field: users}` to every server at once, each
+    /// within `timeout`: their answers, or why there is none.
+    async fn ask_servers(
+        &self,
+        asks: BTreeMap<OwnedServerName, Map<String, JsonValue>>,
+        field: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Vec<(
+        OwnedServerName,
+        Map<String, JsonValue>,
+        Result<JsonValue, String>,
+    )> {
+        let requests = asks.into_iter().map(|(server, users)| async move {
+            let body = json!({ field: users });
+            let request = self.federation_request(
+                &server,
+                http::Method::POST,
+                path,
+                Some(&body),
+                DEFAULT_RESPONSE_LIMIT,
+            );
+            let result = match tokio::time::timeout(timeout, request).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_owned()),
+            };
+            (server, users, result)
+        });
+        utils::join_all(requests).await
     }
 
     /// `GET /user/devices/{user}` for another server.
