@@ -36,6 +36,8 @@ class FakePeer:
         self.key_id = f"ed25519:{self.key.version}"
         self.received: list[dict] = []  # transactions sent to us
         self.events: dict[str, dict] = {}  # events we made, by id, for /event
+        self.device_lists: dict[str, dict] = {}  # user id -> its /user/devices answer
+        self.device_list_hits = 0
         cert, key = make_certificate(directory)
         peer = self
 
@@ -58,6 +60,11 @@ class FakePeer:
                 if self.path.startswith("/_matrix/key/v2/server"):
                     peer.key_hits += 1
                     return self._answer(200, peer.key_response())
+                if self.path.startswith("/_matrix/federation/v1/user/devices/"):
+                    user = requests.utils.unquote(self.path.rsplit("/", 1)[1])
+                    if user in peer.device_lists:
+                        peer.device_list_hits += 1
+                        return self._answer(200, peer.device_lists[user])
                 if self.path.startswith("/_matrix/federation/v1/event/"):
                     event_id = requests.utils.unquote(self.path.rsplit("/", 1)[1])
                     if event_id in peer.events:

@@ -104,6 +104,14 @@ def test_logout_deletes_the_devices_keys_and_tells_room_mates(server):
     query = {"device_keys": {bob.user_id: []}}
     assert bob2.device_id in alice.call("POST", "/keys/query", json=query).json()["device_keys"][bob.user_id]
 
+    # A new device name is news too (other servers show it from the update).
+    bob2.call("PUT", f"/devices/{bob2.device_id}", json={"display_name": "bob's tablet"})
+    renamed = alice.sync(token)
+    assert bob.user_id in renamed["device_lists"]["changed"]
+    seen = alice.call("POST", "/keys/query", json=query).json()["device_keys"][bob.user_id][bob2.device_id]
+    assert seen["unsigned"]["device_display_name"] == "bob's tablet"
+    token = renamed["next_batch"]
+
     bob2.call("POST", "/logout", json={})
     news = alice.sync(token)
     assert bob.user_id in news["device_lists"]["changed"]

@@ -292,6 +292,58 @@ def test_devices_and_keys_for_other_servers_and_hostile_e2ee_edus(setting):
     assert alice.user_id not in r["master_keys"]
 
 
+def test_remote_device_lists_are_kept_and_fetched_again_after_a_gap(setting):
+    ours, peer, alice, room, mallory, join_id, state = setting
+    device = Device(ours.url, alice.user_id, alice.token,
+                    alice.call("GET", "/_matrix/client/v3/account/whoami").json()["device_id"])
+
+    def keys(device_id: str) -> dict:
+        return {"user_id": mallory, "device_id": device_id, "algorithms": ["m.megolm.v1.aes-sha2"],
+                "keys": {f"ed25519:{device_id}": "k" + device_id}, "signatures": {}}
+
+    def devices() -> list[str]:
+        answer = device.call("POST", "/keys/query", json={"device_keys": {mallory: []}}).json()
+        assert answer["failures"] == {}, answer
+        return sorted(answer["device_keys"][mallory])
+
+    peer.device_lists[mallory] = {"user_id": mallory, "stream_id": 5,
+                                  "devices": [{"device_id": "M1", "keys": keys("M1")}]}
+    # A user in a room with us: the list is fetched once and kept.
+    assert devices() == ["M1"] and peer.device_list_hits == 1
+    assert devices() == ["M1"] and peer.device_list_hits == 1
+    since = device.sync()["next_batch"]
+
+    def update(device_id: str, stream_id: int, prev: list[int], **extra) -> dict:
+        return {"edu_type": "m.device_list_update",
+                "content": {"user_id": mallory, "device_id": device_id, "stream_id": stream_id,
+                            "prev_id": prev, "deleted": False, "keys": keys(device_id), **extra}}
+
+    def changed(since: str) -> str:
+        body = device.call("GET", "/sync", params={"since": since, "timeout": "5000"}).json()
+        assert mallory in body["device_lists"]["changed"], body["device_lists"]
+        return body["next_batch"]
+
+    # An update that follows what is kept applies as it is.
+    assert peer.send_pdus(ours, [], [update("M2", 6, [5])]).status_code == 200
+    since = changed(since)
+    assert devices() == ["M1", "M2"] and peer.device_list_hits == 1
+    # One that does not (stream 7 never came): the whole list again.
+    peer.device_lists[mallory] = {"user_id": mallory, "stream_id": 8,
+                                  "devices": [{"device_id": "M3", "keys": keys("M3")}]}
+    assert peer.send_pdus(ours, [], [update("M3", 8, [7])]).status_code == 200
+    since = changed(since)
+    deadline = time.monotonic() + 10
+    while devices() != ["M3"]:
+        assert time.monotonic() < deadline, devices()
+        time.sleep(0.2)
+    assert peer.device_list_hits == 2
+    # An old update changes nothing; a deletion that follows applies.
+    assert peer.send_pdus(ours, [], [update("M9", 4, [3])]).status_code == 200
+    assert peer.send_pdus(ours, [], [update("M3", 9, [8], deleted=True)]).status_code == 200
+    changed(since)
+    assert devices() == []
+
+
 def test_room_directory_over_federation_only_when_allowed(make_server, tmp_path):
     peer = FakePeer(tmp_path / "peer")
     try:
