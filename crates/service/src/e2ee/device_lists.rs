@@ -11,7 +11,7 @@
 //! kept here once fetched; their server's updates apply when they follow
 //! the last one applied (`prev_id`), else the list is fetched again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use conduit_storage::{Batch, KeyPrefix, U64};
 use ruma::{OwnedServerName, ServerName, UserId};
@@ -155,14 +155,15 @@ impl Services {
         Ok(servers)
     }
 
-    /// Whether two users share a joined room; `rooms` are the first one's.
-    fn shares_room(&self, rooms: &[String], other: &str) -> Result<bool> {
-        for room_id in rooms {
-            if self.rooms.membership(other, room_id)? == "join" {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    /// Whether `other` is joined to one of `rooms` (the asker's): a scan
+    /// of the other's rooms, which for a remote user are only those this
+    /// server is in.
+    fn shares_room(&self, rooms: &HashSet<&str>, other: &str) -> Result<bool> {
+        Ok(self
+            .rooms
+            .joined_rooms(other)?
+            .iter()
+            .any(|room| rooms.contains(room.as_str())))
     }
 
     /// The users whose devices `user_id` must look at again, and those it
@@ -197,10 +198,10 @@ impl Services {
     ) -> Result<DeviceListNews> {
         let me = user_id.as_str();
         let mut news = DeviceListNews::default();
-        let my_rooms: Vec<String> = rooms
+        let my_rooms: HashSet<&str> = rooms
             .iter()
             .filter(|r| r.joined)
-            .map(|r| r.id.clone())
+            .map(|r| r.id.as_str())
             .collect();
         let start = since.to_be_bytes();
         for row in self
