@@ -89,6 +89,13 @@ pub struct Config {
     /// To-device messages kept for one device that does not sync; newer
     /// ones are dropped beyond it.
     pub to_device_queue_limit: usize,
+    /// Where media files are kept; `<database_path>/media` when unset.
+    pub media_path: Option<PathBuf>,
+    /// Media uploaded before this time (ms since 1970) is still served by
+    /// the old unauthenticated `/_matrix/media/v3` routes; 0: none is.
+    pub unauthenticated_media_before: u64,
+    /// Uploads a user may make per minute.
+    pub media_uploads_per_minute: u32,
     pub well_known: WellKnown,
     /// Single sign-on: identity providers and password login.
     pub sso: crate::sso::config::SsoConfig,
@@ -162,11 +169,21 @@ impl Config {
             log: "info".into(),
             refreshable_access_token_lifetime: 300,
             to_device_queue_limit: 10_000,
+            media_path: None,
+            unauthenticated_media_before: 0,
+            media_uploads_per_minute: 60,
             uiaa_session_timeout: 15 * 60,
             well_known: WellKnown::default(),
             sso: Default::default(),
             development,
         }
+    }
+
+    /// The directory of media files.
+    pub fn media_dir(&self) -> PathBuf {
+        self.media_path
+            .clone()
+            .unwrap_or_else(|| self.database_path.join("media"))
     }
 
     /// Loads the config from `path` (if any), then `CONDUIT_*` variables.

@@ -32,6 +32,10 @@ pub enum ErrorCode {
     InvalidSignature,
     /// A key backup write to a version that is not the latest.
     WrongRoomKeysVersion,
+    /// An asynchronous upload whose file is already there.
+    CannotOverwriteMedia,
+    /// Media created with `/create` whose file has not come yet.
+    NotYetUploaded,
     /// A federation request whose signature does not check out.
     Unauthorized,
     /// A join or knock from a server that supports none of the room's versions.
@@ -69,6 +73,8 @@ impl ErrorCode {
             Self::DuplicateAnnotation => "M_DUPLICATE_ANNOTATION",
             Self::InvalidSignature => "M_INVALID_SIGNATURE",
             Self::WrongRoomKeysVersion => "M_WRONG_ROOM_KEYS_VERSION",
+            Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
+            Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
             Self::Unauthorized => "M_UNAUTHORIZED",
             Self::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
             Self::UnableToGrantJoin => "M_UNABLE_TO_GRANT_JOIN",

@@ -12,6 +12,7 @@ mod error;
 pub mod federation;
 pub mod filters;
 pub mod invites;
+pub mod media;
 pub mod openid;
 pub mod presence;
 pub mod rate_limit;
@@ -93,6 +94,10 @@ pub struct Services {
     /// Held while one-time keys are claimed: each goes to one claimer.
     pub(crate) key_claims: std::sync::Mutex<()>,
     pub(crate) to_device_pending: e2ee::to_device::PendingCounts,
+    pub(crate) media_store: media::store::FileStore,
+    pub media_upload_limiter: rate_limit::RateLimiter,
+    /// Thumbnails made at once (each decodes a whole picture).
+    pub(crate) thumbnail_slots: tokio::sync::Semaphore,
 }
 
 impl Services {
@@ -112,7 +117,7 @@ impl Services {
         let rooms = Rooms::new(db.clone(), stream.clone());
         let sso = Sso::new(&config).map_err(StartError::Http)?;
         let federation = federation::Federation::new(&config);
-        Ok(Arc::new(Self {
+        let services = Arc::new(Self {
             sso,
             federation,
             server_keys,
@@ -137,9 +142,23 @@ impl Services {
             filters: Filters::new(db.clone()),
             key_claims: std::sync::Mutex::new(()),
             to_device_pending: e2ee::to_device::PendingCounts::default(),
+            media_store: media::store::FileStore::new(config.media_dir()),
+            media_upload_limiter: rate_limit::RateLimiter::new(
+                config.media_uploads_per_minute,
+                std::time::Duration::from_secs(60),
+            ),
+            thumbnail_slots: tokio::sync::Semaphore::new(2),
             db,
             config,
-        }))
+        });
+        let orphans = services
+            .media_store
+            .open(|sha256| services.media_file_is_referenced(sha256))
+            .map_err(|e| StartError::Load(e.to_string()))?;
+        if orphans > 0 {
+            tracing::info!(orphans, "removed media files no media refers to");
+        }
+        Ok(services)
     }
 }
 

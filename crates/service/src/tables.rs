@@ -183,6 +183,17 @@ pub const DEHYDRATED_DEVICES: Table<Str, Json<crate::e2ee::dehydrated::Dehydrate
 /// restart (to-device messages, device list updates), deleted once sent.
 pub const FEDERATION_EDU_QUEUE: Table<(Str, U64, U64), Json<JsonValue>> =
     Table::new("federation_edu_queue");
+/// (server, media id) -> a media URI's file (by hash), type, name, size,
+/// uploader and time.
+pub const MEDIA: Table<(Str, Str), Json<crate::media::MediaRecord>> = Table::new("media");
+/// (file hash, server, media id or "id/size-method" of a thumbnail) -> ():
+/// what uses a file; a file nothing uses is removed at start.
+pub const MEDIA_FILE_REFS: Table<(Str, Str, Str), Json<bool>> = Table::new("media_file_refs");
+/// (uploader, media id) -> deadline of an asynchronous upload still waiting.
+pub const PENDING_UPLOADS: Table<(Str, Str), U64> = Table::new("pending_uploads");
+/// (server, media id, "WxH-method") -> a thumbnail made of that media.
+pub const THUMBNAILS: Table<(Str, Str, Str), Json<crate::media::thumbnail::ThumbnailRecord>> =
+    Table::new("thumbnails");
 
 pub const ALL: &[TableDef] = &[
     GLOBAL_JSON.def(),
@@ -246,4 +257,8 @@ pub const ALL: &[TableDef] = &[
     BACKUP_KEYS.def(),
     DEHYDRATED_DEVICES.def(),
     FEDERATION_EDU_QUEUE.def(),
+    MEDIA.def(),
+    MEDIA_FILE_REFS.def(),
+    PENDING_UPLOADS.def(),
+    THUMBNAILS.def(),
 ];

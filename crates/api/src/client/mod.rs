@@ -10,6 +10,7 @@ pub(crate) mod directory;
 mod discovery;
 mod filter;
 mod keys;
+mod media;
 mod membership;
 mod message;
 mod messages;
@@ -33,7 +34,10 @@ mod to_device;
 
 use std::sync::Arc;
 
-use axum::{Router, routing::get};
+use axum::{
+    Router,
+    routing::{get, post, put},
+};
 use conduit_service::Services;
 
 use crate::ruma_wrapper::RouterExt;
@@ -159,4 +163,52 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
             "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/{device_id}/events",
             get(dehydrated::events_get),
         )
+        .merge(media_routes())
+}
+
+/// The media repository: streamed bodies, so plain axum handlers.
+fn media_routes() -> Router<Arc<Services>> {
+    let mut router = Router::new()
+        .route("/_matrix/media/v1/create", post(media::create))
+        .route("/_matrix/client/v1/media/config", get(media::config))
+        .route(
+            "/_matrix/client/v1/media/download/{server}/{media_id}",
+            get(media::download),
+        )
+        .route(
+            "/_matrix/client/v1/media/download/{server}/{media_id}/{file_name}",
+            get(media::download),
+        )
+        .route(
+            "/_matrix/client/v1/media/thumbnail/{server}/{media_id}",
+            get(media::thumbnail),
+        );
+    for version in ["r0", "v3"] {
+        router = router
+            .route(
+                &format!("/_matrix/media/{version}/upload"),
+                post(media::upload),
+            )
+            .route(
+                &format!("/_matrix/media/{version}/upload/{{server}}/{{media_id}}"),
+                put(media::upload_pending),
+            )
+            .route(
+                &format!("/_matrix/media/{version}/config"),
+                get(media::config),
+            )
+            .route(
+                &format!("/_matrix/media/{version}/download/{{server}}/{{media_id}}"),
+                get(media::legacy_download),
+            )
+            .route(
+                &format!("/_matrix/media/{version}/download/{{server}}/{{media_id}}/{{file_name}}"),
+                get(media::legacy_download),
+            )
+            .route(
+                &format!("/_matrix/media/{version}/thumbnail/{{server}}/{{media_id}}"),
+                get(media::legacy_thumbnail),
+            );
+    }
+    router
 }

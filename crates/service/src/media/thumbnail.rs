@@ -1,0 +1,248 @@
+//! Thumbnails: a few fixed sizes (Synapse's defaults), made on first ask
+//! from the original, stored like any file and kept per size and method.
+//! Decoding is bounded (dimensions and memory) so a decompression bomb
+//! fails instead of eating the server, and runs on the blocking pool, two
+//! at a time.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageFormat, ImageReader, Limits};
+use serde::{Deserialize, Serialize};
+
+use super::{MediaRecord, not_found};
+use crate::{Error, ErrorCode, Result, Services, tables};
+
+/// `crop` fills the size exactly (cutting the edges); `scale` fits inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Crop,
+    Scale,
+}
+
+impl Method {
+    pub fn parse(text: Option<&str>) -> Result<Self> {
+        match text {
+            None | Some("scale") => Ok(Self::Scale),
+            Some("crop") => Ok(Self::Crop),
+            Some(other) => Err(Error::invalid_param(format!(
+                "Unknown thumbnail method {other:?}."
+            ))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Crop => "crop",
+            Self::Scale => "scale",
+        }
+    }
+}
+
+/// The sizes made, as Synapse makes them by default.
+const SIZES: [(u32, u32, Method); 5] = [
+    (32, 32, Method::Crop),
+    (96, 96, Method::Crop),
+    (320, 240, Method::Scale),
+    (640, 480, Method::Scale),
+    (800, 600, Method::Scale),
+];
+
+/// The largest picture decoded, each way, and the memory a decode may take.
+const MAX_SIDE: u32 = 12_000;
+const MAX_DECODE_BYTES: u64 = 160 * 1024 * 1024;
+/// Types a thumbnail is made of.
+const THUMBNAILED: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
+
+/// A stored thumbnail (table `thumbnails`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct ThumbnailRecord {
+    pub sha256: String,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    pub size: u64,
+}
+
+/// The size made for an ask of `width` x `height`: the smallest of the
+/// method at least as large, else the largest of it.
+pub fn pick_size(width: u32, height: u32, method: Method) -> (u32, u32, Method) {
+    let sizes = SIZES.iter().filter(|(_, _, m)| *m == method);
+    sizes
+        .clone()
+        .filter(|(w, h, _)| *w >= width && *h >= height)
+        .min_by_key(|(w, h, _)| w * h)
+        .or_else(|| sizes.max_by_key(|(w, h, _)| w * h))
+        .copied()
+        .unwrap_or(SIZES[0])
+}
+
+/// Decodes `bytes` within the bounds and makes the thumbnail: PNG when the
+/// picture has transparency, JPEG otherwise.
+pub fn render(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    method: Method,
+) -> Result<(Vec<u8>, &'static str, u32, u32)> {
+    let unusable = |e: String| {
+        Error::new(ErrorCode::Unknown, format!("Cannot make a thumbnail: {e}.")).with_status(400)
+    };
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| unusable(e.to_string()))?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let image = reader.decode().map_err(|e| unusable(e.to_string()))?;
+    let thumbnail = if image.width() <= width && image.height() <= height {
+        image
+    } else {
+        match method {
+            Method::Scale => image.thumbnail(width, height),
+            Method::Crop => {
+                image.resize_to_fill(width, height, image::imageops::FilterType::Triangle)
+            }
+        }
+    };
+    let (out_width, out_height) = (thumbnail.width(), thumbnail.height());
+    let mut out = Vec::new();
+    let content_type = if thumbnail.color().has_alpha() {
+        thumbnail
+            .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .map_err(|e| unusable(e.to_string()))?;
+        "image/png"
+    } else {
+        DynamicImage::ImageRgb8(thumbnail.to_rgb8())
+            .write_to(&mut Cursor::new(&mut out), ImageFormat::Jpeg)
+            .map_err(|e| unusable(e.to_string()))?;
+        "image/jpeg"
+    };
+    Ok((out, content_type, out_width, out_height))
+}
+
+impl Services {
+    /// The thumbnail of local media for an ask, made now if it is the
+    /// first ask of its size and method.
+    pub async fn thumbnail(
+        &self,
+        server: &str,
+        id: &str,
+        width: u32,
+        height: u32,
+        method: Method,
+    ) -> Result<(ThumbnailRecord, std::path::PathBuf)> {
+        if width == 0 || height == 0 {
+            return Err(Error::invalid_param("Thumbnail sizes must be positive."));
+        }
+        let served = self.local_media(server, id)?;
+        let (width, height, method) = pick_size(width, height, method);
+        let spec = format!("{width}x{height}-{}", method.name());
+        let key = (server, id, spec.as_str());
+        if let Some(record) = self.db.get(&tables::THUMBNAILS, key)? {
+            let path = self.media_store.path(&record.sha256);
+            return Ok((record, path));
+        }
+        let thumbnailable = served
+            .record
+            .content_type
+            .as_deref()
+            .is_some_and(|t| THUMBNAILED.contains(&t));
+        if !thumbnailable {
+            return Err(Error::new(
+                ErrorCode::Unknown,
+                "No thumbnail can be made of this type of media.",
+            )
+            .with_status(400));
+        }
+        let _slot = self
+            .thumbnail_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::internal("thumbnail slots closed"))?;
+        let bytes = tokio::fs::read(&served.path)
+            .await
+            .map_err(|_| not_found())?;
+        let (out, content_type, out_width, out_height) =
+            tokio::task::spawn_blocking(move || render(&bytes, width, height, method))
+                .await
+                .map_err(Error::internal)??;
+        let stored = self.media_store.store_bytes(&out).await?;
+        let record = ThumbnailRecord {
+            sha256: stored.sha256.clone(),
+            content_type: content_type.to_owned(),
+            width: out_width,
+            height: out_height,
+            size: stored.size,
+        };
+        let reference = format!("{id}/{spec}");
+        let mut batch = self.db.batch();
+        batch.put(&tables::THUMBNAILS, key, &record)?;
+        batch.put(
+            &tables::MEDIA_FILE_REFS,
+            (stored.sha256.as_str(), server, reference.as_str()),
+            &true,
+        )?;
+        self.db.write(batch)?;
+        let path = self.media_store.path(&record.sha256);
+        Ok((record, path))
+    }
+}
+
+/// Whether a thumbnail could be made of `record` (for clients' previews).
+pub fn is_thumbnailable(record: &MediaRecord) -> bool {
+    record
+        .content_type
+        .as_deref()
+        .is_some_and(|t| THUMBNAILED.contains(&t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let image = image::RgbImage::from_pixel(width, height, image::Rgb([200, 10, 10]));
+        let mut out = Vec::new();
+        DynamicImage::ImageRgb8(image)
+            .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn sizes_are_picked_as_synapse_does() {
+        assert_eq!(pick_size(32, 32, Method::Crop), (32, 32, Method::Crop));
+        assert_eq!(pick_size(50, 50, Method::Crop), (96, 96, Method::Crop));
+        assert_eq!(pick_size(1000, 1000, Method::Crop), (96, 96, Method::Crop));
+        assert_eq!(
+            pick_size(300, 200, Method::Scale),
+            (320, 240, Method::Scale)
+        );
+        assert_eq!(
+            pick_size(2000, 2000, Method::Scale),
+            (800, 600, Method::Scale)
+        );
+    }
+
+    #[test]
+    fn thumbnails_fit_or_fill_and_bombs_fail() {
+        let source = png(1000, 500);
+        let (out, kind, w, h) = render(&source, 320, 240, Method::Scale).unwrap();
+        assert_eq!((kind, w, h), ("image/jpeg", 320, 160));
+        assert!(image::load_from_memory(&out).is_ok());
+        let (_, _, w, h) = render(&source, 96, 96, Method::Crop).unwrap();
+        assert_eq!((w, h), (96, 96));
+        // Smaller than asked: not enlarged.
+        let (_, _, w, h) = render(&png(20, 10), 96, 96, Method::Crop).unwrap();
+        assert_eq!((w, h), (20, 10));
+
+        // A PNG header claiming 100,000 x 100,000 pixels.
+        let mut bomb = png(1, 1);
+        bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        assert!(render(&bomb, 96, 96, Method::Crop).is_err());
+        assert!(render(b"not an image", 96, 96, Method::Crop).is_err());
+    }
+}
