@@ -176,9 +176,7 @@ pub async fn download(
     Path(path): Path<MediaPath>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let served = local_only(&services, &path.server, |s| {
-        services.local_media(s, &path.media_id)
-    })?;
+    let served = any_media(&services, &path.server, &path.media_id).await?;
     serve_file(served, path.file_name.as_deref(), &headers).await
 }
 
@@ -236,14 +234,44 @@ async fn make_thumbnail(
             services.legacy_media(s, &path.media_id)
         })?;
     } else {
-        local_only(services, &path.server, |s| {
-            services.local_media(s, &path.media_id)
-        })?;
+        any_media(services, &path.server, &path.media_id).await?;
     }
     let (record, file) = services
         .thumbnail(&path.server, &path.media_id, width, height, method)
         .await?;
-    let served = Served {
+    let served = thumbnail_served(record, file);
+    serve_file(served, None, headers).await
+}
+
+/// Media named by `server` and `id`: this server's, or another's (fetched
+/// and kept on the first ask).
+async fn any_media(services: &Services, server: &str, id: &str) -> Result<Served, ApiError> {
+    if server == services.config.server_name.as_str() {
+        return Ok(services.local_media(server, id)?);
+    }
+    let server = <&ruma::ServerName>::try_from(server)
+        .map_err(|_| Error::invalid_param("Invalid server name."))?;
+    Ok(services.remote_media(server, id).await?)
+}
+
+/// The old routes serve this server's own media only.
+fn local_only(
+    services: &Services,
+    server: &str,
+    find: impl FnOnce(&str) -> conduit_service::Result<Served>,
+) -> Result<Served, ApiError> {
+    if server != services.config.server_name.as_str() {
+        return Err(Error::not_found("Media not found.").into());
+    }
+    Ok(find(server)?)
+}
+
+/// A thumbnail served like media.
+pub(crate) fn thumbnail_served(
+    record: conduit_service::media::thumbnail::ThumbnailRecord,
+    path: std::path::PathBuf,
+) -> Served {
+    Served {
         record: conduit_service::media::MediaRecord {
             sha256: Some(record.sha256),
             content_type: Some(record.content_type),
@@ -253,29 +281,12 @@ async fn make_thumbnail(
             created_at: 0,
             upload_by: None,
         },
-        path: file,
-    };
-    serve_file(served, None, headers).await
-}
-
-/// This server's media; other servers' are not fetched yet.
-fn local_only(
-    services: &Services,
-    server: &str,
-    find: impl FnOnce(&str) -> conduit_service::Result<Served>,
-) -> Result<Served, ApiError> {
-    if server != services.config.server_name.as_str() {
-        return Err(Error::new(
-            ErrorCode::NotFound,
-            "Media of other servers is not fetched by this server yet.",
-        )
-        .into());
+        path,
     }
-    Ok(find(server)?)
 }
 
 /// `Content-Disposition` for a type and name: inline only for safe types.
-fn disposition(content_type: &str, file_name: Option<&str>) -> String {
+pub(crate) fn disposition(content_type: &str, file_name: Option<&str>) -> String {
     let essence = content_type
         .split(';')
         .next()
@@ -376,7 +387,19 @@ async fn serve_file(
             .await
             .map_err(Error::internal)?;
     }
-    let chunks = futures_util::stream::unfold((file, length), |(mut file, left)| async move {
+    let chunks = file_chunks(file, length);
+    builder
+        .header(header::CONTENT_LENGTH, HeaderValue::from(length))
+        .body(Body::from_stream(chunks))
+        .map_err(|e| Error::internal(e).into())
+}
+
+/// `length` bytes of an open file, as a stream of chunks.
+pub(crate) fn file_chunks(
+    file: tokio::fs::File,
+    length: u64,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
+    futures_util::stream::unfold((file, length), |(mut file, left)| async move {
         if left == 0 {
             return None;
         }
@@ -385,16 +408,9 @@ async fn serve_file(
             Ok(0) => None,
             Ok(n) => {
                 buffer.truncate(n);
-                Some((
-                    Ok::<_, std::io::Error>(bytes::Bytes::from(buffer)),
-                    (file, left - n as u64),
-                ))
+                Some((Ok(bytes::Bytes::from(buffer)), (file, left - n as u64)))
             }
             Err(e) => Some((Err(e), (file, 0))),
         }
-    });
-    builder
-        .header(header::CONTENT_LENGTH, HeaderValue::from(length))
-        .body(Body::from_stream(chunks))
-        .map_err(|e| Error::internal(e).into())
+    })
 }

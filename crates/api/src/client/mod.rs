@@ -10,7 +10,7 @@ pub(crate) mod directory;
 mod discovery;
 mod filter;
 mod keys;
-mod media;
+pub(crate) mod media;
 mod membership;
 mod message;
 mod messages;

@@ -7,6 +7,7 @@ mod devices;
 mod directory;
 mod events;
 mod key;
+mod media;
 mod membership;
 mod query;
 mod send;
@@ -36,6 +37,14 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
             get(key::query_one),
         )
         .route("/_matrix/federation/v1/version", get(query::version))
+        .route(
+            "/_matrix/federation/v1/media/download/{media_id}",
+            get(media::download),
+        )
+        .route(
+            "/_matrix/federation/v1/media/thumbnail/{media_id}",
+            get(media::thumbnail),
+        )
         .route("/_matrix/federation/v1/send/{txn_id}", put(send::send))
         .route(
             "/_matrix/federation/v1/make_join/{room_id}/{user_id}",

@@ -112,6 +112,43 @@ impl Services {
         limit: usize,
         signed: bool,
     ) -> Result<JsonValue, FedError> {
+        let mut response = self
+            .federation_response(destination, method, path_and_query, body, signed)
+            .await?;
+        let status = response.status();
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(FedError::TooLarge(limit));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| FedError::Transport(describe(&e)))?
+        {
+            if bytes.len() + chunk.len() > limit {
+                return Err(FedError::TooLarge(limit));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if !status.is_success() {
+            return Err(status_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| FedError::NotJson(e.to_string()))
+    }
+
+    /// A request to `destination` (signed or not) whose answer the caller
+    /// reads itself, as it arrives (media).
+    pub(crate) async fn federation_response(
+        &self,
+        destination: &ServerName,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<&JsonValue>,
+        signed: bool,
+    ) -> Result<reqwest::Response, FedError> {
         if !self.config.federates_with(destination) {
             return Err(FedError::Denied(destination.to_string()));
         }
@@ -138,44 +175,10 @@ impl Services {
                 .header(http::header::CONTENT_TYPE, "application/json")
                 .body(bytes);
         }
-        let mut response = request
+        request
             .send()
             .await
-            .map_err(|e| FedError::Transport(describe(&e)))?;
-        let status = response.status();
-        if response
-            .content_length()
-            .is_some_and(|len| len > limit as u64)
-        {
-            return Err(FedError::TooLarge(limit));
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| FedError::Transport(describe(&e)))?
-        {
-            if bytes.len() + chunk.len() > limit {
-                return Err(FedError::TooLarge(limit));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        if !status.is_success() {
-            let answer: JsonValue = serde_json::from_slice(&bytes).unwrap_or_default();
-            let text = |key: &str| {
-                answer
-                    .get(key)
-                    .and_then(JsonValue::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            return Err(FedError::Status {
-                status: status.as_u16(),
-                errcode: text("errcode"),
-                error: text("error"),
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| FedError::NotJson(e.to_string()))
+            .map_err(|e| FedError::Transport(describe(&e)))
     }
 
     /// `X-Matrix origin=...,destination=...,key=...,sig=...` for a request.
@@ -213,9 +216,26 @@ impl Services {
     }
 }
 
+/// The error of a non-2xx answer whose body is `bytes`.
+pub(crate) fn status_error(status: reqwest::StatusCode, bytes: &[u8]) -> FedError {
+    let answer: JsonValue = serde_json::from_slice(bytes).unwrap_or_default();
+    let text = |key: &str| {
+        answer
+            .get(key)
+            .and_then(JsonValue::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    FedError::Status {
+        status: status.as_u16(),
+        errcode: text("errcode"),
+        error: text("error"),
+    }
+}
+
 /// reqwest's error with its causes, which say what really went wrong
 /// (refused connection, certificate, timeout).
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {

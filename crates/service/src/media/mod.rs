@@ -4,6 +4,7 @@
 //! the file, its type and name, who uploaded it, when — is a row of
 //! `media`. Thumbnails are made once per size and method (`thumbnail`).
 
+pub mod remote;
 pub mod store;
 pub mod thumbnail;
 
