@@ -19,7 +19,7 @@ def test_js_sdk_account_lifecycle(server):
 
 
 @pytest.mark.parametrize(
-    "part", ["presets", "messages", "state", "moderation", "redactsForOlderClients", "alias", "relations", "ephemeral", "directory", "unread"]
+    "part", ["presets", "messages", "state", "moderation", "redactsForOlderClients", "alias", "relations", "ephemeral", "directory", "unread", "media"]
 )
 def test_js_sdk_two_people_in_a_room(server, part):
     """One part of js/rooms.mjs per test, so a missing feature fails only its part."""

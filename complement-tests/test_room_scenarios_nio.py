@@ -568,3 +568,42 @@ def test_unread_notification_counts(server, tmp_path):
         assert counts(await initial_sync(alice)) == (0, 0)
 
     run(server, tmp_path, scenario, alice_name="Alice Liddell")
+
+
+def test_an_image_sent_and_downloaded_with_a_thumbnail(server, tmp_path):
+    """Alice uploads a picture and sends it as m.image; Bob downloads it and a
+    thumbnail of the size he asks through authenticated media (nio's own
+    download and thumbnail calls)."""
+    import io
+
+    from test_media import jpeg_size, png
+
+    async def scenario(alice, bob):
+        room = await shared_room(alice, bob)
+        since = (await initial_sync(bob)).next_batch
+        picture = png(400, 300, (250, 200, 0))
+        uploaded, _ = await alice.upload(io.BytesIO(picture), content_type="image/png",
+                                         filename="sun.png", filesize=len(picture))
+        assert isinstance(uploaded, nio.UploadResponse), uploaded
+        sent = await alice.room_send(room, "m.room.message", {
+            "msgtype": "m.image", "body": "sun.png", "url": uploaded.content_uri,
+            "info": {"mimetype": "image/png", "w": 400, "h": 300, "size": len(picture)},
+        })
+        assert isinstance(sent, nio.RoomSendResponse), sent
+        seen = await sync_until(bob, since, lambda r: any(
+            isinstance(e, nio.RoomMessageImage) for e in timeline(r, room)))
+        image = next(e for e in timeline(seen, room) if isinstance(e, nio.RoomMessageImage))
+        assert image.url == uploaded.content_uri
+
+        downloaded = await bob.download(mxc=image.url)
+        assert isinstance(downloaded, nio.MemoryDownloadResponse), downloaded
+        assert downloaded.body == picture and downloaded.content_type == "image/png"
+        assert downloaded.filename == "sun.png"
+        server_name, media_id = image.url[len("mxc://"):].split("/")
+        thumbnail = await bob.thumbnail(server_name, media_id, 320, 240, nio.ResizingMethod.scale)
+        assert isinstance(thumbnail, nio.ThumbnailResponse), thumbnail
+        assert thumbnail.content_type == "image/jpeg" and jpeg_size(thumbnail.body) == (320, 240)
+        cropped = await bob.thumbnail(server_name, media_id, 32, 32, nio.ResizingMethod.crop)
+        assert jpeg_size(cropped.body) == (32, 32)
+
+    run(server, tmp_path, scenario)

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import * as sdk from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
+import zlib from "node:zlib";
 
 const [baseUrl, part] = process.argv.slice(2);
 const password = "correct horse battery";
@@ -50,6 +51,50 @@ async function expectError(promise, status, errcode) {
     return e;
   }
   assert.fail(`expected ${status} ${errcode}`);
+}
+
+// A real PNG of one colour, made here (no imaging library).
+function pngOf(width, height) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (bytes) => {
+    let c = 0xffffffff;
+    for (const b of bytes) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (kind, data) => {
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(kind), data]);
+    const tail = Buffer.alloc(4);
+    tail.writeUInt32BE(crc(body));
+    return Buffer.concat([head, body, tail]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8);
+  const row = Buffer.concat([Buffer.from([0]), Buffer.alloc(width * 3, Buffer.from([20, 180, 20]))]);
+  const pixels = zlib.deflateSync(Buffer.concat(Array(height).fill(row)));
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", header),
+    chunk("IDAT", pixels), chunk("IEND", Buffer.alloc(0))]);
+}
+
+// [width, height] from a JPEG's start-of-frame marker.
+function jpegSize(bytes) {
+  assert.equal(bytes.readUInt16BE(0), 0xffd8, "not a JPEG");
+  let at = 2;
+  for (;;) {
+    const marker = bytes.readUInt16BE(at);
+    const length = bytes.readUInt16BE(at + 2);
+    if (marker >= 0xffc0 && marker <= 0xffcf && ![0xffc4, 0xffc8, 0xffcc].includes(marker)) {
+      return [bytes.readUInt16BE(at + 7), bytes.readUInt16BE(at + 5)];
+    }
+    at += 2 + length;
+  }
 }
 
 // Alice creates a room and invites Bob, who joins.
@@ -406,6 +451,45 @@ const parts = {
 
   // unread_notifications: 3 from Bob, 0 after Alice's receipt, a highlight
   // for a mention, and 0 again once she sends a message herself.
+  // An m.image: Alice uploads a picture and sends it; Bob gets the event,
+  // downloads the file and a thumbnail through authenticated media, and the
+  // old unauthenticated route refuses the new media.
+  async media(alice, bob) {
+    const room = await sharedRoom(alice, bob);
+    const since = (await sync(bob)).next_batch;
+    const picture = pngOf(200, 100);
+    const { content_uri } = await alice.uploadContent(new Blob([picture], { type: "image/png" }), {
+      name: "green.png",
+      type: "image/png",
+    });
+    assert.match(content_uri, /^mxc:\/\//);
+    const { event_id } = await alice.sendMessage(room, {
+      msgtype: "m.image", body: "green.png", url: content_uri,
+      info: { mimetype: "image/png", w: 200, h: 100, size: picture.length },
+    });
+    const seen = await syncUntil(bob, since, (r) => ids(timeline(r, room)).includes(event_id));
+    const image = timeline(seen, room).find((e) => e.event_id === event_id);
+    assert.equal(image.content.url, content_uri);
+
+    const auth = { headers: { Authorization: `Bearer ${bob.getAccessToken()}` } };
+    const download = bob.mxcUrlToHttp(content_uri, undefined, undefined, undefined, false, true, true);
+    assert.match(download, /\/_matrix\/client\/v1\/media\/download\//);
+    const file = await fetch(download, auth);
+    assert.equal(file.status, 200);
+    assert.deepEqual(Buffer.from(await file.arrayBuffer()), Buffer.from(picture));
+    assert.equal(file.headers.get("content-type"), "image/png");
+
+    const thumbnailUrl = bob.mxcUrlToHttp(content_uri, 96, 96, "crop", false, true, true);
+    const thumbnail = await fetch(thumbnailUrl, auth);
+    assert.equal(thumbnail.status, 200);
+    assert.deepEqual(jpegSize(Buffer.from(await thumbnail.arrayBuffer())), [96, 96]);
+
+    const legacy = bob.mxcUrlToHttp(content_uri, undefined, undefined, undefined, false, true, false);
+    assert.match(legacy, /\/_matrix\/media\/v3\/download\//);
+    assert.equal((await fetch(legacy)).status, 404);
+    assert.equal((await fetch(download)).status, 401, "authenticated media needs a token");
+  },
+
   async unread(alice, bob) {
     await alice.setDisplayName("Alice Liddell");
     const room = await sharedRoom(alice, bob);
