@@ -242,3 +242,47 @@ def test_kill_9_during_an_upload_leaves_no_media_and_no_orphan(make_server, tmp_
     assert len(media_files(again)) == 1
     r = again.request("GET", f"{CLIENT_MEDIA}/download/{kept[6:]}", token=alice)
     assert r.status_code == 200 and r.content == b"kept"
+
+
+def test_admins_list_quarantine_and_delete_media(server):
+    from test_admin_cli import admin
+
+    alice = server.register(unique())
+    admin(server, "user", "make-admin", alice["user_id"])
+    bob = server.register(unique())
+    picture = png(200, 200)
+    uri = upload(server, bob["access_token"], picture, name="bob.png").json()["content_uri"]
+    server_name, media_id = uri[6:].split("/")
+    thumb = server.request("GET", f"{CLIENT_MEDIA}/thumbnail/{uri[6:]}", token=alice["access_token"],
+                           params={"width": 32, "height": 32, "method": "crop"})
+    assert thumb.status_code == 200
+    assert len(media_files(server)) == 2
+
+    # The CLI (and `!admin`) command set.
+    listed = admin(server, "media", "list", bob["user_id"]).stdout
+    assert uri in listed and '"bob.png"' in listed and "1 uploads in all." in listed
+    assert "uploaded by " + bob["user_id"] in admin(server, "media", "show", uri).stdout
+    # The Synapse admin API, as synapse-admin calls it; admins only.
+    api = "/_synapse/admin/v1"
+    r = server.request("GET", f"{api}/users/{bob['user_id']}/media", token=bob["access_token"])
+    assert r.status_code == 403
+    r = server.request("GET", f"{api}/users/{bob['user_id']}/media", token=alice["access_token"])
+    assert r.status_code == 200 and r.json()["total"] == 1
+    entry = r.json()["media"][0]
+    assert (entry["media_id"], entry["media_type"], entry["media_length"], entry["upload_name"]) == (
+        media_id, "image/png", len(picture), "bob.png")
+
+    r = server.request("POST", f"{api}/media/quarantine/{server_name}/{media_id}", token=alice["access_token"])
+    assert r.status_code == 200
+    for path in (f"{CLIENT_MEDIA}/download/{uri[6:]}", f"{CLIENT_MEDIA}/thumbnail/{uri[6:]}?width=32&height=32"):
+        assert server.request("GET", path, token=bob["access_token"]).status_code == 404
+    info = server.request("GET", f"{api}/media/{server_name}/{media_id}", token=alice["access_token"]).json()
+    assert info["media_info"]["quarantined_by"] == alice["user_id"]
+    assert "is served again" in admin(server, "media", "unquarantine", uri).stdout
+    assert server.request("GET", f"{CLIENT_MEDIA}/download/{uri[6:]}", token=bob["access_token"]).status_code == 200
+
+    r = server.request("DELETE", f"{api}/media/{server_name}/{media_id}", token=alice["access_token"])
+    assert r.status_code == 200 and r.json() == {"deleted_media": [media_id], "total": 1}
+    assert server.request("GET", f"{CLIENT_MEDIA}/download/{uri[6:]}", token=bob["access_token"]).status_code == 404
+    assert media_files(server) == [], "the file and its thumbnail are gone"
+    assert "0 uploads in all." in admin(server, "media", "list", bob["user_id"]).stdout

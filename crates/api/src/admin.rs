@@ -1,7 +1,8 @@
 //! The Synapse-compatible admin API (`/_synapse/admin/...`), for server
 //! admins only: registration tokens with Synapse's JSON shapes, status
-//! codes and errors, plus the two endpoints admin tools call to log in
-//! (`server_version`, `v2/users/{user}`).
+//! codes and errors, the media endpoints synapse-admin uses (a user's
+//! uploads, media info, quarantine, delete), plus the two endpoints admin
+//! tools call to log in (`server_version`, `v2/users/{user}`).
 
 use std::sync::Arc;
 
@@ -36,6 +37,110 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
             "/_synapse/admin/v1/registration_tokens/{token}",
             get(get_token).put(update_token).delete(delete_token),
         )
+        .route("/_synapse/admin/v1/users/{user_id}/media", get(user_media))
+        .route(
+            "/_synapse/admin/v1/media/{server}/{media_id}",
+            get(media_info).delete(delete_media),
+        )
+        .route(
+            "/_synapse/admin/v1/media/quarantine/{server}/{media_id}",
+            axum::routing::post(quarantine_media),
+        )
+        .route(
+            "/_synapse/admin/v1/media/unquarantine/{server}/{media_id}",
+            axum::routing::post(unquarantine_media),
+        )
+}
+
+/// Media in Synapse's admin shape.
+fn media_json(media_id: &str, record: &conduit_service::media::MediaRecord) -> JsonValue {
+    json!({
+        "media_id": media_id,
+        "media_type": record.content_type,
+        "media_length": record.size,
+        "upload_name": record.file_name,
+        "created_ts": record.created_at,
+        "last_access_ts": null,
+        "quarantined_by": record.quarantined_by,
+        "safe_from_quarantine": false,
+        "user_id": record.uploader,
+    })
+}
+
+/// `GET /_synapse/admin/v1/users/{user}/media?from=&limit=` (newest first).
+async fn user_media(
+    State(services): State<Arc<Services>>,
+    _admin: Admin,
+    Path(user_id): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<JsonValue>, ApiError> {
+    let user_id = UserId::parse(&user_id)
+        .map_err(|_| Error::invalid_param(format!("Invalid user id {user_id}")))?;
+    if user_id.server_name() != services.config.server_name {
+        return Err(Error::invalid_param("Can only look up local users").into());
+    }
+    let number = |key: &str, default: usize| -> Result<usize, ApiError> {
+        match query.get(key) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                Error::invalid_param(format!(
+                    "Query parameter {key} must be a non-negative integer."
+                ))
+                .into()
+            }),
+        }
+    };
+    let (from, limit) = (number("from", 0)?, number("limit", 100)?);
+    let (media, total) = services.user_media(&user_id, from, limit)?;
+    let mut answer = json!({
+        "media": media.iter().map(|m| media_json(&m.media_id, &m.record)).collect::<Vec<_>>(),
+        "total": total,
+    });
+    if from + media.len() < total {
+        answer["next_token"] = (from + media.len()).into();
+    }
+    Ok(Json(answer))
+}
+
+async fn media_info(
+    State(services): State<Arc<Services>>,
+    _admin: Admin,
+    Path((server, media_id)): Path<(String, String)>,
+) -> Result<Json<JsonValue>, ApiError> {
+    let record = services.media_record(&server, &media_id)?;
+    Ok(Json(
+        json!({ "media_info": media_json(&media_id, &record) }),
+    ))
+}
+
+async fn delete_media(
+    State(services): State<Arc<Services>>,
+    _admin: Admin,
+    Path((server, media_id)): Path<(String, String)>,
+) -> Result<Json<JsonValue>, ApiError> {
+    if server != services.config.server_name.as_str() {
+        return Err(Error::invalid_param("Can only delete local media").into());
+    }
+    services.delete_media(&server, &media_id)?;
+    Ok(Json(json!({ "deleted_media": [media_id], "total": 1 })))
+}
+
+async fn quarantine_media(
+    State(services): State<Arc<Services>>,
+    Admin(session): Admin,
+    Path((server, media_id)): Path<(String, String)>,
+) -> Result<Json<JsonValue>, ApiError> {
+    services.set_media_quarantine(&server, &media_id, Some(session.user_id.as_str()))?;
+    Ok(Json(json!({})))
+}
+
+async fn unquarantine_media(
+    State(services): State<Arc<Services>>,
+    _admin: Admin,
+    Path((server, media_id)): Path<(String, String)>,
+) -> Result<Json<JsonValue>, ApiError> {
+    services.set_media_quarantine(&server, &media_id, None)?;
+    Ok(Json(json!({})))
 }
 
 /// A request by a server admin: `401` without a valid token, `403` for

@@ -29,6 +29,9 @@ pub enum Admin {
     /// Users: server-admin rights, single sign-on identities.
     #[command(subcommand)]
     User(UserCommand),
+    /// Media: look at it, list a user's uploads, quarantine, delete.
+    #[command(subcommand)]
+    Media(MediaCommand),
     /// Make a registration token for inviting people (one use, a week, by
     /// default) and print it.
     Invite {
@@ -55,6 +58,25 @@ pub enum UserCommand {
     /// Remove a user's identities at one single sign-on provider (they no
     /// longer log in to this account; a new sign-in there is a new identity).
     Unlink { user: String, provider: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MediaCommand {
+    /// What is known of one media URI (`mxc://server/id`).
+    Show { uri: String },
+    /// A local user's uploads, newest first.
+    List {
+        user: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Serve the media to nobody (it stays stored).
+    Quarantine { uri: String },
+    /// Serve quarantined media again.
+    Unquarantine { uri: String },
+    /// Delete the media and its thumbnails (the file goes once nothing else
+    /// uses it).
+    Delete { uri: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,11 +258,84 @@ impl Services {
         }
     }
 
+    fn run_media_command(&self, command: MediaCommand, by: &str) -> Result<String> {
+        let parse = |uri: &str| -> Result<(String, String)> {
+            let rest = uri.strip_prefix("mxc://").unwrap_or(uri);
+            match rest.split_once('/') {
+                Some((server, id)) if !server.is_empty() && !id.is_empty() => {
+                    Ok((server.to_owned(), id.to_owned()))
+                }
+                _ => Err(Error::invalid_param(format!(
+                    "{uri:?} is not a media URI like mxc://server/id."
+                ))),
+            }
+        };
+        let describe = |server: &str, id: &str, r: &crate::media::MediaRecord| {
+            let mut line = format!(
+                "mxc://{server}/{id}  {} bytes, {}",
+                r.size,
+                r.content_type.as_deref().unwrap_or("no type")
+            );
+            if let Some(name) = &r.file_name {
+                line.push_str(&format!(", \"{name}\""));
+            }
+            match &r.uploader {
+                Some(uploader) => line.push_str(&format!(", uploaded by {uploader}")),
+                None => line.push_str(", a copy of another server's media"),
+            }
+            if r.sha256.is_none() {
+                line.push_str(", waiting for its file");
+            }
+            if let Some(admin) = &r.quarantined_by {
+                line.push_str(&format!(", quarantined by {admin}"));
+            }
+            line
+        };
+        match command {
+            MediaCommand::Show { uri } => {
+                let (server, id) = parse(&uri)?;
+                Ok(describe(&server, &id, &self.media_record(&server, &id)?))
+            }
+            MediaCommand::List { user, limit } => {
+                let user_id = self
+                    .users
+                    .resolve_login_name(&user)
+                    .ok_or_else(|| Error::not_found(format!("No such local user: {user}")))?;
+                let (media, total) = self.user_media(&user_id, 0, limit)?;
+                let server = self.config.server_name.as_str();
+                let mut lines: Vec<String> = media
+                    .iter()
+                    .map(|m| describe(server, &m.media_id, &m.record))
+                    .collect();
+                lines.push(format!("{total} uploads in all."));
+                Ok(lines.join("\n"))
+            }
+            MediaCommand::Quarantine { uri } => {
+                let (server, id) = parse(&uri)?;
+                self.set_media_quarantine(&server, &id, Some(by))?;
+                Ok(format!(
+                    "mxc://{server}/{id} is quarantined: served to nobody."
+                ))
+            }
+            MediaCommand::Unquarantine { uri } => {
+                let (server, id) = parse(&uri)?;
+                self.set_media_quarantine(&server, &id, None)?;
+                Ok(format!("mxc://{server}/{id} is served again."))
+            }
+            MediaCommand::Delete { uri } => {
+                let (server, id) = parse(&uri)?;
+                self.delete_media(&server, &id)?;
+                Ok(format!("mxc://{server}/{id} is deleted."))
+            }
+        }
+    }
+
     /// Runs an admin command; `by` is who asked (a user id, or `cli`).
     pub fn run_admin_command(&self, command: AdminCommand, by: &str) -> Result<String> {
         let tokens = &self.registration_tokens;
         match command.command {
             Admin::User(command) => self.run_user_command(command),
+            Admin::Media(command) => self.run_media_command(command, by),
             Admin::Invite {
                 uses,
                 expires,

@@ -189,6 +189,8 @@ pub const MEDIA: Table<(Str, Str), Json<crate::media::MediaRecord>> = Table::new
 /// (file hash, server, media id or "id/size-method" of a thumbnail) -> ():
 /// what uses a file; a file nothing uses is removed at start.
 pub const MEDIA_FILE_REFS: Table<(Str, Str, Str), Json<bool>> = Table::new("media_file_refs");
+/// (uploader, upload time, media id) -> (): a user's uploads in order.
+pub const USER_MEDIA: Table<(Str, U64, Str), Json<bool>> = Table::new("user_media");
 /// (uploader, media id) -> deadline of an asynchronous upload still waiting.
 pub const PENDING_UPLOADS: Table<(Str, Str), U64> = Table::new("pending_uploads");
 /// (server, media id, "WxH-method") -> a thumbnail made of that media.
@@ -260,5 +262,6 @@ pub const ALL: &[TableDef] = &[
     MEDIA.def(),
     MEDIA_FILE_REFS.def(),
     PENDING_UPLOADS.def(),
+    USER_MEDIA.def(),
     THUMBNAILS.def(),
 ];

@@ -280,6 +280,7 @@ pub(crate) fn thumbnail_served(
             uploader: None,
             created_at: 0,
             upload_by: None,
+            quarantined_by: None,
         },
         path,
     }

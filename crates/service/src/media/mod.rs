@@ -4,6 +4,7 @@
 //! the file, its type and name, who uploaded it, when — is a row of
 //! `media`. Thumbnails are made once per size and method (`thumbnail`).
 
+pub mod admin;
 pub mod remote;
 pub mod store;
 pub mod thumbnail;
@@ -32,6 +33,9 @@ pub struct MediaRecord {
     /// An asynchronous upload must arrive before this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_by: Option<u64>,
+    /// The admin who quarantined it: it is served to nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined_by: Option<String>,
 }
 
 /// How long an asynchronous upload (`/create`) may wait for its bytes.
@@ -87,6 +91,7 @@ impl Services {
             uploader: Some(uploader.to_string()),
             created_at: utils::now_ms(),
             upload_by: None,
+            quarantined_by: None,
         };
         self.put_media(self.config.server_name.as_str(), &id, &record)?;
         Ok(format!("mxc://{}/{id}", self.config.server_name))
@@ -95,6 +100,13 @@ impl Services {
     fn put_media(&self, server: &str, id: &str, record: &MediaRecord) -> Result<()> {
         let mut batch = self.db.batch();
         batch.put(&tables::MEDIA, (server, id), record)?;
+        if let Some(uploader) = &record.uploader {
+            batch.put(
+                &tables::USER_MEDIA,
+                (uploader.as_str(), record.created_at, id),
+                &true,
+            )?;
+        }
         if let Some(sha256) = &record.sha256 {
             batch.put(
                 &tables::MEDIA_FILE_REFS,
@@ -135,6 +147,7 @@ impl Services {
             uploader: Some(uploader.to_string()),
             created_at: now,
             upload_by: Some(upload_by),
+            quarantined_by: None,
         };
         let mut batch = self.db.batch();
         batch.put(
@@ -146,6 +159,11 @@ impl Services {
             &tables::PENDING_UPLOADS,
             (uploader.as_str(), id.as_str()),
             upload_by,
+        )?;
+        batch.put(
+            &tables::USER_MEDIA,
+            (uploader.as_str(), now, id.as_str()),
+            &true,
         )?;
         self.db.write(batch)?;
         Ok((format!("mxc://{}/{id}", self.config.server_name), upload_by))
@@ -219,6 +237,9 @@ impl Services {
             .db
             .get(&tables::MEDIA, (server, id))?
             .ok_or_else(not_found)?;
+        if record.quarantined_by.is_some() {
+            return Err(not_found());
+        }
         let Some(sha256) = &record.sha256 else {
             return Err(Error::new(
                 ErrorCode::NotYetUploaded,

@@ -103,6 +103,7 @@ impl Services {
             uploader: None,
             created_at: utils::now_ms(),
             upload_by: None,
+            quarantined_by: None,
         };
         self.put_media(server.as_str(), id, &record)?;
         self.local_media(server.as_str(), id)
