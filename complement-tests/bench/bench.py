@@ -398,6 +398,68 @@ def bench_e2ee(args) -> dict:
         }
 
 
+def bench_media(args) -> dict:
+    """A 50 MB upload and its download (one client, one connection), and
+    the first thumbnail (800x600, scale) of a 12-megapixel JPEG, timed at
+    the client; the server's peak RSS (VmHWM) after all of it."""
+    import io
+
+    from PIL import Image  # brought by Synapse, the suite's federation peer
+
+    size = args.media_mb * 1024 * 1024
+    with tempfile.TemporaryDirectory(prefix="conduit-bench-media-") as data_dir:
+        env = {"CONDUIT_MAX_REQUEST_SIZE": str(size + 1024)}
+        server = Server(Path(data_dir), env, "bench-media")
+        server.log_path.unlink(missing_ok=True)
+        server.start()
+        try:
+            user = Client.register(server, "media")
+            data = os.urandom(size)
+            headers = {"Content-Type": "application/octet-stream", "Authorization": f"Bearer {user.token}"}
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
+            start = time.perf_counter()
+            conn.request("POST", "/_matrix/media/v3/upload", data, headers)
+            answer = conn.getresponse()
+            uri = json.loads(answer.read())["content_uri"]
+            upload_s = time.perf_counter() - start
+            start = time.perf_counter()
+            conn.request("GET", f"/_matrix/client/v1/media/download/{uri[6:]}", headers=headers)
+            answer = conn.getresponse()
+            received = 0
+            while chunk := answer.read(1 << 20):
+                received += len(chunk)
+            download_s = time.perf_counter() - start
+            if received != size:
+                raise RuntimeError(f"downloaded {received} of {size} bytes")
+
+            width, height = 4000, 3000
+            picture = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+            jpeg = io.BytesIO()
+            picture.save(jpeg, "JPEG", quality=90)
+            conn.request("POST", "/_matrix/media/v3/upload", jpeg.getvalue(),
+                         {**headers, "Content-Type": "image/jpeg"})
+            photo = json.loads(conn.getresponse().read())["content_uri"]
+            start = time.perf_counter()
+            conn.request("GET", f"/_matrix/client/v1/media/thumbnail/{photo[6:]}?width=800&height=600&method=scale",
+                         headers=headers)
+            answer = conn.getresponse()
+            answer.read()
+            thumbnail_ms = (time.perf_counter() - start) * 1000
+            if answer.status != 200:
+                raise RuntimeError(f"thumbnail: {answer.status}")
+            with open(f"/proc/{server.proc.pid}/status") as f:
+                peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+            return {
+                "media_mb": args.media_mb,
+                "upload_mb_per_s": args.media_mb / upload_s,
+                "download_mb_per_s": args.media_mb / download_s,
+                "thumbnail_12mp_ms": thumbnail_ms,
+                "peak_rss_mib": peak,
+            }
+        finally:
+            server.stop()
+
+
 SECTIONS = {
     "idle": ("idle", bench_idle),
     "sequential": ("1 sender", bench_sequential),
@@ -406,6 +468,7 @@ SECTIONS = {
     "play": ("Romeo & Juliet", bench_play),
     "federation": ("federation in", bench_federation),
     "e2ee": ("E2EE keys", bench_e2ee),
+    "media": ("media", bench_media),
 }
 
 LABELS = {
@@ -439,6 +502,11 @@ LABELS = {
     "cpu_ms_per_claim": ("server CPU per /keys/claim (one key each)", "ms"),
     "fanout_devices": ("devices one /sendToDevice reaches", ""),
     "cpu_ms_per_fanout": ("server CPU per /sendToDevice", "ms"),
+    "media_mb": ("file uploaded and downloaded", "MB"),
+    "upload_mb_per_s": ("upload", "MB/s"),
+    "download_mb_per_s": ("download", "MB/s"),
+    "thumbnail_12mp_ms": ("first 800x600 thumbnail of a 12 MP JPEG", "ms"),
+    "peak_rss_mib": ("server peak RSS (VmHWM)", "MiB"),
 }
 
 
@@ -474,6 +542,7 @@ def main() -> None:
     args.sends, args.rooms, args.sync_samples, args.wake_samples, args.play_lines, args.pdus = (
         (320, 100, 50, 20, 300, 200) if args.quick else (1000, 1000, 200, 100, None, 2000)
     )
+    args.media_mb = 5 if args.quick else 50
     args.queries, args.claims, args.fanouts, args.fanout_devices = (
         (20, 5, 5, 200) if args.quick else (300, 50, 50, 1000)
     )
