@@ -286,3 +286,87 @@ def test_admins_list_quarantine_and_delete_media(server):
     assert server.request("GET", f"{CLIENT_MEDIA}/download/{uri[6:]}", token=bob["access_token"]).status_code == 404
     assert media_files(server) == [], "the file and its thumbnail are gone"
     assert "0 uploads in all." in admin(server, "media", "list", bob["user_id"]).stdout
+
+
+class Pages:
+    """A small web server on 127.0.0.2 (allowed by the test's config), with
+    a page, its image, and redirects to addresses that must stay out of
+    reach."""
+
+    def __init__(self, picture: bytes):
+        import http.server
+        import threading
+
+        from conftest import free_port
+
+        pages = self
+        self.port = free_port()
+        self.hits: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                pages.hits.append(self.path)
+                if self.path == "/page":
+                    body = (b'<html><head><title>Fallback</title>'
+                            b'<meta property="og:title" content="A page to share">'
+                            b'<meta property="og:description" content="What it is about">'
+                            b'<meta property="og:image" content="/picture.png"></head><body>hi</body></html>')
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html; charset=utf-8")
+                elif self.path == "/picture.png":
+                    body = picture
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                elif self.path.startswith("/redirect?to="):
+                    body = b""
+                    self.send_response(302)
+                    self.send_header("Location", requests.utils.unquote(self.path.split("=", 1)[1]))
+                else:
+                    body = b""
+                    self.send_response(404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.2", self.port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.2:{self.port}"
+
+
+def test_url_previews_reach_only_allowed_addresses(make_server):
+    off = make_server()
+    token = user(off)
+    r = off.request("GET", f"{CLIENT_MEDIA}/preview_url", token=token, params={"url": "http://example.org/"})
+    assert r.status_code == 404 and r.json()["errcode"] == "M_UNRECOGNIZED", "off by default"
+
+    pages = Pages(png(300, 200))
+    server = make_server({"CONDUIT_URL_PREVIEW_ENABLED": "true",
+                          "CONDUIT_URL_PREVIEW_IP_RANGE_ALLOWLIST": '["127.0.0.2/32"]'})
+    token = user(server)
+    try:
+        r = server.request("GET", f"{CLIENT_MEDIA}/preview_url", token=token, params={"url": f"{pages.base}/page"})
+        assert r.status_code == 200, r.text
+        preview = r.json()
+        assert preview["og:title"] == "A page to share" and preview["og:description"] == "What it is about"
+        assert preview["og:image"].startswith("mxc://") and preview["og:image:type"] == "image/png"
+        assert (preview["og:image:width"], preview["og:image:height"]) == (300, 200)
+        image = server.request("GET", f"{CLIENT_MEDIA}/download/{preview['og:image'][6:]}", token=token)
+        assert image.status_code == 200 and png_size(image.content) == (300, 200)
+        # Kept: the page is not fetched again.
+        fetched = len(pages.hits)
+        assert server.request("GET", f"{CLIENT_MEDIA}/preview_url", token=token,
+                              params={"url": f"{pages.base}/page"}).json() == preview
+        assert len(pages.hits) == fetched
+
+        port = server.port  # something does listen there: a refusal is the policy's
+        for url in (f"http://127.0.0.1:{port}/", "http://10.0.0.1/", f"http://[::1]:{port}/",
+                    f"http://localhost:{port}/", f"{pages.base}/redirect?to=http://127.0.0.1:{port}/_matrix/client/versions",
+                    f"{pages.base}/redirect?to=http://localhost:{port}/", "file:///etc/passwd"):
+            r = server.request("GET", f"{CLIENT_MEDIA}/preview_url", token=token, params={"url": url})
+            assert r.status_code == 403 and r.json()["errcode"] == "M_FORBIDDEN", (url, r.status_code, r.text)
+        assert server.request("GET", f"{CLIENT_MEDIA}/preview_url", token=token).json()["errcode"] == "M_MISSING_PARAM"
+    finally:
+        pages.httpd.shutdown()

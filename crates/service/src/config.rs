@@ -96,6 +96,12 @@ pub struct Config {
     pub unauthenticated_media_before: u64,
     /// Uploads a user may make per minute.
     pub media_uploads_per_minute: u32,
+    /// Whether `preview_url` fetches pages users are about to send.
+    pub url_preview_enabled: bool,
+    /// IP ranges previews never connect to.
+    pub url_preview_ip_range_denylist: Vec<String>,
+    /// IP ranges previews may connect to even when denied above.
+    pub url_preview_ip_range_allowlist: Vec<String>,
     pub well_known: WellKnown,
     /// Single sign-on: identity providers and password login.
     pub sso: crate::sso::config::SsoConfig,
@@ -172,6 +178,12 @@ impl Config {
             media_path: None,
             unauthenticated_media_before: 0,
             media_uploads_per_minute: 60,
+            url_preview_enabled: false,
+            url_preview_ip_range_denylist: crate::media::preview::DEFAULT_DENYLIST
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
+            url_preview_ip_range_allowlist: Vec::new(),
             uiaa_session_timeout: 15 * 60,
             well_known: WellKnown::default(),
             sso: Default::default(),
@@ -286,6 +298,11 @@ impl Config {
                 "federation_timeout must be at least 1 second".into(),
             ));
         }
+        crate::media::preview::IpPolicy::new(
+            &self.url_preview_ip_range_denylist,
+            &self.url_preview_ip_range_allowlist,
+        )
+        .map_err(|e| ConfigError::Invalid(format!("url_preview_ip_range_*: {e}")))?;
         Ok(())
     }
 

@@ -98,6 +98,8 @@ pub struct Services {
     pub media_upload_limiter: rate_limit::RateLimiter,
     /// Thumbnails made at once (each decodes a whole picture).
     pub(crate) thumbnail_slots: tokio::sync::Semaphore,
+    /// URL previews, when `url_preview_enabled`.
+    pub(crate) previews: Option<media::preview::Previews>,
 }
 
 impl Services {
@@ -148,6 +150,16 @@ impl Services {
                 std::time::Duration::from_secs(60),
             ),
             thumbnail_slots: tokio::sync::Semaphore::new(2),
+            previews: match config.url_preview_enabled {
+                true => Some(media::preview::Previews::new(
+                    media::preview::IpPolicy::new(
+                        &config.url_preview_ip_range_denylist,
+                        &config.url_preview_ip_range_allowlist,
+                    )
+                    .map_err(StartError::Load)?,
+                )),
+                false => None,
+            },
             db,
             config,
         });

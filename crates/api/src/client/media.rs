@@ -162,6 +162,19 @@ pub async fn config(
     Json(json!({ "m.upload.size": services.config.max_request_size }))
 }
 
+/// `GET .../preview_url?url=`: the page's OpenGraph data (`404
+/// M_UNRECOGNIZED` unless `url_preview_enabled`).
+pub async fn preview_url(
+    State(services): State<Arc<Services>>,
+    Authenticated(session): Authenticated,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let url = query
+        .get("url")
+        .ok_or_else(|| Error::new(ErrorCode::MissingParam, "url is required."))?;
+    Ok(Json(services.preview_url(&session.user_id, url).await?))
+}
+
 /// `(server, media id)` or `(server, media id, file name)`.
 #[derive(serde::Deserialize)]
 pub struct MediaPath {

@@ -172,6 +172,10 @@ fn media_routes() -> Router<Arc<Services>> {
         .route("/_matrix/media/v1/create", post(media::create))
         .route("/_matrix/client/v1/media/config", get(media::config))
         .route(
+            "/_matrix/client/v1/media/preview_url",
+            get(media::preview_url),
+        )
+        .route(
             "/_matrix/client/v1/media/download/{server}/{media_id}",
             get(media::download),
         )

@@ -5,6 +5,7 @@
 //! `media`. Thumbnails are made once per size and method (`thumbnail`).
 
 pub mod admin;
+pub mod preview;
 pub mod remote;
 pub mod store;
 pub mod thumbnail;
