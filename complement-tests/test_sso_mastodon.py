@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import requests
 
+from sso_peers.mastodon import AVATAR_PNG
 from sso_peers import CLIENT_REDIRECT, FakeMastodon, browser_login, configure_sso, login_path, token_login
 from test_admin_cli import admin
 from test_cli import run
@@ -85,6 +86,12 @@ def test_both_versions_log_in_and_map_the_account_uri(make_server, instance):
     assert r.status_code == 200 and r.json()["user_id"] == "@alice:localhost"
     profile = server.request("GET", "/_matrix/client/v3/profile/@alice:localhost").json()
     assert profile["displayname"] == "Alice of Social"
+    # The instance's avatar came along, stored as the new user's media.
+    assert profile["avatar_url"].startswith("mxc://localhost/")
+    avatar = server.request("GET", f"/_matrix/client/v1/media/download/{profile['avatar_url'][6:]}",
+                            token=r.json()["access_token"])
+    assert avatar.status_code == 200 and avatar.content == AVATAR_PNG
+    assert avatar.headers["Content-Type"] == "image/png"
 
     state = instance.state()
     assert state["apps_registered"] == 1

@@ -183,7 +183,7 @@ impl SsoConfig {
 
 /// An `https://` URL, or plain `http://` to a loopback address (tests, a
 /// provider on the same host).
-fn check_base_url(url: &str, what: &str) -> Result<(), String> {
+pub(crate) fn check_base_url(url: &str, what: &str) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{what} `{url}` is not a URL: {e}"))?;
     match parsed.scheme() {
         "https" => Ok(()),

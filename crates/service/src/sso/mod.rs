@@ -658,6 +658,56 @@ impl Services {
         Ok(form)
     }
 
+    /// Fetches the picture a provider names for a new account, stores it
+    /// as the user's media and makes it their avatar. A picture that
+    /// cannot be had is skipped (logged): the account is made either way.
+    async fn import_sso_avatar(&self, user_id: &ruma::UserId, url: &str) {
+        let fetched = async {
+            // The same rule as for the provider itself: https, or http on
+            // loopback.
+            config::check_base_url(url, "the avatar").map_err(|e| e.to_string())?;
+            let http = self.sso.http.as_ref().ok_or("no HTTP client")?;
+            let request = ::http::Request::get(url)
+                .body(Vec::new())
+                .map_err(|e| e.to_string())?;
+            let response = http.send(request).await.map_err(|e| e.to_string())?;
+            let kind = response
+                .headers()
+                .get(::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            if !response.status().is_success() || !kind.starts_with("image/") {
+                return Err(format!("HTTP {} of type {kind:?}", response.status()));
+            }
+            let stored = self
+                .media_files()
+                .store_bytes(response.body())
+                .await
+                .map_err(|e| e.to_string())?;
+            let uri = self
+                .create_media(
+                    user_id,
+                    &stored,
+                    crate::media::UploadInfo {
+                        content_type: Some(&kind),
+                        file_name: None,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            self.users
+                .set_profile_field(user_id, "avatar_url", Some(&serde_json::Value::String(uri)))
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = fetched.await {
+            tracing::info!(%user_id, url, "the provider's avatar was not imported: {e}");
+        }
+    }
+
     /// The username form was sent: creates the account (or shows the form
     /// again saying what is wrong with the name).
     pub async fn sso_signup(
@@ -711,6 +761,9 @@ impl Services {
         }
         utils::locked(&self.sso.signups).remove(signup_id);
         tracing::info!(%user_id, provider = %config.id, "registered a new account through single sign-on");
+        if import_display_name && let Some(avatar) = identity.avatar_url.as_deref() {
+            self.import_sso_avatar(&user_id, avatar).await;
+        }
         self.sso_continue(user_id, &redirect_url)
     }
 
