@@ -370,3 +370,21 @@ def test_url_previews_reach_only_allowed_addresses(make_server):
         assert server.request("GET", f"{CLIENT_MEDIA}/preview_url", token=token).json()["errcode"] == "M_MISSING_PARAM"
     finally:
         pages.httpd.shutdown()
+
+
+def test_animated_thumbnails_only_when_asked(server):
+    from PIL import Image  # brought by Synapse
+
+    alice = user(server)
+    frames = [Image.new("RGB", (400, 300), (i * 60, 20, 200 - i * 60)) for i in range(4)]
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    uri = upload(server, alice, gif.getvalue(), "image/gif").json()["content_uri"]
+    base = f"{CLIENT_MEDIA}/thumbnail/{uri[6:]}"
+    moving = server.request("GET", base, token=alice, params={"width": 96, "height": 96, "method": "crop", "animated": "true"})
+    assert moving.status_code == 200 and moving.headers["Content-Type"] == "image/gif", moving.text
+    shown = Image.open(io.BytesIO(moving.content))
+    assert shown.size == (96, 96) and shown.n_frames == 4
+    still = server.request("GET", base, token=alice, params={"width": 96, "height": 96, "method": "crop"})
+    assert still.headers["Content-Type"] in ("image/jpeg", "image/png")
+    assert Image.open(io.BytesIO(still.content)).size == (96, 96)

@@ -210,6 +210,8 @@ pub struct ThumbnailQuery {
     width: Option<u32>,
     height: Option<u32>,
     method: Option<String>,
+    /// Matrix 1.11: an animated thumbnail of an animated picture.
+    animated: Option<bool>,
 }
 
 pub async fn thumbnail(
@@ -250,7 +252,14 @@ async fn make_thumbnail(
         any_media(services, &path.server, &path.media_id).await?;
     }
     let (record, file) = services
-        .thumbnail(&path.server, &path.media_id, width, height, method)
+        .thumbnail(
+            &path.server,
+            &path.media_id,
+            width,
+            height,
+            method,
+            query.animated.unwrap_or(false),
+        )
         .await?;
     let served = thumbnail_served(record, file);
     serve_file(served, None, headers).await

@@ -48,7 +48,14 @@ pub async fn thumbnail(
     services.media_for_server(&media_id)?;
     let server = services.config.server_name.as_str();
     let (record, path) = services
-        .thumbnail(server, &media_id, width, height, method)
+        .thumbnail(
+            server,
+            &media_id,
+            width,
+            height,
+            method,
+            request.query_value("animated") == Some("true"),
+        )
         .await?;
     multipart(thumbnail_served(record, path)).await
 }

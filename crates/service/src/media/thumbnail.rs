@@ -76,6 +76,74 @@ pub fn pick_size(width: u32, height: u32, method: Method) -> (u32, u32, Method) 
         .unwrap_or(SIZES[0])
 }
 
+/// Frames of an animated thumbnail, at most.
+const MAX_FRAMES: usize = 200;
+
+/// An animated GIF's thumbnail, each frame shrunk; `None` when `bytes` is
+/// not a GIF of several frames (the still path then makes one).
+pub fn render_animated(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    method: Method,
+) -> Option<Result<(Vec<u8>, &'static str, u32, u32)>> {
+    use image::{AnimationDecoder, Frame, ImageDecoder, codecs::gif};
+
+    let unusable = |e: String| {
+        Error::new(ErrorCode::Unknown, format!("Cannot make a thumbnail: {e}.")).with_status(400)
+    };
+    if image::guess_format(bytes).ok()? != ImageFormat::Gif {
+        return None;
+    }
+    let mut decoder = gif::GifDecoder::new(Cursor::new(bytes)).ok()?;
+    let (source_width, source_height) = decoder.dimensions();
+    if source_width > MAX_SIDE || source_height > MAX_SIDE {
+        return Some(Err(unusable("the picture is too large".into())));
+    }
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    decoder.set_limits(limits).ok()?;
+    // Each decoded frame is the whole canvas: the frames kept are bounded
+    // by memory as well as by count.
+    let per_frame = u64::from(source_width) * u64::from(source_height) * 4;
+    let frame_budget = (MAX_DECODE_BYTES / per_frame.max(1)).clamp(1, MAX_FRAMES as u64) as usize;
+    let mut frames = Vec::new();
+    for frame in decoder.into_frames().take(frame_budget) {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => return Some(Err(unusable(e.to_string()))),
+        };
+        let delay = frame.delay();
+        let picture = DynamicImage::ImageRgba8(frame.into_buffer());
+        let small = if picture.width() <= width && picture.height() <= height {
+            picture
+        } else {
+            match method {
+                Method::Scale => picture.thumbnail(width, height),
+                Method::Crop => {
+                    picture.resize_to_fill(width, height, image::imageops::FilterType::Triangle)
+                }
+            }
+        };
+        frames.push(Frame::from_parts(small.to_rgba8(), 0, 0, delay));
+    }
+    if frames.len() < 2 {
+        return None;
+    }
+    let (out_width, out_height) = frames[0].buffer().dimensions();
+    let mut out = Vec::new();
+    {
+        let mut encoder = gif::GifEncoder::new(&mut out);
+        if let Err(e) = encoder
+            .set_repeat(gif::Repeat::Infinite)
+            .and_then(|()| encoder.encode_frames(frames))
+        {
+            return Some(Err(unusable(e.to_string())));
+        }
+    }
+    Some(Ok((out, "image/gif", out_width, out_height)))
+}
+
 /// Decodes `bytes` within the bounds and makes the thumbnail: PNG when the
 /// picture has transparency, JPEG otherwise.
 pub fn render(
@@ -132,13 +200,20 @@ impl Services {
         width: u32,
         height: u32,
         method: Method,
+        animated: bool,
     ) -> Result<(ThumbnailRecord, std::path::PathBuf)> {
         if width == 0 || height == 0 {
             return Err(Error::invalid_param("Thumbnail sizes must be positive."));
         }
         let served = self.local_media(server, id)?;
         let (width, height, method) = pick_size(width, height, method);
-        let spec = format!("{width}x{height}-{}", method.name());
+        // An animated ask has its own thumbnail (a still picture's is the
+        // same file, made once).
+        let spec = format!(
+            "{width}x{height}-{}{}",
+            method.name(),
+            if animated { "-animated" } else { "" }
+        );
         let key = (server, id, spec.as_str());
         if let Some(record) = self.db.get(&tables::THUMBNAILS, key)? {
             let path = self.media_store.path(&record.sha256);
@@ -164,10 +239,14 @@ impl Services {
         let bytes = tokio::fs::read(&served.path)
             .await
             .map_err(|_| not_found())?;
-        let (out, content_type, out_width, out_height) =
-            tokio::task::spawn_blocking(move || render(&bytes, width, height, method))
-                .await
-                .map_err(Error::internal)??;
+        let (out, content_type, out_width, out_height) = tokio::task::spawn_blocking(move || {
+            let moving = animated
+                .then(|| render_animated(&bytes, width, height, method))
+                .flatten();
+            moving.unwrap_or_else(|| render(&bytes, width, height, method))
+        })
+        .await
+        .map_err(Error::internal)??;
         let stored = self.media_store.store_bytes(&out).await?;
         let record = ThumbnailRecord {
             sha256: stored.sha256.clone(),
@@ -209,6 +288,30 @@ mod tests {
             .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
             .unwrap();
         out
+    }
+
+    #[test]
+    fn animated_gifs_keep_their_frames_when_asked() {
+        use image::{Delay, Frame, codecs::gif::GifEncoder};
+        let mut gif = Vec::new();
+        {
+            let mut encoder = GifEncoder::new(&mut gif);
+            let frames = (0..3u8).map(|i| {
+                let buffer =
+                    image::RgbaImage::from_pixel(300, 200, image::Rgba([i * 80, 0, 0, 255]));
+                Frame::from_parts(buffer, 0, 0, Delay::from_numer_denom_ms(100, 1))
+            });
+            encoder.encode_frames(frames).unwrap();
+        }
+        let (out, kind, w, h) = render_animated(&gif, 96, 96, Method::Crop)
+            .unwrap()
+            .unwrap();
+        assert_eq!((kind, w, h), ("image/gif", 96, 96));
+        use image::AnimationDecoder;
+        let decoded = image::codecs::gif::GifDecoder::new(Cursor::new(&out)).unwrap();
+        assert_eq!(decoded.into_frames().count(), 3);
+        // Not a GIF, or one still frame: the still path.
+        assert!(render_animated(&png(10, 10), 96, 96, Method::Crop).is_none());
     }
 
     #[test]
