@@ -76,6 +76,14 @@ pub fn pick_size(width: u32, height: u32, method: Method) -> (u32, u32, Method) 
         .unwrap_or(SIZES[0])
 }
 
+/// A made thumbnail: its bytes, type and size.
+pub struct Rendered {
+    pub bytes: Vec<u8>,
+    pub content_type: &'static str,
+    pub width: u32,
+    pub height: u32,
+}
+
 /// Frames of an animated thumbnail, at most.
 const MAX_FRAMES: usize = 200;
 
@@ -86,7 +94,7 @@ pub fn render_animated(
     width: u32,
     height: u32,
     method: Method,
-) -> Option<Result<(Vec<u8>, &'static str, u32, u32)>> {
+) -> Option<Result<Rendered>> {
     use image::{AnimationDecoder, Frame, ImageDecoder, codecs::gif};
 
     let unusable = |e: String| {
@@ -141,17 +149,17 @@ pub fn render_animated(
             return Some(Err(unusable(e.to_string())));
         }
     }
-    Some(Ok((out, "image/gif", out_width, out_height)))
+    Some(Ok(Rendered {
+        bytes: out,
+        content_type: "image/gif",
+        width: out_width,
+        height: out_height,
+    }))
 }
 
 /// Decodes `bytes` within the bounds and makes the thumbnail: PNG when the
 /// picture has transparency, JPEG otherwise.
-pub fn render(
-    bytes: &[u8],
-    width: u32,
-    height: u32,
-    method: Method,
-) -> Result<(Vec<u8>, &'static str, u32, u32)> {
+pub fn render(bytes: &[u8], width: u32, height: u32, method: Method) -> Result<Rendered> {
     let unusable = |e: String| {
         Error::new(ErrorCode::Unknown, format!("Cannot make a thumbnail: {e}.")).with_status(400)
     };
@@ -187,7 +195,12 @@ pub fn render(
             .map_err(|e| unusable(e.to_string()))?;
         "image/jpeg"
     };
-    Ok((out, content_type, out_width, out_height))
+    Ok(Rendered {
+        bytes: out,
+        content_type,
+        width: out_width,
+        height: out_height,
+    })
 }
 
 impl Services {
@@ -239,7 +252,7 @@ impl Services {
         let bytes = tokio::fs::read(&served.path)
             .await
             .map_err(|_| not_found())?;
-        let (out, content_type, out_width, out_height) = tokio::task::spawn_blocking(move || {
+        let rendered = tokio::task::spawn_blocking(move || {
             let moving = animated
                 .then(|| render_animated(&bytes, width, height, method))
                 .flatten();
@@ -247,12 +260,12 @@ impl Services {
         })
         .await
         .map_err(Error::internal)??;
-        let stored = self.media_store.store_bytes(&out).await?;
+        let stored = self.media_store.store_bytes(&rendered.bytes).await?;
         let record = ThumbnailRecord {
             sha256: stored.sha256.clone(),
-            content_type: content_type.to_owned(),
-            width: out_width,
-            height: out_height,
+            content_type: rendered.content_type.to_owned(),
+            width: rendered.width,
+            height: rendered.height,
             size: stored.size,
         };
         let reference = format!("{id}/{spec}");
@@ -303,12 +316,15 @@ mod tests {
             });
             encoder.encode_frames(frames).unwrap();
         }
-        let (out, kind, w, h) = render_animated(&gif, 96, 96, Method::Crop)
+        let moving = render_animated(&gif, 96, 96, Method::Crop)
             .unwrap()
             .unwrap();
-        assert_eq!((kind, w, h), ("image/gif", 96, 96));
+        assert_eq!(
+            (moving.content_type, moving.width, moving.height),
+            ("image/gif", 96, 96)
+        );
         use image::AnimationDecoder;
-        let decoded = image::codecs::gif::GifDecoder::new(Cursor::new(&out)).unwrap();
+        let decoded = image::codecs::gif::GifDecoder::new(Cursor::new(&moving.bytes)).unwrap();
         assert_eq!(decoded.into_frames().count(), 3);
         // Not a GIF, or one still frame: the still path.
         assert!(render_animated(&png(10, 10), 96, 96, Method::Crop).is_none());
@@ -332,14 +348,17 @@ mod tests {
     #[test]
     fn thumbnails_fit_or_fill_and_bombs_fail() {
         let source = png(1000, 500);
-        let (out, kind, w, h) = render(&source, 320, 240, Method::Scale).unwrap();
-        assert_eq!((kind, w, h), ("image/jpeg", 320, 160));
-        assert!(image::load_from_memory(&out).is_ok());
-        let (_, _, w, h) = render(&source, 96, 96, Method::Crop).unwrap();
-        assert_eq!((w, h), (96, 96));
+        let scaled = render(&source, 320, 240, Method::Scale).unwrap();
+        assert_eq!(
+            (scaled.content_type, scaled.width, scaled.height),
+            ("image/jpeg", 320, 160)
+        );
+        assert!(image::load_from_memory(&scaled.bytes).is_ok());
+        let cropped = render(&source, 96, 96, Method::Crop).unwrap();
+        assert_eq!((cropped.width, cropped.height), (96, 96));
         // Smaller than asked: not enlarged.
-        let (_, _, w, h) = render(&png(20, 10), 96, 96, Method::Crop).unwrap();
-        assert_eq!((w, h), (20, 10));
+        let small = render(&png(20, 10), 96, 96, Method::Crop).unwrap();
+        assert_eq!((small.width, small.height), (20, 10));
 
         // A PNG header claiming 100,000 x 100,000 pixels.
         let mut bomb = png(1, 1);
