@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 
@@ -242,3 +243,23 @@ class Synapse:
 
     def register(self, name: str) -> Client:
         return register(self.url, name)
+
+
+def synapse_peer(name: str):
+    """A module-scoped fixture: one real Synapse for a test file's tests
+    (its log is artifacts/synapse-NAME.log). Assign it as `synapse`."""
+
+    @pytest.fixture(scope="module")
+    def synapse(tmp_path_factory):
+        peer = Synapse(tmp_path_factory.mktemp("synapse"), name).start()
+        yield peer
+        peer.stop()
+
+    return synapse
+
+
+@pytest.fixture
+def ours(make_server, tmp_path):
+    """Our server, federating over TLS (import this fixture by name)."""
+    return make_server(federation_env(tmp_path))
+

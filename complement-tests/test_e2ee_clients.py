@@ -11,7 +11,7 @@ import pytest
 
 import e2ee_nio
 from conftest import unique
-from federation import Synapse, federation_env
+from federation import ours, synapse_peer  # noqa: F401 (ours is a fixture)
 
 HERE = Path(__file__).resolve().parent
 NODE = HERE / "node_modules" / ".bin" / "node"
@@ -30,16 +30,7 @@ def run_js(part: str, url: str, *more: str) -> None:
     assert result.returncode == 0, f"e2ee.mjs {part} failed:\n{result.stdout}\n{result.stderr}"
 
 
-@pytest.fixture(scope="module")
-def synapse(tmp_path_factory):
-    peer = Synapse(tmp_path_factory.mktemp("synapse"), "e2ee").start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def ours(make_server, tmp_path):
-    return make_server(federation_env(tmp_path))
+synapse = synapse_peer("e2ee")
 
 
 @pytest.mark.parametrize("scenario", NIO_SCENARIOS)

@@ -4,25 +4,15 @@ list updates and cross-signing keys arriving both ways."""
 
 import time
 
-import pytest
 
 from conftest import unique
 from e2ee_raw import Device, cross_signing_key, login
-from federation import Synapse, federation_env, register
+from federation import ours, register, synapse_peer  # noqa: F401 (ours is a fixture)
 
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(scope="module")
-def synapse(tmp_path_factory):
-    peer = Synapse(tmp_path_factory.mktemp("synapse"), "e2ee").start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def ours(make_server, tmp_path):
-    return make_server(federation_env(tmp_path))
+synapse = synapse_peer("e2ee")
 
 
 def eventually(check, what: str, timeout: float = 30.0):

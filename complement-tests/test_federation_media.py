@@ -3,26 +3,16 @@ our user's picture through Synapse, and our user downloads a Synapse-hosted
 picture (and a thumbnail of it) through us, both over the federation media
 endpoints of Matrix 1.11."""
 
-import pytest
 import requests
 
 from conftest import unique
-from federation import Synapse, federation_env, register
+from federation import ours, register, synapse_peer  # noqa: F401 (ours is a fixture)
 from test_media import jpeg_size, png
 
 CLIENT_MEDIA = "/_matrix/client/v1/media"
 
 
-@pytest.fixture(scope="module")
-def synapse(tmp_path_factory):
-    peer = Synapse(tmp_path_factory.mktemp("synapse"), "media").start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def ours(make_server, tmp_path):
-    return make_server(federation_env(tmp_path))
+synapse = synapse_peer("media")
 
 
 def upload(client, data: bytes, content_type: str = "image/png", name: str = "picture.png") -> str:

@@ -11,19 +11,10 @@ from signedjson.sign import verify_signed_json
 from unpaddedbase64 import decode_base64
 
 from conftest import unique
-from federation import Client, Synapse, federation_env, register
+from federation import Client, Synapse, federation_env, ours, register, synapse_peer  # noqa: F401 (ours is a fixture)
 
 
-@pytest.fixture(scope="module")
-def synapse(tmp_path_factory):
-    peer = Synapse(tmp_path_factory.mktemp("synapse"), "federation").start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def ours(make_server, tmp_path):
-    return make_server(federation_env(tmp_path))
+synapse = synapse_peer("federation")
 
 
 def local_user(server) -> Client:
