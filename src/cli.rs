@@ -150,6 +150,7 @@ async fn serve_async(config: Config) -> Result<(), String> {
     let services: Arc<Services> = Services::open(config).map_err(|e| e.to_string())?;
     services.start_presence_sweeper();
     services.start_to_device_pruner();
+    services.start_media_pruner();
     admin_socket::listen(services.clone());
     if let Some(invite) = services.first_admin_invite().map_err(|e| e.to_string())? {
         tracing::warn!(

@@ -170,6 +170,49 @@ impl Services {
         Ok((format!("mxc://{}/{id}", self.config.server_name), upload_by))
     }
 
+    /// Starts the hourly removal of asynchronous uploads whose file never
+    /// came.
+    pub fn start_media_pruner(self: &std::sync::Arc<Self>) {
+        self.every(
+            std::time::Duration::from_secs(3600),
+            "pruning expired uploads",
+            Self::prune_expired_uploads,
+        );
+    }
+
+    /// Deletes the `/create` media whose deadline passed without a file.
+    pub(crate) fn prune_expired_uploads(&self) -> Result<()> {
+        let now = utils::now_ms();
+        let server = self.config.server_name.as_str();
+        let mut batch = self.db.batch();
+        let mut pruned = 0;
+        for row in self
+            .db
+            .scan_prefix(&tables::PENDING_UPLOADS, &conduit_storage::KeyPrefix::new())?
+        {
+            let ((uploader, id), upload_by) = row?;
+            if upload_by > now {
+                continue;
+            }
+            batch.delete(&tables::PENDING_UPLOADS, (uploader.as_str(), id.as_str()))?;
+            if let Some(record) = self.db.get(&tables::MEDIA, (server, id.as_str()))?
+                && record.sha256.is_none()
+            {
+                batch.delete(&tables::MEDIA, (server, id.as_str()))?;
+                batch.delete(
+                    &tables::USER_MEDIA,
+                    (uploader.as_str(), record.created_at, id.as_str()),
+                )?;
+                pruned += 1;
+            }
+        }
+        self.db.write(batch)?;
+        if pruned > 0 {
+            tracing::info!(pruned, "removed uploads whose file never came");
+        }
+        Ok(())
+    }
+
     /// Whether `uploader` may send the bytes of pending media `id` now:
     /// theirs, still waiting, not expired (checked before reading a body).
     pub fn check_pending_upload(&self, uploader: &UserId, server: &str, id: &str) -> Result<()> {
@@ -270,5 +313,34 @@ impl Services {
             .scan_prefix(&tables::MEDIA_FILE_REFS, &prefix)
             .map(|mut rows| rows.next().is_some())
             .unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::user_id;
+
+    use crate::{Config, Services, tables};
+
+    #[tokio::test]
+    async fn uploads_whose_file_never_came_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::load(None).unwrap().config;
+        config.database_path = dir.path().to_owned();
+        let s = Services::open(config).unwrap();
+        let alice = user_id!("@alice:localhost");
+        let (uri, _) = s.create_pending_media(alice).await.unwrap();
+        let id = uri.rsplit('/').next().unwrap().to_owned();
+        s.prune_expired_uploads().unwrap();
+        assert!(s.media_record("localhost", &id).is_ok(), "not expired yet");
+        // Its deadline passes.
+        let mut batch = s.db.batch();
+        batch
+            .put(&tables::PENDING_UPLOADS, (alice.as_str(), id.as_str()), 1)
+            .unwrap();
+        s.db.write(batch).unwrap();
+        s.prune_expired_uploads().unwrap();
+        assert!(s.media_record("localhost", &id).is_err());
+        assert_eq!(s.user_media(alice, 0, 10).unwrap().1, 0);
     }
 }
