@@ -7,7 +7,7 @@ import requests
 
 from conftest import unique
 from federation import ours, register, synapse_peer  # noqa: F401 (ours is a fixture)
-from test_media import jpeg_size, png
+from test_media import jpeg_size, png, png_size
 
 CLIENT_MEDIA = "/_matrix/client/v1/media"
 
@@ -48,6 +48,18 @@ def test_media_both_ways_through_the_federation_endpoints(ours, synapse):
     r = alice.call("GET", f"{CLIENT_MEDIA}/thumbnail/{synapse_uri[6:]}",
                    params={"width": 320, "height": 240, "method": "scale"})
     assert jpeg_size(r.content) == (320, 160)
+    # A thumbnail of media not kept here is asked of its server, not made
+    # from the whole original.
+    other_uri = upload(bob, png(900, 900, (200, 0, 200)), name="square.png")
+    r = alice.call("GET", f"{CLIENT_MEDIA}/thumbnail/{other_uri[6:]}",
+                   params={"width": 96, "height": 96, "method": "crop"})
+    size = png_size(r.content) if r.headers["Content-Type"] == "image/png" else jpeg_size(r.content)
+    assert size == (96, 96)
+    with open(synapse.log_path) as log:
+        assert "GET /_matrix/federation/v1/media/thumbnail/" in log.read()
+    again = alice.call("GET", f"{CLIENT_MEDIA}/thumbnail/{other_uri[6:]}",
+                       params={"width": 90, "height": 90, "method": "crop"})
+    assert again.content == r.content, "kept: the same size is not asked again"
     # Kept here: a second ask is answered without Synapse.
     synapse.stop()
     try:

@@ -244,23 +244,40 @@ async fn make_thumbnail(
         return Err(Error::new(ErrorCode::MissingParam, "width and height are required.").into());
     };
     let method = Method::parse(query.method.as_deref())?;
-    if legacy {
+    let animated = query.animated.unwrap_or(false);
+    let (record, file) = if legacy {
         local_only(services, &path.server, |s| {
             services.legacy_media(s, &path.media_id)
         })?;
+        services
+            .thumbnail(
+                &path.server,
+                &path.media_id,
+                width,
+                height,
+                method,
+                animated,
+            )
+            .await?
+    } else if path.server == services.config.server_name.as_str() {
+        services.local_media(&path.server, &path.media_id)?;
+        services
+            .thumbnail(
+                &path.server,
+                &path.media_id,
+                width,
+                height,
+                method,
+                animated,
+            )
+            .await?
     } else {
-        any_media(services, &path.server, &path.media_id).await?;
-    }
-    let (record, file) = services
-        .thumbnail(
-            &path.server,
-            &path.media_id,
-            width,
-            height,
-            method,
-            query.animated.unwrap_or(false),
-        )
-        .await?;
+        let server = <&ruma::ServerName>::try_from(path.server.as_str())
+            .map_err(|_| Error::invalid_param("Invalid server name."))?;
+        services
+            .remote_thumbnail(server, &path.media_id, width, height, method, animated)
+            .await?
+    };
     let served = thumbnail_served(record, file);
     serve_file(served, None, headers).await
 }

@@ -14,7 +14,7 @@ use crate::{
         client::{FedError, describe, status_error},
         incoming::outliers::urlencode,
     },
-    utils,
+    tables, utils,
 };
 
 /// What the file part of a multipart answer said of itself.
@@ -90,7 +90,8 @@ impl Services {
                 "This server does not federate with that one.",
             ));
         }
-        let (stored, headers) = match self.fetch_federation_media(server, id).await {
+        let path = format!("/_matrix/federation/v1/media/download/{}", urlencode(id));
+        let (stored, headers) = match self.fetch_federation_media(server, &path).await {
             Ok(found) => found,
             Err(FetchError::Unsupported) => self.fetch_legacy_media(server, id).await?,
             Err(FetchError::Failed(e)) => return Err(e),
@@ -109,15 +110,89 @@ impl Services {
         self.local_media(server.as_str(), id)
     }
 
-    /// `GET /_matrix/federation/v1/media/download/{id}`.
-    async fn fetch_federation_media(
+    /// A thumbnail of another server's media: made here when the original
+    /// is kept here, else asked of that server (and kept), else made from
+    /// the original fetched whole (servers without the endpoint).
+    pub async fn remote_thumbnail(
         &self,
         server: &ServerName,
         id: &str,
+        width: u32,
+        height: u32,
+        method: super::thumbnail::Method,
+        animated: bool,
+    ) -> Result<(super::thumbnail::ThumbnailRecord, std::path::PathBuf)> {
+        let name = server.as_str();
+        if self.local_media(name, id).is_ok() {
+            return self
+                .thumbnail(name, id, width, height, method, animated)
+                .await;
+        }
+        if width == 0 || height == 0 {
+            return Err(Error::invalid_param("Thumbnail sizes must be positive."));
+        }
+        let (width, height, method) = super::thumbnail::pick_size(width, height, method);
+        let spec = super::thumbnail::spec(width, height, method, animated);
+        if let Some(record) = self
+            .db
+            .get(&tables::THUMBNAILS, (name, id, spec.as_str()))?
+        {
+            let path = self.media_store.path(&record.sha256);
+            return Ok((record, path));
+        }
+        if !self.config.federates_with(server) {
+            return Err(Error::not_found(
+                "This server does not federate with that one.",
+            ));
+        }
+        let path = format!(
+            "/_matrix/federation/v1/media/thumbnail/{}?width={width}&height={height}&method={}&animated={animated}",
+            urlencode(id),
+            method.name()
+        );
+        match self.fetch_federation_media(server, &path).await {
+            Ok((stored, headers)) => {
+                let (found_width, found_height) =
+                    std::fs::read(self.media_store.path(&stored.sha256))
+                        .ok()
+                        .and_then(|bytes| {
+                            image::ImageReader::new(std::io::Cursor::new(bytes))
+                                .with_guessed_format()
+                                .ok()?
+                                .into_dimensions()
+                                .ok()
+                        })
+                        .unwrap_or((0, 0));
+                let record = super::thumbnail::ThumbnailRecord {
+                    sha256: stored.sha256.clone(),
+                    content_type: headers
+                        .content_type
+                        .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                    width: found_width,
+                    height: found_height,
+                    size: stored.size,
+                };
+                self.put_thumbnail(name, id, &spec, &record)?;
+                let path = self.media_store.path(&record.sha256);
+                Ok((record, path))
+            }
+            Err(FetchError::Unsupported) => {
+                self.remote_media(server, id).await?;
+                self.thumbnail(name, id, width, height, method, animated)
+                    .await
+            }
+            Err(FetchError::Failed(e)) => Err(e),
+        }
+    }
+
+    /// `GET {path}` of a federation media endpoint (download or thumbnail).
+    async fn fetch_federation_media(
+        &self,
+        server: &ServerName,
+        path: &str,
     ) -> Result<(Stored, PartHeaders), FetchError> {
-        let path = format!("/_matrix/federation/v1/media/download/{}", urlencode(id));
         let mut response = self
-            .federation_response(server, http::Method::GET, &path, None, true)
+            .federation_response(server, http::Method::GET, path, None, true)
             .await
             .map_err(|e| FetchError::Failed(unavailable(server, e)))?;
         let status = response.status();

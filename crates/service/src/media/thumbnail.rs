@@ -30,7 +30,7 @@ impl Method {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Crop => "crop",
             Self::Scale => "scale",
@@ -61,6 +61,15 @@ pub struct ThumbnailRecord {
     pub width: u32,
     pub height: u32,
     pub size: u64,
+}
+
+/// The key of a thumbnail of a size and method.
+pub fn spec(width: u32, height: u32, method: Method, animated: bool) -> String {
+    format!(
+        "{width}x{height}-{}{}",
+        method.name(),
+        if animated { "-animated" } else { "" }
+    )
 }
 
 /// The size made for an ask of `width` x `height`: the smallest of the
@@ -222,11 +231,7 @@ impl Services {
         let (width, height, method) = pick_size(width, height, method);
         // An animated ask has its own thumbnail (a still picture's is the
         // same file, made once).
-        let spec = format!(
-            "{width}x{height}-{}{}",
-            method.name(),
-            if animated { "-animated" } else { "" }
-        );
+        let spec = spec(width, height, method, animated);
         let key = (server, id, spec.as_str());
         if let Some(record) = self.db.get(&tables::THUMBNAILS, key)? {
             let path = self.media_store.path(&record.sha256);
@@ -268,17 +273,29 @@ impl Services {
             height: rendered.height,
             size: stored.size,
         };
+        self.put_thumbnail(server, id, &spec, &record)?;
+        let path = self.media_store.path(&record.sha256);
+        Ok((record, path))
+    }
+
+    /// Records a stored thumbnail, and that it uses its file.
+    pub(crate) fn put_thumbnail(
+        &self,
+        server: &str,
+        id: &str,
+        spec: &str,
+        record: &ThumbnailRecord,
+    ) -> Result<()> {
         let reference = format!("{id}/{spec}");
         let mut batch = self.db.batch();
-        batch.put(&tables::THUMBNAILS, key, &record)?;
+        batch.put(&tables::THUMBNAILS, (server, id, spec), record)?;
         batch.put(
             &tables::MEDIA_FILE_REFS,
-            (stored.sha256.as_str(), server, reference.as_str()),
+            (record.sha256.as_str(), server, reference.as_str()),
             &true,
         )?;
         self.db.write(batch)?;
-        let path = self.media_store.path(&record.sha256);
-        Ok((record, path))
+        Ok(())
     }
 }
 
