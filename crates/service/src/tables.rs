@@ -159,10 +159,10 @@ pub const KEY_CHANGE_POSITIONS: Table<Str, U64> = Table::new("key_change_positio
 /// remote user id -> the `stream_id` of their device list we last applied:
 /// their devices in `device_keys` are current while this row exists.
 pub const REMOTE_DEVICE_LISTS: Table<Str, U64> = Table::new("remote_device_lists");
-/// (room short id, position) -> (user id, new membership) of a member
-/// event that joined or left someone: whose devices a client must learn
-/// or may forget.
-pub const MEMBER_CHANGES: Table<(U64, U64), Json<(String, String)>> = Table::new("member_changes");
+/// (room short id, position, user id) -> the new membership of a user
+/// moved into or out of `join` then: whose devices a client must learn or
+/// may forget.
+pub const MEMBER_CHANGES: Table<(U64, U64, Str), Json<String>> = Table::new("member_changes");
 /// (user id, device id, position) -> a to-device message waiting for the
 /// device, deleted once a later sync acknowledges it.
 pub const TO_DEVICE: Table<(Str, Str, U64), Json<crate::e2ee::to_device::ToDeviceMessage>> =

@@ -229,7 +229,7 @@ impl Services {
                 .db
                 .scan_from(&tables::MEMBER_CHANGES, &prefix, &from, true)?
             {
-                let ((_, position), (user, membership)) = row?;
+                let ((_, position, user), membership) = row?;
                 if position >= until {
                     break;
                 }
@@ -453,8 +453,8 @@ pub(crate) fn note_member_change(
     if was_joined != is_joined {
         batch.put(
             &tables::MEMBER_CHANGES,
-            (room, position),
-            &(user.to_owned(), membership.to_owned()),
+            (room, position, user),
+            &membership.to_owned(),
         )?;
         if is_joined {
             // A remote user's devices may have changed while no room

@@ -226,7 +226,7 @@ impl Services {
         if known.is_none() {
             self.rooms.insert_room(room_id, &record)?;
         }
-        self.index_members(room_id, &state)?;
+        let memberships = self.memberships_of(&state, None, pdu.short)?;
         self.rooms.append(Append {
             room_id,
             room: &record,
@@ -241,31 +241,13 @@ impl Services {
             notifications: &notifications,
             relation: RelationRows::prepare(&self.db, &self.short_ids, record.short, &pdu)?,
             transaction: None,
+            // The members of the state the join came with.
+            state_memberships: &memberships,
         })?;
         if let Ok(user) = <&UserId>::try_from(pdu.sender.as_str()) {
             self.drop_remote_invite(user, room_id)?;
         }
         tracing::info!(room_id, %server, state = state.len(), "joined a room over federation");
-        Ok(())
-    }
-}
-
-impl Services {
-    /// Records the memberships of a state this server did not build event
-    /// by event (the state a join came with) in the member index, so who
-    /// shares a room with whom (presence, device lists) knows its members.
-    fn index_members(&self, room_id: &str, state: &StateMap) -> Result<()> {
-        let mut batch = self.db.batch();
-        for &event in state.values() {
-            if let Some(pdu) = self.rooms.pdu(event, &self.short_ids)?
-                && pdu.kind == "m.room.member"
-                && let Some(user) = pdu.state_key.as_deref()
-            {
-                let membership = crate::rooms::membership::membership_of(&pdu).to_owned();
-                batch.put(&crate::tables::USER_ROOMS, (user, room_id), &membership)?;
-            }
-        }
-        self.db.write(batch)?;
         Ok(())
     }
 }

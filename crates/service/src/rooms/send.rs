@@ -225,6 +225,7 @@ impl Services {
             notifications: &notifications,
             relation: RelationRows::prepare(&self.db, &self.short_ids, room.short, &pdu)?,
             transaction,
+            state_memberships: &[],
         })?;
         for destination in &destinations {
             self.wake_sender(destination);

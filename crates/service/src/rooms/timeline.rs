@@ -62,6 +62,10 @@ pub(crate) struct Append<'a> {
     /// The client transaction that sent it: remembered in the event's own
     /// batch, so a retry after a crash finds the event instead of sending again.
     pub transaction: Option<&'a super::send::Transaction<'a>>,
+    /// Memberships the new current state holds besides the event's own
+    /// that the member index does not have yet: (user, membership) from a
+    /// state resolved across a fork, or the state a join came with.
+    pub state_memberships: &'a [(String, String)],
 }
 
 /// Room locks kept before idle ones are dropped.
@@ -169,6 +173,7 @@ impl Rooms {
             notifications,
             relation,
             transaction,
+            state_memberships,
         } = entry;
         let search_words = super::search::index_rows(pdu);
         let mut batch = self.db.batch();
@@ -181,16 +186,26 @@ impl Rooms {
                 pdu.event_id.as_str(),
             )?;
         }
-        let mut member_change = None;
-        if pdu.kind == "m.room.member"
-            && let (Some(user), Some(membership)) = (
-                pdu.state_key.as_deref(),
-                pdu.content.get("membership").and_then(|m| m.as_str()),
-            )
-        {
+        // The member index follows the room's current state: the event's
+        // own membership, and any the state took on otherwise.
+        let mut member_changes = Vec::new();
+        let own = (pdu.kind == "m.room.member")
+            .then(|| {
+                pdu.state_key
+                    .as_deref()
+                    .zip(pdu.content.get("membership").and_then(|m| m.as_str()))
+            })
+            .flatten();
+        // The event's own membership wins over what the state held for the
+        // same user (the state a join came with has the invite).
+        let from_state = state_memberships
+            .iter()
+            .map(|(u, m)| (u.as_str(), m.as_str()))
+            .filter(|(u, _)| own.is_none_or(|(me, _)| me != *u));
+        for (user, membership) in from_state.chain(own) {
             let previous: Option<String> = self.db.get(&tables::USER_ROOMS, (user, room_id))?;
             batch.put(&tables::USER_ROOMS, (user, room_id), &membership.to_owned())?;
-            member_change = Some((user, previous, membership));
+            member_changes.push((user, previous, membership));
         }
         let sender_read: Vec<u64> = {
             let prefix = conduit_storage::KeyPrefix::new()
@@ -207,7 +222,7 @@ impl Rooms {
                 relation.write(batch, pdu, count)?;
             }
             super::search::write_index(batch, room.short, count, pdu, &search_words)?;
-            if let Some((user, previous, membership)) = &member_change {
+            for (user, previous, membership) in &member_changes {
                 crate::e2ee::device_lists::note_member_change(
                     batch,
                     room.short,
@@ -247,15 +262,13 @@ impl Rooms {
             }
             Ok(())
         };
-        // A member event is news for its user even outside their rooms (an
+        // A membership is news for its user even outside their rooms (an
         // invite to a new room, say).
-        let member = (pdu.kind == "m.room.member")
-            .then_some(pdu.state_key.as_deref())
-            .flatten();
+        let members: Vec<&str> = member_changes.iter().map(|(user, _, _)| *user).collect();
         let count = self
             .stream
             .write(&self.db, batch, Some(room.short), fill, |count| {
-                if let Some(user) = member {
+                for user in &members {
                     self.stream.mark_user(user, count);
                 }
             })?;

@@ -382,6 +382,7 @@ impl Services {
         // cites them all.
         let excess = extremities.len().saturating_sub(MAX_EXTREMITIES);
         extremities.drain(..excess);
+        let mut new_state = after.clone();
         let current_id = if extremities.len() == 1 {
             after_id
         } else {
@@ -397,11 +398,22 @@ impl Services {
             if *resolved == *after {
                 after_id
             } else if *resolved == **current {
+                new_state = current.clone();
                 head.state.unwrap_or(after_id)
             } else {
-                self.state_snapshots
-                    .save(&self.short_ids, &resolved, Some(after_id))?
+                let id = self
+                    .state_snapshots
+                    .save(&self.short_ids, &resolved, Some(after_id))?;
+                new_state = resolved;
+                id
             }
+        };
+        // An event on the head moves the state by itself only; after a gap
+        // or a fork, memberships may change by resolution too.
+        let memberships = if Arc::ptr_eq(current, &before) && extremities.len() == 1 {
+            Vec::new()
+        } else {
+            self.memberships_of(&new_state, Some(current), pdu.short)?
         };
         let notifications = self
             .notifications_for(&room.room_id, &room.record, Some(before_id), &before, pdu)
@@ -420,8 +432,34 @@ impl Services {
             notifications: &notifications,
             relation: RelationRows::prepare(&self.db, &self.short_ids, room.record.short, pdu)?,
             transaction: None,
+            state_memberships: &memberships,
         })?;
         Ok(())
+    }
+
+    /// The memberships `state` holds that `before` does not (all of them
+    /// without `before`), but for the event `except`: (user, membership).
+    pub(crate) fn memberships_of(
+        &self,
+        state: &StateMap,
+        before: Option<&StateMap>,
+        except: ShortEventId,
+    ) -> Result<Vec<(String, String)>> {
+        let mut memberships = Vec::new();
+        for (&key, &event) in state {
+            if event == except || before.is_some_and(|b| b.get(&key) == Some(&event)) {
+                continue;
+            }
+            let (kind, user) = self.short_ids.state_key(key)?;
+            if kind != "m.room.member" {
+                continue;
+            }
+            if let Some(member) = self.rooms.pdu(event, &self.short_ids)? {
+                let membership = crate::rooms::membership::membership_of(&member).to_owned();
+                memberships.push((user, membership));
+            }
+        }
+        Ok(memberships)
     }
 }
 
