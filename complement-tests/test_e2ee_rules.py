@@ -88,6 +88,10 @@ def test_to_device_is_delivered_once_and_idempotent_per_transaction(server):
     assert [e["content"]["n"] for e in again["to_device"]["events"]] == [1, 2]
     # Acknowledged by the next token: gone.
     assert bob.sync(again["next_batch"])["to_device"]["events"] == []
+    # A message too large for a device queue is refused whole.
+    r = alice.call("PUT", "/sendToDevice/m.test/big", 413,
+                   json={"messages": {bob.user_id: {bob.device_id: {"x": "y" * 70_000}}}})
+    assert r.json()["errcode"] == "M_TOO_LARGE"
     # `*` reached the other device too, only once.
     events2 = bob2.sync(first2["next_batch"])["to_device"]["events"]
     assert [e["content"]["n"] for e in events2] == [2]
@@ -226,6 +230,10 @@ def test_key_backup_versions_and_the_better_key_wins(server):
     alice.call("PUT", f"/room_keys/version/{v2}", 400, json={"algorithm": algorithm, "auth_data": auth_data, "version": v1})
     alice.call("DELETE", f"/room_keys/version/{v2}")
     assert alice.call("GET", "/room_keys/version").json()["version"] == v1
+    alice.call("GET", f"/room_keys/version/{v2}", 404)
+    # A deleted version's number is never given again.
+    v3 = alice.call("POST", "/room_keys/version", json={"algorithm": algorithm, "auth_data": auth_data}).json()["version"]
+    assert int(v3) == int(v2) + 1
 
 
 def test_dehydrated_device_receives_to_device_messages(server):

@@ -91,6 +91,13 @@ impl Services {
         if removed.is_empty() {
             return Ok(self.db.write(batch)?);
         }
+        let mut batch = batch;
+        // A dehydrated device deleted like any other takes its record along.
+        if let Some(dehydrated) = self.dehydrated_device_id(user_id)?
+            && removed.contains(&dehydrated)
+        {
+            batch.delete(&crate::tables::DEHYDRATED_DEVICES, user_id.as_str())?;
+        }
         let updates: Vec<DeviceUpdate> = removed.iter().map(|d| DeviceUpdate::deleted(d)).collect();
         self.commit_key_change(batch, user_id, &updates, None)?;
         Ok(())

@@ -98,6 +98,8 @@ pub struct Services {
     pub media_upload_limiter: rate_limit::RateLimiter,
     /// Thumbnails made at once (each decodes a whole picture).
     pub(crate) thumbnail_slots: tokio::sync::Semaphore,
+    /// Remote users whose device list is being fetched again.
+    pub(crate) device_list_resyncs: std::sync::Mutex<std::collections::HashSet<String>>,
     /// URL previews, when `url_preview_enabled`.
     pub(crate) previews: Option<media::preview::Previews>,
 }
@@ -150,6 +152,7 @@ impl Services {
                 std::time::Duration::from_secs(60),
             ),
             thumbnail_slots: tokio::sync::Semaphore::new(2),
+            device_list_resyncs: std::sync::Mutex::default(),
             previews: match config.url_preview_enabled {
                 true => Some(media::preview::Previews::new(
                     media::preview::IpPolicy::new(

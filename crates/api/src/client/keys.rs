@@ -136,7 +136,7 @@ pub async fn upload_signing_keys(
         None
     };
     services
-        .upload_cross_signing_keys(&sender.user_id, upload)
+        .upload_cross_signing_keys(&sender.user_id, upload, passed.is_some())
         .await?;
     if let Some(passed) = passed {
         services.uiaa.finish(passed);

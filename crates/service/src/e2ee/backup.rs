@@ -22,6 +22,10 @@ pub struct BackupVersion {
     pub etag: u64,
     /// How many keys it holds.
     pub count: u64,
+    /// Deleted: kept as a tombstone so its number is never given again (a
+    /// client still holding it must hear that it is gone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// Which keys a read or delete is about.
@@ -76,7 +80,8 @@ impl Services {
     fn backup_version(&self, user_id: &UserId, version: u64) -> Result<Option<BackupVersion>> {
         Ok(self
             .db
-            .get(&tables::BACKUP_VERSIONS, (user_id.as_str(), version))?)
+            .get(&tables::BACKUP_VERSIONS, (user_id.as_str(), version))?
+            .filter(|v| !v.deleted))
     }
 
     fn put_backup_version(
@@ -95,18 +100,49 @@ impl Services {
         Ok(())
     }
 
-    /// The latest version number and its record.
-    pub fn latest_backup(&self, user_id: &UserId) -> Result<Option<(u64, BackupVersion)>> {
+    /// The highest version number ever made (deleted ones too) and its
+    /// record.
+    fn newest_backup_row(&self, user_id: &UserId) -> Result<Option<(u64, BackupVersion)>> {
         let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
-        let mut end = prefix.as_bytes().to_vec();
-        end.extend_from_slice(&u64::MAX.to_be_bytes());
-        end.push(0xff);
         Ok(self
             .db
-            .scan_from(&tables::BACKUP_VERSIONS, &prefix, &end, false)?
+            .scan_from(
+                &tables::BACKUP_VERSIONS,
+                &prefix,
+                &Self::backup_end(user_id),
+                false,
+            )?
             .next()
             .transpose()?
             .map(|((_, version), record)| (version, record)))
+    }
+
+    /// The latest version: the newest one not deleted.
+    pub fn latest_backup(&self, user_id: &UserId) -> Result<Option<(u64, BackupVersion)>> {
+        let prefix = KeyPrefix::new().push::<Str>(user_id.as_str());
+        for row in self.db.scan_from(
+            &tables::BACKUP_VERSIONS,
+            &prefix,
+            &Self::backup_end(user_id),
+            false,
+        )? {
+            let ((_, version), record) = row?;
+            if !record.deleted {
+                return Ok(Some((version, record)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A key after every version row of a user (for backward scans).
+    fn backup_end(user_id: &UserId) -> Vec<u8> {
+        let mut end = KeyPrefix::new()
+            .push::<Str>(user_id.as_str())
+            .as_bytes()
+            .to_vec();
+        end.extend_from_slice(&u64::MAX.to_be_bytes());
+        end.push(0xff);
+        end
     }
 
     /// `GET /room_keys/version[/{version}]`.
@@ -139,12 +175,13 @@ impl Services {
         auth_data: JsonValue,
     ) -> Result<String> {
         let _lock = self.user_locks.lock(user_id).await;
-        let version = self.latest_backup(user_id)?.map_or(1, |(v, _)| v + 1);
+        let version = self.newest_backup_row(user_id)?.map_or(1, |(v, _)| v + 1);
         let record = BackupVersion {
             algorithm: algorithm.to_owned(),
             auth_data,
             etag: 0,
             count: 0,
+            deleted: false,
         };
         self.put_backup_version(user_id, version, &record)?;
         Ok(version.to_string())
@@ -176,11 +213,18 @@ impl Services {
     pub async fn delete_backup(&self, user_id: &UserId, version: &str) -> Result<()> {
         let _lock = self.user_locks.lock(user_id).await;
         let number = parse_version(version)?;
-        if self.backup_version(user_id, number)?.is_none() {
+        let Some(mut record) = self.backup_version(user_id, number)? else {
             return Err(not_found());
-        }
+        };
         let mut batch = self.db.batch();
-        batch.delete(&tables::BACKUP_VERSIONS, (user_id.as_str(), number))?;
+        record.deleted = true;
+        record.count = 0;
+        record.auth_data = JsonValue::Null;
+        batch.put(
+            &tables::BACKUP_VERSIONS,
+            (user_id.as_str(), number),
+            &record,
+        )?;
         self.delete_keys_into(&mut batch, user_id, number, Scope::All)?;
         self.db.write(batch)?;
         Ok(())

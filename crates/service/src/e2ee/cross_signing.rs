@@ -90,8 +90,16 @@ impl Services {
         &self,
         user_id: &UserId,
         upload: CrossSigningUpload,
+        reauthenticated: bool,
     ) -> Result<()> {
         let _lock = self.user_locks.lock(user_id).await;
+        // Checked again under the lock: keys uploaded meanwhile by another
+        // request make this one a replacement, which needs the auth.
+        if !reauthenticated && self.cross_signing_upload_replaces(user_id, &upload)? {
+            return Err(Error::forbidden(
+                "Cross-signing keys were uploaded meanwhile; replacing them needs authentication.",
+            ));
+        }
         let user = user_id.as_str();
         for (usage, key) in upload.keys() {
             if let Some(key) = key

@@ -81,18 +81,20 @@ impl Services {
         signing_keys: Option<JsonValue>,
     ) -> Result<u64> {
         let user = user_id.as_str();
-        let previous = self.db.get(&tables::KEY_CHANGE_POSITIONS, user)?;
         let local = user_id.server_name() == self.config.server_name;
         let destinations = if local {
             self.servers_sharing_rooms_with(user_id)?
         } else {
             BTreeSet::new()
         };
-        self.stream.write(
+        let position = self.stream.write(
             &self.db,
             batch,
             None,
             |batch, position| {
+                // Read under the stream's lock: two changes of one user
+                // cannot both take the same previous position.
+                let previous = self.db.get(&tables::KEY_CHANGE_POSITIONS, user)?;
                 if let Some(previous) = previous {
                     batch.delete(&tables::KEY_CHANGES, (previous, user))?;
                 }
@@ -108,9 +110,6 @@ impl Services {
                         "prev_id": prev_id,
                         "deleted": device.deleted,
                     });
-                    if let Some(name) = &device.display_name {
-                        content["device_display_name"] = name.clone().into();
-                    }
                     if let Some(keys) = &device.keys {
                         content["keys"] = keys.clone();
                     }
@@ -136,7 +135,7 @@ impl Services {
         for destination in &destinations {
             self.wake_sender(destination);
         }
-        Ok(previous.unwrap_or(0))
+        Ok(position)
     }
 
     /// The other servers with a member in a room with `user_id`.
@@ -233,6 +232,11 @@ impl Services {
                 if position >= until {
                     break;
                 }
+                // After leaving a room (or only invited to it) the user
+                // learns nothing of who else comes and goes there.
+                if !room.joined && user != me {
+                    continue;
+                }
                 let joined = membership == "join";
                 if user == me {
                     // Everyone in a room the user joined (or left) is news.
@@ -280,6 +284,11 @@ impl Services {
         ) else {
             return Ok(());
         };
+        // Only users in a room with us: anything else would only fill the
+        // change log and wake every sync for nobody.
+        if self.rooms.joined_rooms(user_id.as_str())?.is_empty() {
+            return Ok(());
+        }
         let known = self
             .db
             .get(&tables::REMOTE_DEVICE_LISTS, user_id.as_str())?;
@@ -299,11 +308,17 @@ impl Services {
                     .all(|id| id.as_u64().is_some_and(|id| id <= known))
             });
         if !follows {
+            // One fetch per user at a time; updates meanwhile are covered
+            // by the list it brings.
+            if !crate::utils::locked(&self.device_list_resyncs).insert(user_id.to_string()) {
+                return Ok(());
+            }
             let services = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = services.resync_device_list(&user_id, true).await {
                     tracing::info!(%user_id, "cannot fetch the user's devices: {e}");
                 }
+                crate::utils::locked(&services.device_list_resyncs).remove(user_id.as_str());
             });
             return Ok(());
         }
@@ -411,6 +426,9 @@ impl Services {
             return Ok(());
         };
         let user = user_id.as_str();
+        if self.rooms.joined_rooms(user)?.is_empty() {
+            return Ok(());
+        }
         let mut batch = self.db.batch();
         let kept = self.db.contains(&tables::REMOTE_DEVICE_LISTS, user)?;
         for (field, usage) in [

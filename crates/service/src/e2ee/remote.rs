@@ -56,11 +56,14 @@ impl Services {
                 .filter_map(|d| d.as_str().map(str::to_owned))
                 .collect();
             let local = user_id.server_name() == self.config.server_name;
-            if !local
-                && !self
+            // A kept list is current only while their server keeps us told,
+            // that is while a room is shared.
+            let kept = !local
+                && self
                     .db
                     .contains(&tables::REMOTE_DEVICE_LISTS, user_id.as_str())?
-            {
+                && !self.rooms.joined_rooms(user_id.as_str())?.is_empty();
+            if !local && !kept {
                 if asker.is_some() {
                     remote
                         .entry(user_id.server_name().to_owned())
@@ -257,16 +260,14 @@ impl Services {
     /// `GET /user/devices/{user}` for another server.
     pub fn device_list_for_server(&self, user_id: &UserId) -> Result<JsonValue> {
         let mut devices = Vec::new();
-        for (device_id, record) in self.devices.list(user_id)? {
+        // Device names stay on this server (Synapse's default too).
+        for (device_id, _) in self.devices.list(user_id)? {
             let mut device = json!({ "device_id": device_id });
             if let Some(keys) = self
                 .db
                 .get(&tables::DEVICE_KEYS, (user_id.as_str(), device_id.as_str()))?
             {
                 device["keys"] = keys;
-            }
-            if let Some(name) = record.display_name {
-                device["device_display_name"] = name.into();
             }
             devices.push(device);
         }

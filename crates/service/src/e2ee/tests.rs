@@ -310,6 +310,7 @@ async fn signatures_on_another_users_master_key_are_the_signers_alone() {
             master_key: Some(cross_key(bob, "master", &bob_master, None)),
             ..Default::default()
         },
+        false,
     )
     .await
     .unwrap();
@@ -325,6 +326,7 @@ async fn signatures_on_another_users_master_key_are_the_signers_alone() {
             )),
             ..Default::default()
         },
+        false,
     )
     .await
     .unwrap();

@@ -14,6 +14,9 @@ use crate::{Result, Services, tables, utils};
 
 /// Messages a sync (or a dehydrated device's `/events`) carries at most.
 pub const PER_SYNC: usize = 100;
+/// The largest content one to-device message may have (room keys and
+/// verification messages are a few KiB).
+pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
 /// How long a transaction id is remembered.
 const TXN_KEPT_MS: u64 = 24 * 3600 * 1000;
 
@@ -53,6 +56,16 @@ impl Services {
         let txn = (sender.as_str(), sender_device, txn_id);
         if self.db.contains(&tables::TO_DEVICE_TXNS, txn)? {
             return Ok(());
+        }
+        for devices in messages.values().filter_map(JsonValue::as_object) {
+            if devices.values().any(|content| too_large(content)) {
+                return Err(crate::Error::new(
+                    crate::ErrorCode::TooLarge,
+                    format!(
+                        "A to-device message may have at most {MAX_CONTENT_BYTES} bytes of content."
+                    ),
+                ));
+            }
         }
         let mut local: Vec<(String, String, JsonValue)> = Vec::new();
         let mut remote: BTreeMap<&ServerName, Map<String, JsonValue>> = BTreeMap::new();
@@ -297,7 +310,8 @@ impl Services {
             else {
                 continue;
             };
-            if user_id.server_name() == self.config.server_name {
+            if user_id.server_name() == self.config.server_name && !devices.values().any(too_large)
+            {
                 self.expand_devices(user_id, devices, &mut local)?;
             }
         }
@@ -332,4 +346,9 @@ impl Services {
         self.db.write(batch)?;
         Ok(())
     }
+}
+
+/// Whether a message's content is over [`MAX_CONTENT_BYTES`].
+fn too_large(content: &JsonValue) -> bool {
+    serde_json::to_vec(content).map_or(true, |bytes| bytes.len() > MAX_CONTENT_BYTES)
 }

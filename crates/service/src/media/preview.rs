@@ -193,6 +193,9 @@ impl Previews {
         }
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
+            // A proxy from the environment would connect where the resolver
+            // never looked.
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(CheckedResolver(self.policy.clone())))
             .connect_timeout(TIMEOUT)
@@ -253,6 +256,11 @@ impl Previews {
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            // Of a page only the start counts (the head has the tags).
+            let limit = match content_type.as_deref() {
+                Some(kind) if kind.starts_with("text/") => limit.min(MAX_PAGE_BYTES),
+                _ => limit,
+            };
             let mut body = Vec::new();
             while let Some(chunk) = response
                 .chunk()
@@ -341,9 +349,11 @@ impl Services {
         {
             return Ok(answer.clone());
         }
+        // Each preview may store a picture: it counts as an upload.
+        self.check_upload_rate(user_id)?;
         let limit = self.config.max_request_size as usize;
-        let (content_type, body, final_url) =
-            previews.fetch(url, MAX_PAGE_BYTES.max(limit)).await?;
+        // A page is read up to its first MiB; a picture up to the upload limit.
+        let (content_type, body, final_url) = previews.fetch(url, limit).await?;
         let kind = content_type
             .as_deref()
             .unwrap_or("")

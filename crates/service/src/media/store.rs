@@ -21,13 +21,23 @@ pub struct FileStore {
     root: PathBuf,
 }
 
-/// A file being written.
+/// A file being written. Dropped before `finish` (an error, a client
+/// that went away), it deletes what it wrote.
 pub struct Incoming {
     path: PathBuf,
     file: tokio::fs::File,
     hasher: Sha256,
     size: u64,
     limit: u64,
+    finished: bool,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// A file stored whole under its hash.
@@ -98,6 +108,7 @@ impl FileStore {
             hasher: Sha256::new(),
             size: 0,
             limit,
+            finished: false,
         })
     }
 
@@ -148,19 +159,18 @@ impl Incoming {
             .sync_all()
             .await
             .map_err(|e| io_error("syncing", e))?;
-        let sha256 = hex(&self.hasher.finalize());
+        let sha256 = hex(&Digest::finalize_reset(&mut self.hasher));
         let target = store.path(&sha256);
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
                 .map_err(|e| io_error("creating a directory", e))?;
         }
-        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
-            let _ = tokio::fs::remove_file(&self.path).await;
-        } else {
+        if !tokio::fs::try_exists(&target).await.unwrap_or(false) {
             tokio::fs::rename(&self.path, &target)
                 .await
                 .map_err(|e| io_error("moving into place", e))?;
+            self.finished = true;
         }
         Ok(Stored {
             sha256,
@@ -218,7 +228,15 @@ mod tests {
         let mut big = store.incoming(4).await.unwrap();
         let err = big.write(b"12345").await.unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::TooLarge));
-        // A write cut off by a crash, and a file nobody refers to.
+        // A write given up is gone at once; one cut off by a crash (never
+        // dropped) and a file nobody refers to go at the next start.
+        let mut given_up = store.incoming(100).await.unwrap();
+        given_up.write(b"half").await.unwrap();
+        drop(given_up);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
         let mut cut = store.incoming(100).await.unwrap();
         cut.write(b"half").await.unwrap();
         std::mem::forget(cut);
