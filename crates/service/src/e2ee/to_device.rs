@@ -58,7 +58,7 @@ impl Services {
             return Ok(());
         }
         for devices in messages.values().filter_map(JsonValue::as_object) {
-            if devices.values().any(|content| too_large(content)) {
+            if devices.values().any(too_large) {
                 return Err(crate::Error::new(
                     crate::ErrorCode::TooLarge,
                     format!(
