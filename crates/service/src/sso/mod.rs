@@ -661,11 +661,36 @@ impl Services {
     /// Fetches the picture a provider names for a new account, stores it
     /// as the user's media and makes it their avatar. A picture that
     /// cannot be had is skipped (logged): the account is made either way.
-    async fn import_sso_avatar(&self, user_id: &ruma::UserId, url: &str) {
+    async fn import_sso_avatar(&self, user_id: &ruma::UserId, url: &str, provider_url: &str) {
         let fetched = async {
             // The same rule as for the provider itself: https, or http on
             // loopback.
             config::check_base_url(url, "the avatar").map_err(|e| e.to_string())?;
+            // Profile pictures may be set by the people themselves: a host
+            // other than the provider's must resolve to public addresses
+            // only (the URL previews' IP rules), or an avatar could make this
+            // server fetch from inside its network.
+            let host_of = |u: &str| {
+                url::Url::parse(u)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+            };
+            if host_of(url) != host_of(provider_url) {
+                let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+                let host = parsed.host_str().ok_or("no host")?.trim_matches(['[', ']']);
+                let port = parsed.port_or_known_default().unwrap_or(443);
+                let policy = crate::media::preview::IpPolicy::new(
+                    &self.config.url_preview_ip_range_denylist,
+                    &self.config.url_preview_ip_range_allowlist,
+                )?;
+                let addresses: Vec<_> = tokio::net::lookup_host((host, port))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .collect();
+                if addresses.is_empty() || !addresses.iter().all(|a| policy.permits(a.ip())) {
+                    return Err(format!("{host} is not a public address"));
+                }
+            }
             let http = self.sso.http.as_ref().ok_or("no HTTP client")?;
             let request = ::http::Request::get(url)
                 .body(Vec::new())
@@ -762,7 +787,11 @@ impl Services {
         utils::locked(&self.sso.signups).remove(signup_id);
         tracing::info!(%user_id, provider = %config.id, "registered a new account through single sign-on");
         if import_display_name && let Some(avatar) = identity.avatar_url.as_deref() {
-            self.import_sso_avatar(&user_id, avatar).await;
+            let provider_url = match &config.kind {
+                config::ProviderKind::Oidc(oidc) => oidc.issuer.as_str(),
+                config::ProviderKind::Mastodon(mastodon) => mastodon.instance.as_str(),
+            };
+            self.import_sso_avatar(&user_id, avatar, provider_url).await;
         }
         self.sso_continue(user_id, &redirect_url)
     }
