@@ -297,7 +297,9 @@ impl Services {
             self.commit_key_change(self.db.batch(), &user_id, &[], None)?;
             return Ok(());
         };
-        if stream_id <= known {
+        // Older than what is kept: already in it. The same id again is let
+        // through: one change of several devices shares one id (ours do).
+        if stream_id < known {
             return Ok(());
         }
         let follows = content
