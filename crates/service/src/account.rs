@@ -111,16 +111,16 @@ impl Services {
     ) -> Result<()> {
         let _lock = self.user_locks.lock(user_id).await;
         let renamed = name.is_some();
-        self.devices
-            .set_display_name(user_id, device_id, name.clone())?;
-        // Other servers show device names from the device list updates.
+        self.devices.set_display_name(user_id, device_id, name)?;
+        // Local clients show device names from `/keys/query`: a rename is
+        // news for them (other servers are not told names).
         if renamed
             && let Some(keys) = self.db.get(
                 &crate::tables::DEVICE_KEYS,
                 (user_id.as_str(), device_id.as_str()),
             )?
         {
-            let update = DeviceUpdate::changed(device_id.as_str(), name, keys);
+            let update = DeviceUpdate::changed(device_id.as_str(), keys);
             self.commit_key_change(self.db.batch(), user_id, &[update], None)?;
         }
         Ok(())

@@ -327,12 +327,7 @@ pub(crate) fn thumbnail_served(
 
 /// `Content-Disposition` for a type and name: inline only for safe types.
 pub(crate) fn disposition(content_type: &str, file_name: Option<&str>) -> String {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = conduit_service::media::essence(content_type);
     let kind = if INLINE_TYPES.contains(&essence.as_str()) {
         "inline"
     } else {

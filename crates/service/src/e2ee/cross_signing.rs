@@ -272,15 +272,7 @@ impl Services {
                 &json!({ "signatures": { me: { signature_id: signature } } }),
             );
             batch.put(&tables::DEVICE_KEYS, (me, key_id), &device_keys)?;
-            let name = self
-                .devices
-                .get(user_id, key_id.into())?
-                .and_then(|d| d.display_name);
-            return Ok(Signed::Device(DeviceUpdate::changed(
-                key_id,
-                name,
-                device_keys,
-            )));
+            return Ok(Signed::Device(DeviceUpdate::changed(key_id, device_keys)));
         }
         let mut master = self
             .cross_signing_key(user_id, "master")?

@@ -22,17 +22,15 @@ use crate::{Result, Services, tables};
 /// One device's change, as the EDU tells other servers.
 pub struct DeviceUpdate {
     pub device_id: String,
-    pub display_name: Option<String>,
-    /// The new identity keys; `None` with `deleted`, or a rename.
+    /// The new identity keys; `None` with `deleted`.
     pub keys: Option<JsonValue>,
     pub deleted: bool,
 }
 
 impl DeviceUpdate {
-    pub fn changed(device_id: &str, display_name: Option<String>, keys: JsonValue) -> Self {
+    pub fn changed(device_id: &str, keys: JsonValue) -> Self {
         Self {
             device_id: device_id.to_owned(),
-            display_name,
             keys: Some(keys),
             deleted: false,
         }
@@ -41,7 +39,6 @@ impl DeviceUpdate {
     pub fn deleted(device_id: &str) -> Self {
         Self {
             device_id: device_id.to_owned(),
-            display_name: None,
             keys: None,
             deleted: true,
         }

@@ -164,11 +164,7 @@ impl Services {
         }
         match changed {
             Some(keys) => {
-                let name = self
-                    .devices
-                    .get(user_id, device_id)?
-                    .and_then(|d| d.display_name);
-                let update = DeviceUpdate::changed(device_id.as_str(), name, keys);
+                let update = DeviceUpdate::changed(device_id.as_str(), keys);
                 self.commit_key_change(batch, user_id, &[update], None)?;
             }
             None => self.db.write(batch)?,

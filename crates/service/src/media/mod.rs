@@ -60,6 +60,17 @@ fn media_id() -> String {
     utils::random_string(24)
 }
 
+/// A content type without its parameters, lower-cased: `image/png` of
+/// `image/PNG; charset=x`.
+pub fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// The `404` of media that is not here (or not for this route).
 pub fn not_found() -> Error {
     Error::not_found("Media not found.")

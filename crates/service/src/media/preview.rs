@@ -354,14 +354,7 @@ impl Services {
         let limit = self.config.max_request_size as usize;
         // A page is read up to its first MiB; a picture up to the upload limit.
         let (content_type, body, final_url) = previews.fetch(url, limit).await?;
-        let kind = content_type
-            .as_deref()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let kind = super::essence(content_type.as_deref().unwrap_or(""));
         let mut answer = Map::new();
         if kind.starts_with("image/") {
             self.preview_image(user_id, &kind, &body, &mut answer)
@@ -379,7 +372,7 @@ impl Services {
                     && let Ok((Some(image_type), bytes, _)) =
                         previews.fetch(image_url.as_str(), limit).await
                 {
-                    let image_type = image_type.split(';').next().unwrap_or("").trim().to_owned();
+                    let image_type = super::essence(&image_type);
                     if image_type.starts_with("image/") {
                         let _ = self
                             .preview_image(user_id, &image_type, &bytes, &mut answer)

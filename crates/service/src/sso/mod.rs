@@ -696,16 +696,13 @@ impl Services {
                 .body(Vec::new())
                 .map_err(|e| e.to_string())?;
             let response = http.send(request).await.map_err(|e| e.to_string())?;
-            let kind = response
-                .headers()
-                .get(::http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned();
+            let kind = crate::media::essence(
+                response
+                    .headers()
+                    .get(::http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            );
             if !response.status().is_success() || !kind.starts_with("image/") {
                 return Err(format!("HTTP {} of type {kind:?}", response.status()));
             }
