@@ -245,22 +245,15 @@ async fn make_thumbnail(
     };
     let method = Method::parse(query.method.as_deref())?;
     let animated = query.animated.unwrap_or(false);
-    let (record, file) = if legacy {
+    let (record, file) = if legacy || path.server == services.config.server_name.as_str() {
+        // This server's media (the old routes serve nothing else).
         local_only(services, &path.server, |s| {
-            services.legacy_media(s, &path.media_id)
+            if legacy {
+                services.legacy_media(s, &path.media_id)
+            } else {
+                services.local_media(s, &path.media_id)
+            }
         })?;
-        services
-            .thumbnail(
-                &path.server,
-                &path.media_id,
-                width,
-                height,
-                method,
-                animated,
-            )
-            .await?
-    } else if path.server == services.config.server_name.as_str() {
-        services.local_media(&path.server, &path.media_id)?;
         services
             .thumbnail(
                 &path.server,

@@ -263,15 +263,28 @@ impl Services {
         Ok(news)
     }
 
+    /// The EDU's `user_id`, if it is a user of `origin` in a room with this
+    /// server: updates about anyone else would only fill the change log and
+    /// wake every sync for nobody.
+    fn room_mate_of<'a>(
+        &self,
+        origin: &ServerName,
+        content: &'a JsonValue,
+    ) -> Result<Option<&'a UserId>> {
+        let user = self.remote_user(origin, content.get("user_id").and_then(JsonValue::as_str));
+        match user {
+            Some(user) if !self.rooms.joined_rooms(user.as_str())?.is_empty() => Ok(Some(user)),
+            _ => Ok(None),
+        }
+    }
+
     /// Takes in `m.device_list_update` from `origin`.
     pub(crate) async fn receive_device_list_update(
         self: &std::sync::Arc<Self>,
         origin: &ServerName,
         content: &JsonValue,
     ) -> Result<()> {
-        let Some(user_id) =
-            self.remote_user(origin, content.get("user_id").and_then(JsonValue::as_str))
-        else {
+        let Some(user_id) = self.room_mate_of(origin, content)? else {
             return Ok(());
         };
         let user_id = user_id.to_owned();
@@ -281,11 +294,6 @@ impl Services {
         ) else {
             return Ok(());
         };
-        // Only users in a room with us: anything else would only fill the
-        // change log and wake every sync for nobody.
-        if self.rooms.joined_rooms(user_id.as_str())?.is_empty() {
-            return Ok(());
-        }
         let known = self
             .db
             .get(&tables::REMOTE_DEVICE_LISTS, user_id.as_str())?;
@@ -419,15 +427,10 @@ impl Services {
         origin: &ServerName,
         content: &JsonValue,
     ) -> Result<()> {
-        let Some(user_id) =
-            self.remote_user(origin, content.get("user_id").and_then(JsonValue::as_str))
-        else {
+        let Some(user_id) = self.room_mate_of(origin, content)? else {
             return Ok(());
         };
         let user = user_id.as_str();
-        if self.rooms.joined_rooms(user)?.is_empty() {
-            return Ok(());
-        }
         let mut batch = self.db.batch();
         let kept = self.db.contains(&tables::REMOTE_DEVICE_LISTS, user)?;
         for (field, usage) in [
