@@ -336,6 +336,84 @@ def bench_federation(args) -> dict:
             peer.close()
             server.stop()
 
+def peak_rss(server: Server) -> float:
+    """The server's peak resident memory so far (VmHWM), in MiB."""
+    with open(f"/proc/{server.proc.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def send_cpu_ms(server: Server, user: Client, room: str, sends: int) -> float:
+    """Server CPU per local message send (no mentions) in `room`."""
+    return measure(server, sends, lambda: [user.send(room, f"message {i}") for i in range(sends)])[
+        "cpu_ms_per_event"]
+
+
+def bench_big_rooms(args) -> dict:
+    import urllib3
+    urllib3.disable_warnings()
+    """Joins of synthetic rooms of 1k, 10k and 30k members (big_room.py: a
+    fake federation of 300 server names) by a fresh server each, then the
+    cost of living in the room: local sends, incoming PDUs, /members and
+    the joining user's lazy-loading initial sync."""
+    from big_room import BigRoom
+    from federation import federation_env
+
+    figures = {}
+    for members in args.big_rooms:
+        with tempfile.TemporaryDirectory(prefix="conduit-bench-bigroom-") as data_dir:
+            log(f"  making a room of {members} members")
+            big = BigRoom(Path(data_dir) / "peer", members).start()
+            env = federation_env(Path(data_dir) / "tls")
+            env["CONDUIT_LOG"] = "warn,conduit_service::federation::join=info"
+            server = Server(Path(data_dir), env, f"bench-bigroom-{members}")
+            server.log_path.unlink(missing_ok=True)
+            server.start()
+            try:
+                alice = Client.register(server, "alice")
+                small = alice.create_room()
+                baseline = send_cpu_ms(server, alice, small, args.big_sends)
+                cpu0, _ = sample(server)
+                start = time.perf_counter()
+                room = quote(big.room.room_id, safe="")
+                alice.call("POST", f"/_matrix/client/v3/join/{room}?server_name={quote(big.home.name)}", {})
+                join_s = time.perf_counter() - start
+                cpu1, rss = sample(server)
+                peak = peak_rss(server)
+                log(f"  joined {members} members in {join_s:.1f} s")
+                in_room = send_cpu_ms(server, alice, big.room.room_id, args.big_sends)
+
+                pdus = [big.message(1 + i % (members - 1), f"incoming {i}").pdu for i in range(args.big_sends)]
+                cpu2, _ = sample(server)
+                for at in range(0, len(pdus), 50):
+                    chunk = pdus[at:at + 50]
+                    r = big.send_pdus(server.server_name, chunk, origin=big.home)
+                    errors = {k: v for k, v in r.json().get("pdus", {}).items() if v}
+                    if r.status_code != 200 or errors:
+                        raise RuntimeError(f"/send: {r.status_code} {errors or r.text[:300]}")
+                cpu3, _ = sample(server)
+
+                start = time.perf_counter()
+                listed = alice.call("GET", f"/_matrix/client/v3/rooms/{room}/members")["chunk"]
+                members_s = time.perf_counter() - start
+                lazy = json.dumps({"room": {"state": {"lazy_load_members": True},
+                                            "timeline": {"limit": 20, "lazy_load_members": True}}})
+                start = time.perf_counter()
+                alice.call("GET", "/_matrix/client/v3/sync", filter=lazy)
+                sync_s = time.perf_counter() - start
+                _, rss_after = sample(server)
+                figures[members] = {
+                    "join_s": join_s, "join_cpu_s": cpu1 - cpu0, "join_peak_rss_mib": peak,
+                    "rss_after_join_mib": rss, "send_cpu_ms": in_room, "send_cpu_ms_2_members": baseline,
+                    "pdu_in_cpu_ms": (cpu3 - cpu2) * 1000 / len(pdus), "members_listed": len(listed),
+                    "members_ms": members_s * 1000, "lazy_initial_sync_ms": sync_s * 1000,
+                    "rss_end_mib": rss_after, "room_generation_s": big.generation_s,
+                }
+                log(f"  {figures[members]}")
+            finally:
+                server.stop()
+                big.close()
+    return {f"{key}@{members}": value for members, row in figures.items() for key, value in row.items()}
+
 
 def bench_e2ee(args) -> dict:
     """Key queries and claims for 100 devices (10 users x 10 devices, each
@@ -469,6 +547,7 @@ SECTIONS = {
     "federation": ("federation in", bench_federation),
     "e2ee": ("E2EE keys", bench_e2ee),
     "media": ("media", bench_media),
+    "bigrooms": ("big rooms", bench_big_rooms),
 }
 
 LABELS = {
@@ -507,6 +586,18 @@ LABELS = {
     "download_mb_per_s": ("download", "MB/s"),
     "thumbnail_12mp_ms": ("first 800x600 thumbnail of a 12 MP JPEG", "ms"),
     "peak_rss_mib": ("server peak RSS (VmHWM)", "MiB"),
+    "join_s": ("join", "s"),
+    "join_cpu_s": ("server CPU for the join", "s"),
+    "join_peak_rss_mib": ("peak RSS (VmHWM) by the join's end", "MiB"),
+    "rss_after_join_mib": ("RSS after the join", "MiB"),
+    "send_cpu_ms": ("server CPU per local send in it", "ms"),
+    "send_cpu_ms_2_members": ("same in a room of 1 (before)", "ms"),
+    "pdu_in_cpu_ms": ("server CPU per incoming PDU", "ms"),
+    "members_listed": ("members listed", ""),
+    "members_ms": ("/members", "ms"),
+    "lazy_initial_sync_ms": ("initial sync, lazy-loaded members", "ms"),
+    "rss_end_mib": ("RSS at the end", "MiB"),
+    "room_generation_s": ("making the room (test side)", "s"),
 }
 
 
@@ -527,7 +618,9 @@ def print_table(results: dict) -> None:
             print(f"{title:<16} {'(failed)' if figures else '(skipped)'}")
             continue
         for i, (name, value) in enumerate(figures.items()):
-            label, unit = LABELS[name]
+            base, _, members = name.partition("@")
+            label, unit = LABELS[base]
+            label = f"{label}, {int(members) // 1000}k" if members else label
             shown = f"{value:.{3 if value < 10 else 1}f}" if isinstance(value, float) else str(value)
             print(f"{title if i == 0 else '':<16} {label:<40} {shown:>10} {unit}")
 
@@ -543,6 +636,7 @@ def main() -> None:
         (320, 100, 50, 20, 300, 200) if args.quick else (1000, 1000, 200, 100, None, 2000)
     )
     args.media_mb = 5 if args.quick else 50
+    args.big_rooms, args.big_sends = ((1000,), 50) if args.quick else ((1000, 10_000, 30_000), 200)
     args.queries, args.claims, args.fanouts, args.fanout_devices = (
         (20, 5, 5, 200) if args.quick else (300, 50, 50, 1000)
     )

@@ -60,4 +60,24 @@ impl Counter {
         *next = value + 1;
         Ok(value)
     }
+
+    /// Takes `count` consecutive values at once, the first of which `fill`
+    /// is given, as [`write_next`] does for one (short ids in bulk).
+    ///
+    /// [`write_next`]: Self::write_next
+    pub(crate) fn write_many(
+        &self,
+        db: &Database,
+        mut batch: Batch<'_>,
+        count: u64,
+        fill: impl FnOnce(&mut Batch<'_>, u64) -> Result<()>,
+    ) -> Result<u64> {
+        let mut next = utils::locked(&self.next);
+        let first = *next;
+        fill(&mut batch, first)?;
+        batch.put(&tables::GLOBAL_JSON, self.name, &(first + count).into())?;
+        db.write(batch)?;
+        *next = first + count;
+        Ok(first)
+    }
 }

@@ -37,6 +37,37 @@ pub fn locked<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Runs `work` on every item on the blocking thread pool, a share of the
+/// items per core, and returns the results in the items' order (checking
+/// the signatures of a join's thousands of events).
+pub async fn parallel_map<T, R, F>(items: Vec<T>, work: F) -> crate::Result<Vec<R>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> R + Send + Sync + 'static,
+{
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = items.len().div_ceil(cores).max(1);
+    let work = std::sync::Arc::new(work);
+    let mut items = items.into_iter();
+    let mut tasks = Vec::new();
+    loop {
+        let part: Vec<T> = items.by_ref().take(share).collect();
+        if part.is_empty() {
+            break;
+        }
+        let work = work.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            part.into_iter().map(|item| work(item)).collect::<Vec<R>>()
+        }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.extend(task.await.map_err(crate::Error::internal)?);
+    }
+    Ok(results)
+}
+
 /// Runs futures concurrently on the current task and collects their
 /// outputs in order (requests to several servers at once).
 pub async fn join_all<F: std::future::Future>(

@@ -112,6 +112,24 @@ impl Services {
         limit: usize,
         signed: bool,
     ) -> Result<JsonValue, FedError> {
+        let bytes = self
+            .federation_bytes(destination, method, path_and_query, body, limit, signed)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| FedError::NotJson(e.to_string()))
+    }
+
+    /// The body of a 2xx answer to a signed (or unsigned) request, at most
+    /// `limit` bytes, for a caller that parses it its own way (the events
+    /// of a join, kept as raw text until each is checked).
+    pub(crate) async fn federation_bytes(
+        &self,
+        destination: &ServerName,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<&JsonValue>,
+        limit: usize,
+        signed: bool,
+    ) -> Result<Vec<u8>, FedError> {
         let mut response = self
             .federation_response(destination, method, path_and_query, body, signed)
             .await?;
@@ -136,7 +154,7 @@ impl Services {
         if !status.is_success() {
             return Err(status_error(status, &bytes));
         }
-        serde_json::from_slice(&bytes).map_err(|e| FedError::NotJson(e.to_string()))
+        Ok(bytes)
     }
 
     /// A request to `destination` (signed or not) whose answer the caller

@@ -122,14 +122,21 @@ impl Services {
         membership: &str,
         signed: &SignedMembership,
         limit: usize,
-    ) -> Result<JsonValue> {
+    ) -> Result<Vec<u8>> {
         let path = format!(
             "/_matrix/federation/{api}/send_{membership}/{}/{}",
             urlencode(room_id),
             urlencode(&signed.event_id)
         );
-        self.federation_request(server, http::Method::PUT, &path, Some(&signed.event), limit)
-            .await
-            .map_err(|e| e.into_client_error(server))
+        self.federation_bytes(
+            server,
+            http::Method::PUT,
+            &path,
+            Some(&signed.event),
+            limit,
+            true,
+        )
+        .await
+        .map_err(|e| e.into_client_error(server))
     }
 }

@@ -3,11 +3,14 @@
 //! state and auth chain, every event of which is verified and checked
 //! before the room appears on this server. Also remote alias look-ups.
 
-use conduit_state_res::{RoomVersion, StateMap, check_against_state};
+use conduit_state_res::{RoomVersion, check_against_state};
 use ruma::{OwnedServerName, RoomVersionId, ServerName, UserId};
 use serde_json::Value as JsonValue;
 
-use super::incoming::{RoomContext, parse::parse_pdu};
+use super::incoming::{
+    RoomContext,
+    outliers::{RawEvents, parse_raw_events},
+};
 use crate::{
     Error, ErrorCode, Result, Services,
     rooms::{
@@ -17,8 +20,10 @@ use crate::{
     },
 };
 
-/// A join's answer carries the whole room state: big rooms need room.
-const SEND_JOIN_LIMIT: usize = 512 << 20;
+/// A join's answer carries the whole room state: about 1 KB a member, so
+/// this takes rooms of well over 100,000 members and refuses an answer
+/// that would only exhaust memory.
+const SEND_JOIN_LIMIT: usize = 160 << 20;
 
 /// Every room version this server takes part in.
 pub fn supported_versions() -> impl Iterator<Item = &'static str> {
@@ -116,16 +121,19 @@ impl Services {
             .make_membership(server, room_id, user, "join", content)
             .await?;
         let (ours, _) = crate::rooms::send::version_rules(&signed.version)?;
-        let answer = self
+        let bytes = self
             .send_membership(server, room_id, "v2", "join", &signed, SEND_JOIN_LIMIT)
             .await?;
+        tracing::info!(room_id, %server, bytes = bytes.len(), "send_join answered");
+        let answer = parse_raw_events(server, &bytes)?;
+        drop(bytes);
         // A restricted join comes back signed by the resident server too:
         // its signature is added to our event, nothing else of its copy.
-        let join_event = match answer.get("event") {
+        let join_event = match &answer.event {
             Some(event) if event.is_object() => super::with_their_signatures(&signed.event, event),
             _ => signed.event.clone(),
         };
-        self.finish_join(server, room_id, &signed.version, ours, &answer, &join_event)
+        self.finish_join(server, room_id, &signed.version, ours, answer, &join_event)
             .await
     }
 
@@ -136,7 +144,7 @@ impl Services {
         room_id: &str,
         version: &str,
         ours: &'static RoomVersion,
-        answer: &JsonValue,
+        answer: RawEvents,
         join_event: &JsonValue,
     ) -> Result<()> {
         // A room new to this server is recorded only once the join passed
@@ -156,36 +164,25 @@ impl Services {
             version: ours,
             rules,
         };
-        let list = |key: &str| {
-            answer
-                .get(key)
-                .and_then(JsonValue::as_array)
-                .cloned()
-                .unwrap_or_default()
-        };
-        let state_pdus = list("state");
-        let mut events = list("auth_chain");
-        events.extend(state_pdus.iter().cloned());
-        let accepted = self.store_outliers(&room, &events).await?;
-
-        let mut state = StateMap::new();
-        for raw in &state_pdus {
-            let Ok(parsed) = parse_pdu(raw, &room.rules) else {
-                continue;
-            };
-            if !accepted.contains(&parsed.event_id) {
-                continue;
-            }
-            if let Some(pdu) = self.rooms.pdu_by_id(&parsed.event_id, &self.short_ids)?
-                && let Some(key) = &pdu.state_key
-            {
-                state.insert(
-                    self.short_ids
-                        .get_or_create_state_key_short(&pdu.kind, key)?,
-                    pdu.short,
-                );
-            }
-        }
+        let RawEvents {
+            state, auth_chain, ..
+        } = answer;
+        let (state_events, chain_events) = (state.len(), auth_chain.len());
+        let mut events = auth_chain;
+        events.extend(state);
+        let started = std::time::Instant::now();
+        let outliers = self.store_outliers(&room, events).await?;
+        let state = outliers.state(&self.short_ids, chain_events..chain_events + state_events)?;
+        tracing::info!(
+            room_id,
+            %server,
+            state_events,
+            chain_events,
+            accepted = outliers.accepted_count(),
+            state = state.len(),
+            seconds = started.elapsed().as_secs_f32(),
+            "join: the room's state is stored"
+        );
         if self.state_event(&state, "m.room.create", "")?.is_none()
             && self.create_event_of(&room)?.is_none()
         {

@@ -6,7 +6,7 @@
 //! events. This server answers `/_matrix/key/v2/query` as a notary too.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -49,6 +49,36 @@ impl VerifyKeyRecord {
             Some(expired) => ts <= expired,
             None => ts <= self.valid_until_ts,
         }
+    }
+    /// The key, if it verifies a signature made at `ts`.
+    fn key_at(&self, ts: u64) -> Option<Base64> {
+        if !self.valid_at(ts) {
+            return None;
+        }
+        let bytes = STANDARD_NO_PAD
+            .decode(self.key.trim_end_matches('='))
+            .ok()?;
+        Some(Base64::new(bytes))
+    }
+}
+
+/// Servers asked for their keys at once by [`Services::key_ring`].
+const PARALLEL_KEY_FETCHES: usize = 32;
+
+/// Verify keys of many servers held in memory (see [`Services::key_ring`]).
+#[derive(Default)]
+pub(crate) struct KeyRing(HashMap<(String, String), VerifyKeyRecord>);
+
+impl KeyRing {
+    /// `server`'s keys among `key_ids` that verify what was signed at `at_ts`.
+    pub(crate) fn keys_at(&self, server: &str, key_ids: &[String], at_ts: u64) -> PublicKeySet {
+        key_ids
+            .iter()
+            .filter_map(|id| {
+                let record = self.0.get(&(server.to_owned(), id.clone()))?;
+                Some((id.clone(), record.key_at(at_ts)?))
+            })
+            .collect()
     }
 }
 
@@ -232,13 +262,63 @@ impl Services {
             if let Some(record) = self
                 .db
                 .get(&tables::SERVER_KEYS, (server.as_str(), key_id.as_str()))?
-                && record.valid_at(at_ts)
-                && let Ok(bytes) = STANDARD_NO_PAD.decode(record.key.trim_end_matches('='))
+                && let Some(key) = record.key_at(at_ts)
             {
-                found.insert(key_id.clone(), Base64::new(bytes));
+                found.insert(key_id.clone(), key);
             }
         }
         Ok(found)
+    }
+
+    /// The keys `wanted` names, fetched where the database has none (many
+    /// servers at once, [`PARALLEL_KEY_FETCHES`] at a time) and then read
+    /// into memory: thousands of events from hundreds of servers (a join's
+    /// state) are checked without a request or a read per event.
+    pub(crate) async fn key_ring(
+        &self,
+        wanted: &BTreeMap<OwnedServerName, BTreeSet<String>>,
+    ) -> Result<KeyRing> {
+        let permits = tokio::sync::Semaphore::new(PARALLEL_KEY_FETCHES);
+        let fetches = wanted.iter().map(|(server, key_ids)| {
+            let permits = &permits;
+            async move {
+                let key_ids: Vec<String> = key_ids.iter().cloned().collect();
+                if self.stored_keys(server, &key_ids, 0)?.len() == key_ids.len() {
+                    return Ok(());
+                }
+                let _permit = permits.acquire().await.map_err(crate::Error::internal)?;
+                self.server_verify_keys(server, &key_ids, 0)
+                    .await
+                    .map(|_| ())
+            }
+        });
+        for outcome in utils::join_all(fetches).await {
+            outcome?;
+        }
+        let mut ring = KeyRing::default();
+        // This server's own key is not among those stored.
+        ring.0.insert(
+            (
+                self.config.server_name.to_string(),
+                self.server_keys.key_id(),
+            ),
+            VerifyKeyRecord {
+                key: self.server_keys.public_key_base64(),
+                valid_until_ts: u64::MAX,
+                expired_ts: None,
+            },
+        );
+        for (server, key_ids) in wanted {
+            for key_id in key_ids {
+                if let Some(record) = self
+                    .db
+                    .get(&tables::SERVER_KEYS, (server.as_str(), key_id.as_str()))?
+                {
+                    ring.0.insert((server.to_string(), key_id.clone()), record);
+                }
+            }
+        }
+        Ok(ring)
     }
 
     /// Fetches `server`'s keys, from itself first, then from the notaries.

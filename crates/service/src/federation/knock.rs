@@ -7,7 +7,10 @@
 use ruma::{OwnedServerName, ServerName, UserId};
 use serde_json::{Value as JsonValue, json};
 
-use super::invite::{RemoteInvite, stripped};
+use super::{
+    client::FedError,
+    invite::{RemoteInvite, stripped},
+};
 use crate::{Error, Result, Services, rooms::membership::Change};
 
 impl Services {
@@ -55,9 +58,12 @@ impl Services {
         let signed = self
             .make_membership(server, room_id, user, "knock", content)
             .await?;
-        let answer = self
-            .send_membership(server, room_id, "v1", "knock", &signed, 1 << 20)
-            .await?;
+        let answer: JsonValue = serde_json::from_slice(
+            &self
+                .send_membership(server, room_id, "v1", "knock", &signed, 1 << 20)
+                .await?,
+        )
+        .map_err(|e| FedError::NotJson(e.to_string()).into_client_error(server))?;
         let knock_state = answer
             .get("knock_room_state")
             .and_then(JsonValue::as_array)

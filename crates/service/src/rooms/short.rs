@@ -3,11 +3,17 @@
 //! integers. A mapping is written at once, in its own batch: an id that
 //! ends up unused costs nothing, and no later batch can race it.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
 
 use conduit_storage::Database;
 
 use crate::{Error, Result, counter::Counter, tables, utils};
+
+/// Names given new ids in one write, at most.
+const BULK_BATCH: usize = 8192;
 
 pub struct ShortIds {
     db: Arc<Database>,
@@ -57,6 +63,87 @@ impl ShortIds {
             },
             |_| {},
         )
+    }
+
+    /// The short ids of many event ids, those new created in one batch
+    /// (the thousands of events of a join's state and auth chain).
+    pub fn get_or_create_event_shorts<'a>(
+        &self,
+        event_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashMap<&'a str, u64>> {
+        self.bulk(
+            event_ids,
+            |id| self.event_short(id),
+            |batch, id, short| {
+                batch.put(&tables::EVENTID_SHORT, id, short)?;
+                batch.put(&tables::SHORT_EVENTID, short, id)?;
+                Ok(())
+            },
+        )
+    }
+
+    /// The short ids of many `(event type, state key)` pairs, as
+    /// [`get_or_create_event_shorts`](Self::get_or_create_event_shorts).
+    pub fn get_or_create_state_key_shorts<'a>(
+        &self,
+        keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<HashMap<(&'a str, &'a str), u64>> {
+        self.bulk(
+            keys,
+            |(kind, key)| self.state_key_short(kind, key),
+            |batch, (kind, key), short| {
+                batch.put(&tables::STATEKEY_SHORT, (kind, key), short)?;
+                batch.put(
+                    &tables::SHORT_STATEKEY,
+                    short,
+                    &(kind.to_owned(), key.to_owned()),
+                )?;
+                Ok(())
+            },
+        )
+    }
+
+    /// Looks every name up and gives the unknown ones consecutive new ids,
+    /// written in batches of [`BULK_BATCH`] names.
+    fn bulk<K: Copy + Eq + std::hash::Hash>(
+        &self,
+        names: impl IntoIterator<Item = K>,
+        find: impl Fn(K) -> Result<Option<u64>>,
+        put: impl Fn(&mut conduit_storage::Batch<'_>, K, u64) -> Result<()>,
+    ) -> Result<HashMap<K, u64>> {
+        let _allocating = utils::locked(&self.allocate);
+        let mut found = HashMap::new();
+        let mut new = Vec::new();
+        let mut queued = HashSet::new();
+        for name in names {
+            if found.contains_key(&name) || queued.contains(&name) {
+                continue;
+            }
+            match find(name)? {
+                Some(short) => {
+                    found.insert(name, short);
+                }
+                None => {
+                    queued.insert(name);
+                    new.push(name);
+                }
+            }
+        }
+        for chunk in new.chunks(BULK_BATCH) {
+            let first = self.ids.write_many(
+                &self.db,
+                self.db.batch(),
+                chunk.len() as u64,
+                |batch, first| {
+                    for (name, short) in chunk.iter().zip(first..) {
+                        put(batch, *name, short)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            found.extend(chunk.iter().copied().zip(first..));
+        }
+        Ok(found)
     }
 
     pub fn state_key_short(&self, event_type: &str, state_key: &str) -> Result<Option<u64>> {
@@ -129,6 +216,36 @@ mod tests {
         assert!(
             fresh > a && fresh > b && fresh > k,
             "the counter continues after a restart"
+        );
+    }
+
+    #[test]
+    fn bulk_allocation_keeps_known_ids_and_names_each_new_one_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path(), tables::ALL, 1 << 20).unwrap());
+        let ids = ShortIds::new(db).unwrap();
+        let known = ids.get_or_create_event_short("$known").unwrap();
+        let names: Vec<String> = (0..20_000).map(|i| format!("${}", i % 15_000)).collect();
+        let got = ids
+            .get_or_create_event_shorts(
+                names.iter().map(String::as_str).chain(["$known", "$known"]),
+            )
+            .unwrap();
+        assert_eq!(got.len(), 15_001);
+        assert_eq!(got["$known"], known);
+        let distinct: std::collections::HashSet<u64> = got.values().copied().collect();
+        assert_eq!(distinct.len(), got.len(), "one id per name");
+        // Written: the one-at-a-time path finds them, and fresh ids follow.
+        assert_eq!(ids.event_short("$14999").unwrap(), Some(got["$14999"]));
+        assert_eq!(ids.event_id(got["$7"]).unwrap().as_deref(), Some("$7"));
+        let next = ids.get_or_create_event_short("$after").unwrap();
+        assert!(distinct.iter().all(|&id| id < next));
+        let keys = ids
+            .get_or_create_state_key_shorts([("m.room.member", "@a:x"), ("m.room.member", "@a:x")])
+            .unwrap();
+        assert_eq!(
+            ids.state_key(keys[&("m.room.member", "@a:x")]).unwrap(),
+            ("m.room.member".into(), "@a:x".into())
         );
     }
 

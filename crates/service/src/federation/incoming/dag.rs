@@ -224,56 +224,29 @@ impl Services {
             urlencode(&room.room_id),
             urlencode(&prev_id)
         );
-        let answer = self
-            .federation_request(origin, http::Method::GET, &path, None, 256 << 20)
-            .await
-            .map_err(|e| e.into_client_error(origin))?;
-        let list = |key: &str| {
-            answer
-                .get(key)
-                .and_then(JsonValue::as_array)
-                .cloned()
-                .unwrap_or_default()
-        };
-        let mut events = list("auth_chain");
-        let state_pdus = list("pdus");
-        events.extend(state_pdus.iter().cloned());
+        let answer = self.federation_events(origin, &path, 256 << 20).await?;
+        let mut events = answer.auth_chain;
+        let state_range = events.len()..events.len() + answer.pdus.len();
+        events.extend(answer.pdus);
         if !self.event_is_stored(&prev_id)? {
             let path = format!("/_matrix/federation/v1/event/{}", urlencode(&prev_id));
-            if let Ok(answer) = self
-                .federation_request(origin, http::Method::GET, &path, None, 1 << 20)
-                .await
-                && let Some(pdu) = answer.get("pdus").and_then(|p| p.get(0))
+            if let Ok(answer) = self.federation_events(origin, &path, 1 << 20).await
+                && let Some(pdu) = answer.pdus.into_iter().next()
             {
-                events.push(pdu.clone());
+                events.push(pdu);
             }
         }
-        let accepted = self.store_outliers(room, &events).await?;
-        let mut state = StateMap::new();
-        let mut add = |pdu: Pdu| -> Result<()> {
-            if let Some(key) = &pdu.state_key {
-                state.insert(
-                    self.short_ids
-                        .get_or_create_state_key_short(&pdu.kind, key)?,
-                    pdu.short,
-                );
-            }
-            Ok(())
-        };
-        for raw in &state_pdus {
-            let Ok(parsed) = super::parse::parse_pdu(raw, &room.rules) else {
-                continue;
-            };
-            if accepted.contains(&parsed.event_id)
-                && let Some(pdu) = self.rooms.pdu_by_id(&parsed.event_id, &self.short_ids)?
-            {
-                add(pdu)?;
-            }
-        }
+        let outliers = self.store_outliers(room, events).await?;
+        let mut state = outliers.state(&self.short_ids, state_range)?;
         if !self.is_rejected(prev)?
             && let Some(pdu) = self.rooms.pdu(prev, &self.short_ids)?
+            && let Some(key) = &pdu.state_key
         {
-            add(pdu)?;
+            state.insert(
+                self.short_ids
+                    .get_or_create_state_key_short(&pdu.kind, key)?,
+                pdu.short,
+            );
         }
         Ok(Arc::new(state))
     }

@@ -38,6 +38,7 @@ pub enum Outcome {
 }
 
 /// A room as the pipeline needs it.
+#[derive(Clone)]
 pub struct RoomContext {
     pub room_id: String,
     pub record: RoomRecord,

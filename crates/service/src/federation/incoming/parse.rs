@@ -68,16 +68,34 @@ fn bad(message: impl Into<String>) -> Error {
 
 /// Checks a PDU's form for its room version and names it.
 pub fn parse_pdu(raw: &JsonValue, rules: &RoomVersionRules) -> Result<Parsed> {
-    let value = CanonicalJsonValue::try_from(raw.clone())
+    parse_pdu_value(raw.clone(), rules)
+}
+
+/// [`parse_pdu`] of a PDU as received text.
+pub fn parse_pdu_text(raw: &str, rules: &RoomVersionRules) -> Result<Parsed> {
+    if raw.len() > 2 * MAX_PDU_BYTES {
+        return Err(too_large());
+    }
+    let value = serde_json::from_str(raw).map_err(|e| bad(format!("The PDU is not JSON: {e}")))?;
+    parse_pdu_value(value, rules)
+}
+
+fn too_large() -> Error {
+    Error::new(
+        crate::ErrorCode::TooLarge,
+        format!("The PDU is larger than {MAX_PDU_BYTES} bytes."),
+    )
+}
+
+/// [`parse_pdu`] of a PDU the caller owns.
+pub fn parse_pdu_value(raw: JsonValue, rules: &RoomVersionRules) -> Result<Parsed> {
+    let value = CanonicalJsonValue::try_from(raw)
         .map_err(|e| bad(format!("The PDU is not canonical JSON: {e}")))?;
     let CanonicalJsonValue::Object(mut object) = value else {
         return Err(bad("The PDU is not an object."));
     };
     if value_len(&object) > MAX_PDU_BYTES {
-        return Err(Error::new(
-            crate::ErrorCode::TooLarge,
-            format!("The PDU is larger than {MAX_PDU_BYTES} bytes."),
-        ));
+        return Err(too_large());
     }
     let string = |object: &CanonicalJsonObject, key: &str, required: bool| -> Result<()> {
         match object.get(key) {
