@@ -122,6 +122,7 @@ class BigRoom:
         self.joined: list[str] = []  # send_join events taken
         # What a test may make the next send_join answer carry.
         self.tamper: dict = {}
+        self.hidden: set[str] = set()  # events /event pretends not to know
         self.requests: dict[str, int] = {}  # path kind -> count
         self.lock = threading.Lock()
         started = time.perf_counter()
@@ -240,8 +241,10 @@ class BigRoom:
             if i % every == 0:
                 self._history_step(i)
         # Some members left after joining (their joins stay in the auth chain).
-        for i in range(3, members, 53):
+        self.left = set(range(3, members, 53))
+        for i in sorted(self.left):
             self.make_event(self.user(i), "m.room.member", {"membership": "leave"}, self.user(i))
+        self.members = members
 
     def _history_step(self, i: int) -> None:
         creator = self.creator
@@ -301,6 +304,7 @@ class BigRoom:
             # The oldest power levels, which the early joins cite, are left out.
             dropped = {e for e in auth if self.room.events[e].pdu["type"] == "m.room.power_levels"}
             auth_pdus = [self.room.events[e].pdu for e in auth if e not in dropped]
+            self.hidden = dropped if tamper.get("hide_dropped") else set()
         body = {"origin": self.home.name, "event": join, "members_omitted": False,
                 "state": state_pdus, "auth_chain": auth_pdus,
                 "servers_in_room": [s.name for s in self.servers]}
@@ -328,8 +332,16 @@ class BigRoom:
         return requests.put(f"https://{target}{path}", data=encode_canonical_json(body), headers=headers,
                             verify=False, timeout=120)
 
-    def message(self, member: int, text: str) -> Event:
-        return self.make_event(self.user(member), "m.room.message", {"msgtype": "m.text", "body": text})
+    def member(self, k: int) -> int:
+        """The k-th member still in the room (after the creator), cycling."""
+        i = 1 + k % (self.members - 1)
+        while i in self.left:
+            i = 1 + i % (self.members - 1)
+        return i
+
+    def message(self, k: int, text: str) -> Event:
+        """A message from the k-th member still in the room."""
+        return self.make_event(self.user(self.member(k)), "m.room.message", {"msgtype": "m.text", "body": text})
 
     # Serving.
 
@@ -440,6 +452,8 @@ class BigRoom:
                 state = self.state_ids()
                 return 200, {"pdus": self.pdus(state), "auth_chain": self.pdus(self.auth_chain(state))}
             if api == "event":
+                if parts[5] in self.hidden:
+                    return 404, {"errcode": "M_NOT_FOUND", "error": "hidden by the test"}
                 return 200, {"origin": self.home.name, "origin_server_ts": int(time.time() * 1000),
                              "pdus": [room.events[parts[5]].pdu]}
             if api == "event_auth":

@@ -382,7 +382,7 @@ def bench_big_rooms(args) -> dict:
                 log(f"  joined {members} members in {join_s:.1f} s")
                 in_room = send_cpu_ms(server, alice, big.room.room_id, args.big_sends)
 
-                pdus = [big.message(1 + i % (members - 1), f"incoming {i}").pdu for i in range(args.big_sends)]
+                pdus = [big.message(i, f"incoming {i}").pdu for i in range(args.big_sends)]
                 cpu2, _ = sample(server)
                 for at in range(0, len(pdus), 50):
                     chunk = pdus[at:at + 50]

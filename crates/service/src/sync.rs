@@ -351,7 +351,9 @@ impl Services {
             timeline.push(self.serve_event(user_id, pdu)?);
         }
         let unread = self.unread_counts(user_id, room.short, request.unread_by_thread)?;
+        let summary = self.sync_summary(user_id, room)?;
         let mut joined = json!({
+            "summary": summary,
             "timeline": { "events": timeline, "limited": limited, "prev_batch": timeline_start.to_string() },
             state_field(request.use_state_after): { "events": state },
             "ephemeral": { "events": ephemeral },
@@ -375,6 +377,50 @@ impl Services {
             joined["unread_thread_notifications"] = threads.into();
         }
         Ok(Some(joined))
+    }
+
+    /// A joined room's `summary`: member counts from the room's member
+    /// summary, and for a room with neither name nor alias the heroes a
+    /// client names it after (up to five other joined or invited members,
+    /// in the order they came).
+    fn sync_summary(&self, user_id: &UserId, room: &RoomRecord) -> Result<JsonValue> {
+        let Some(snapshot) = self.rooms.head(room.short)?.state else {
+            return Ok(json!({}));
+        };
+        let members = self.member_summary(room.short, snapshot)?;
+        let mut summary = json!({
+            "m.joined_member_count": members.joined,
+            "m.invited_member_count": members.invited,
+        });
+        let state = self.state_snapshots.load(snapshot)?;
+        let named = self
+            .state_event(&state, "m.room.name", "")?
+            .is_some_and(|e| {
+                e.content
+                    .get("name")
+                    .and_then(JsonValue::as_str)
+                    .is_some_and(|n| !n.is_empty())
+            })
+            || self
+                .state_event(&state, "m.room.canonical_alias", "")?
+                .is_some_and(|e| e.content.get("alias").and_then(JsonValue::as_str).is_some());
+        if !named {
+            let mut heroes = Vec::new();
+            for (&key, &event) in state.iter() {
+                let (kind, member) = self.short_ids.state_key(key)?;
+                if kind != "m.room.member" || member == user_id.as_str() {
+                    continue;
+                }
+                if let Some(pdu) = self.rooms.pdu(event, &self.short_ids)?
+                    && matches!(membership_of(&pdu), "join" | "invite")
+                {
+                    heroes.push((event, member));
+                }
+            }
+            heroes.sort();
+            summary["m.heroes"] = heroes.into_iter().take(5).map(|(_, m)| m).collect();
+        }
+        Ok(summary)
     }
 
     /// The newest `limit + 1` timeline rows before `end`: those at or after
@@ -482,33 +528,33 @@ impl Services {
             window.timeline_start
         };
         let base = self.state_at(room, at)?;
-        let mut events: Vec<ShortEventId> = if window.whole_state {
-            base.values().copied().collect()
+        let mut entries: Vec<(u64, ShortEventId)> = if window.whole_state {
+            base.iter().map(|(k, e)| (*k, *e)).collect()
         } else if window.limited || request.use_state_after {
             let before = self.state_at(room, since)?;
             base.iter()
                 .filter(|(key, event)| before.get(key) != Some(event))
-                .map(|(_, event)| *event)
+                .map(|(k, e)| (*k, *e))
                 .collect()
         } else {
             Vec::new()
         };
+        let mut wanted: Vec<&str> = window.timeline.iter().map(|e| e.sender.as_str()).collect();
+        wanted.push(user_id.as_str());
         if request.lazy_load_members {
-            let mut wanted: Vec<&str> = window.timeline.iter().map(|e| e.sender.as_str()).collect();
-            wanted.push(user_id.as_str());
-            let mut kept = Vec::with_capacity(events.len());
-            for event in events {
-                if let Some(pdu) = self.rooms.pdu(event, &self.short_ids)?
-                    && (pdu.kind != "m.room.member"
-                        || pdu
-                            .state_key
-                            .as_deref()
-                            .is_some_and(|k| wanted.contains(&k)))
-                {
-                    kept.push(event);
+            // Member events are told apart by their state key, so a big
+            // room's thousands of them are never read.
+            let mut kept = Vec::with_capacity(entries.len());
+            for (key, event) in entries {
+                let (kind, state_key) = self.short_ids.state_key(key)?;
+                if kind != "m.room.member" || wanted.contains(&state_key.as_str()) {
+                    kept.push((key, event));
                 }
             }
-            events = kept;
+            entries = kept;
+        }
+        let mut events: Vec<ShortEventId> = entries.into_iter().map(|(_, e)| e).collect();
+        if request.lazy_load_members {
             // The senders' member events the client may not have yet
             // (unless the timeline itself carries them).
             for sender in wanted {

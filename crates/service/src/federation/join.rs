@@ -171,7 +171,7 @@ impl Services {
         let mut events = auth_chain;
         events.extend(state);
         let started = std::time::Instant::now();
-        let outliers = self.store_outliers(&room, events).await?;
+        let outliers = self.store_outliers(server, &room, events).await?;
         let state = outliers.state(&self.short_ids, chain_events..chain_events + state_events)?;
         tracing::info!(
             room_id,

@@ -158,18 +158,25 @@ impl Services {
         Ok(servers)
     }
 
-    /// The servers joined in a stored state snapshot, this one excepted.
-    pub fn servers_in_snapshot(&self, snapshot: Option<u64>) -> Result<Servers> {
-        self.cached_member_servers(snapshot, false)
+    /// The servers joined to `room` at a stored state snapshot, this one
+    /// excepted.
+    pub fn servers_in_snapshot(&self, room: u64, snapshot: Option<u64>) -> Result<Servers> {
+        self.cached_member_servers(room, snapshot, false, None)
     }
 
     /// The servers with a joined or invited member in a stored state
     /// snapshot: those that may see an event with that state before it.
-    pub fn servers_seeing_snapshot(&self, snapshot: Option<u64>) -> Result<Servers> {
-        self.cached_member_servers(snapshot, true)
+    pub fn servers_seeing_snapshot(&self, room: u64, snapshot: Option<u64>) -> Result<Servers> {
+        self.cached_member_servers(room, snapshot, true, None)
     }
 
-    fn cached_member_servers(&self, snapshot: Option<u64>, invited_too: bool) -> Result<Servers> {
+    fn cached_member_servers(
+        &self,
+        room: u64,
+        snapshot: Option<u64>,
+        invited_too: bool,
+        pending: Option<&Pdu>,
+    ) -> Result<Servers> {
         let Some(id) = snapshot else {
             return Ok(Arc::default());
         };
@@ -178,13 +185,14 @@ impl Services {
         {
             return Ok(servers.clone());
         }
-        let memberships: &[&str] = if invited_too {
-            &["join", "invite"]
-        } else {
-            &["join"]
-        };
-        let state = self.state_snapshots.load(id)?;
-        let servers = Arc::new(self.member_servers(&state, memberships)?);
+        let summary = self.member_summary_with(room, id, pending)?;
+        let servers: Servers = Arc::new(
+            summary
+                .servers(invited_too)
+                .filter(|s| *s != self.config.server_name)
+                .map(ToOwned::to_owned)
+                .collect(),
+        );
         let mut cache = crate::utils::locked(&self.federation.servers_by_snapshot);
         if cache.len() >= SERVERS_CACHED {
             cache.clear();
@@ -195,7 +203,7 @@ impl Services {
 
     /// The servers joined to a room now, this one excepted.
     pub fn servers_in_room(&self, room: &RoomRecord) -> Result<Servers> {
-        self.servers_in_snapshot(self.rooms.head(room.short)?.state)
+        self.servers_in_snapshot(room.short, self.rooms.head(room.short)?.state)
     }
 
     /// Where a new event of a room goes: the servers joined after it (in
@@ -203,10 +211,13 @@ impl Services {
     /// server too (an invite, a kick).
     pub(crate) fn destinations_for(
         &self,
+        room: u64,
         state_after: Option<u64>,
         pdu: &Pdu,
     ) -> Result<Vec<OwnedServerName>> {
-        let mut servers = (*self.servers_in_snapshot(state_after)?).clone();
+        // The state after the event holds the event, not stored yet.
+        let mut servers =
+            (*self.cached_member_servers(room, state_after, false, Some(pdu))?).clone();
         if pdu.kind == "m.room.member"
             && let Some(target) = pdu.state_key.as_deref()
             && let Ok(user) = ruma::UserId::parse(target)

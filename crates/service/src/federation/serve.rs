@@ -223,8 +223,10 @@ impl Services {
         }
         // The servers of each state are cached by snapshot: a page of
         // events costs lookups, not a walk over the members per event.
-        let before = self.rooms.meta(pdu.short)?.and_then(|m| m.state_before);
-        if self.servers_seeing_snapshot(before)?.contains(server) {
+        let meta = self.rooms.meta(pdu.short)?;
+        let before = meta.as_ref().and_then(|m| m.state_before);
+        let room = meta.map_or(0, |m| m.room);
+        if self.servers_seeing_snapshot(room, before)?.contains(server) {
             return Ok(true);
         }
         // The event a server's own join is checked with is its to see.

@@ -6,6 +6,7 @@ pub mod aliases;
 pub mod create;
 pub mod directory;
 pub mod hierarchy;
+pub mod members;
 pub mod membership;
 pub mod messages;
 pub mod pdu;

@@ -22,7 +22,7 @@ use ruma::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{membership::membership_of, pdu::Pdu, send::version_rules, timeline::RoomRecord};
+use super::{pdu::Pdu, send::version_rules, timeline::RoomRecord};
 use crate::{Error, Result, Services, utils};
 
 /// An event that notifies a user, until a receipt covers it.
@@ -155,38 +155,22 @@ impl Services {
         {
             return Ok(context.clone());
         }
-        let mut members = Vec::new();
-        let mut joined = 0u32;
-        for (&key, &event) in state.iter() {
-            let (kind, state_key) = self.short_ids.state_key(key)?;
-            if kind != "m.room.member" {
-                continue;
+        let (members, joined) = match snapshot {
+            Some(id) => {
+                let summary = self.member_summary(room.short, id)?;
+                let members = summary
+                    .local_joined
+                    .iter()
+                    .map(|(user, name)| (user.clone(), name.clone()))
+                    .collect();
+                (members, summary.joined)
             }
-            let Some(member) = self.rooms.pdu(event, &self.short_ids)? else {
-                continue;
-            };
-            if membership_of(&member) != "join" {
-                continue;
-            }
-            joined += 1;
-            let Ok(user) = OwnedUserId::try_from(state_key.as_str()) else {
-                continue;
-            };
-            if user.server_name() != self.config.server_name {
-                continue;
-            }
-            let name = member
-                .content
-                .get("displayname")
-                .and_then(|n| n.as_str())
-                .unwrap_or(user.localpart())
-                .to_owned();
-            members.push((user, name));
-        }
+            None => (Vec::new(), 0),
+        };
         let context = Arc::new(RoomContext {
             snapshot,
             members,
-            member_count: UInt::from(joined),
+            member_count: UInt::try_from(joined).unwrap_or(UInt::MAX),
             power_levels: self.push_power_levels(room_id, room, state)?,
         });
         utils::locked(&self.push_cache.rooms).insert(room.short, context.clone());

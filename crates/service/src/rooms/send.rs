@@ -210,7 +210,7 @@ impl Services {
         let notifications = self
             .notifications_for(room_id, room, head.state, state, &pdu)
             .await?;
-        let destinations = self.destinations_for(new_state.or(head.state), &pdu)?;
+        let destinations = self.destinations_for(room.short, new_state.or(head.state), &pdu)?;
         self.rooms.append(Append {
             room_id,
             room,

@@ -224,3 +224,69 @@ fn old_federation_transactions_are_forgotten() {
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn member_summaries_updated_by_diffs_match_a_fresh_count() {
+    use super::{members::MemberSummary, membership::Change};
+    let dir = tempfile::tempdir().unwrap();
+    let s = services(dir.path());
+    let (alice, bob, carol) = (
+        user_id!("@alice:localhost"),
+        user_id!("@bob:localhost"),
+        user_id!("@carol:localhost"),
+    );
+    let room_id = s
+        .create_room(alice, NewRoom::simple(Preset::PublicChat))
+        .await
+        .unwrap();
+    let record = s.rooms.room(&room_id).unwrap().unwrap();
+    let check = |expected_joined: u64, expected_invited: u64| {
+        let snapshot = s.rooms.head(record.short).unwrap().state.unwrap();
+        let kept = s.member_summary(record.short, snapshot).unwrap();
+        let state = s.state_snapshots.load(snapshot).unwrap();
+        let fresh = s
+            .update_summary(&MemberSummary::default(), &Default::default(), &state, None)
+            .unwrap();
+        assert_eq!(*kept, fresh);
+        assert_eq!(
+            (kept.joined, kept.invited),
+            (expected_joined, expected_invited)
+        );
+        kept
+    };
+    check(1, 0);
+    s.change_membership(&room_id, bob, bob, Change::Join, None)
+        .await
+        .unwrap();
+    check(2, 0);
+    s.change_membership(&room_id, alice, carol, Change::Invite, None)
+        .await
+        .unwrap();
+    check(2, 1);
+    s.send_event(
+        &room_id,
+        bob,
+        NewEvent {
+            kind: "m.room.member",
+            state_key: Some(bob.as_str()),
+            content: json!({ "membership": "join", "displayname": "Bobby" }),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let summary = check(2, 1);
+    assert_eq!(summary.local_joined[bob], "Bobby");
+    s.change_membership(&room_id, bob, bob, Change::Leave, None)
+        .await
+        .unwrap();
+    let summary = check(1, 1);
+    assert!(!summary.local_joined.contains_key(bob));
+    assert_eq!(
+        summary
+            .servers(true)
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+        vec!["localhost"]
+    );
+}

@@ -236,7 +236,7 @@ impl Services {
                 events.push(pdu);
             }
         }
-        let outliers = self.store_outliers(room, events).await?;
+        let outliers = self.store_outliers(origin, room, events).await?;
         let mut state = outliers.state(&self.short_ids, state_range)?;
         if !self.is_rejected(prev)?
             && let Some(pdu) = self.rooms.pdu(prev, &self.short_ids)?

@@ -10,13 +10,13 @@
 //! ids are given in bulk, and the events are written a few thousand a batch.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     ops::Range,
     sync::Arc,
 };
 
 use conduit_state_res::{StateMap, check_against_state, check_auth_events};
-use ruma::{OwnedServerName, signatures::PublicKeyMap};
+use ruma::{OwnedServerName, ServerName, signatures::PublicKeyMap};
 use serde::Deserialize;
 use serde_json::{Value as JsonValue, value::RawValue};
 
@@ -37,6 +37,15 @@ use crate::{
 const MAX_OUTLIERS: usize = 200_000;
 /// Events written per batch.
 const WRITE_BATCH: usize = 4096;
+/// Rounds of fetching the auth events an answer lacks, and how many a round.
+const AUTH_FETCH_ROUNDS: usize = 4;
+const MAX_FETCHED_AUTH: usize = 1000;
+/// Events asked for at once while fetching them.
+const PARALLEL_EVENT_FETCHES: usize = 16;
+
+/// Events waiting for auth events (with their place among those given),
+/// and the ids of those auth events.
+type LeftOut = (Vec<(Option<usize>, Checked)>, HashSet<String>);
 
 /// What became of each event given to [`Services::store_outliers`], in the
 /// order given: `None` for one refused before it was stored (malformed,
@@ -191,6 +200,7 @@ impl Services {
     /// of each (see [`Outliers`]).
     pub(crate) async fn store_outliers(
         &self,
+        origin: &ServerName,
         room: &RoomContext,
         mut raws: Vec<Box<RawValue>>,
     ) -> Result<Outliers> {
@@ -236,7 +246,7 @@ impl Services {
         let mut outcomes: Vec<Option<Outlier>> = (0..total).map(|_| None).collect();
         let mut first_of: HashMap<String, usize> = HashMap::new();
         let mut duplicates: Vec<(usize, usize)> = Vec::new();
-        let mut pending: Vec<(usize, Checked)> = Vec::new();
+        let mut pending: Vec<(Option<usize>, Checked)> = Vec::new();
         for (i, verdict) in verdicts.into_iter().enumerate() {
             let checked = match verdict {
                 Verdict::Checked(checked) => checked,
@@ -269,10 +279,46 @@ impl Services {
                 });
                 continue;
             }
-            pending.push((i, checked));
+            pending.push((Some(i), checked));
         }
 
-        self.store_checked(room, pending, &mut outcomes)?;
+        // Events whose auth events the answer lacks wait for them to be
+        // fetched from `origin`, a few rounds deep.
+        let mut fetched = HashSet::new();
+        for round in 0.. {
+            let (left_out, missing) = self.store_checked(room, pending, &mut outcomes)?;
+            if left_out.is_empty() {
+                break;
+            }
+            let missing: Vec<String> = missing
+                .into_iter()
+                .filter(|id| fetched.insert(id.clone()))
+                .take(MAX_FETCHED_AUTH)
+                .collect();
+            if round == AUTH_FETCH_ROUNDS || missing.is_empty() {
+                tracing::info!(
+                    room_id = room.room_id,
+                    %origin,
+                    events = left_out.len(),
+                    "outliers left out: an auth event is missing"
+                );
+                break;
+            }
+            tracing::info!(
+                room_id = room.room_id,
+                %origin,
+                missing = missing.len(),
+                waiting = left_out.len(),
+                "fetching missing auth events"
+            );
+            pending = left_out;
+            pending.extend(
+                self.fetch_checked(origin, room, &missing)
+                    .await
+                    .into_iter()
+                    .map(|c| (None, c)),
+            );
+        }
         for (i, first) in duplicates {
             outcomes[i] = outcomes[first].as_ref().map(|o| Outlier {
                 short: o.short,
@@ -285,12 +331,14 @@ impl Services {
 
     /// Stores verified events in an order where auth events come before
     /// what they authorise, each checked against its own auth events.
+    /// Returns the events left out because an auth event is neither among
+    /// them nor stored, and the ids of those auth events.
     fn store_checked(
         &self,
         room: &RoomContext,
-        pending: Vec<(usize, Checked)>,
+        pending: Vec<(Option<usize>, Checked)>,
         outcomes: &mut [Option<Outlier>],
-    ) -> Result<()> {
+    ) -> Result<LeftOut> {
         // A topological order (Kahn's), linear in the events and their
         // references whatever depths the sender claims. Events in a cycle
         // are never ready.
@@ -335,10 +383,36 @@ impl Services {
         let mut done = 0;
         let mut batch = self.db.batch();
         let mut in_batch = 0;
+        let mut absent = vec![false; pending.len()];
+        let mut missing = HashSet::new();
         while let Some(i) = ready.pop_front() {
             done += 1;
             let (position, checked) = &pending[i];
             let short = shorts[checked.event_id.as_str()];
+            let lacking: Vec<&String> = checked
+                .auth_events
+                .iter()
+                .filter(|id| match index.get(id.as_str()) {
+                    Some(&j) => absent[j],
+                    None => !self.event_is_stored(id).unwrap_or(false),
+                })
+                .collect();
+            if !lacking.is_empty() {
+                absent[i] = true;
+                missing.extend(
+                    lacking
+                        .into_iter()
+                        .filter(|id| !index.contains_key(id.as_str()))
+                        .cloned(),
+                );
+                for &next in &unblocks[i] {
+                    blocking[next] -= 1;
+                    if blocking[next] == 0 {
+                        ready.push_back(next);
+                    }
+                }
+                continue;
+            }
             let json: JsonValue = serde_json::from_str(&checked.text).map_err(Error::internal)?;
             let pdu = Pdu::from_json(short, json, &self.short_ids)?;
             let verdict = self.check_against_auth_events_with(room, &pdu, &cited)?;
@@ -353,11 +427,13 @@ impl Services {
                     .write(std::mem::replace(&mut batch, self.db.batch()))?;
                 in_batch = 0;
             }
-            outcomes[*position] = Some(Outlier {
-                short,
-                accepted: verdict.is_ok(),
-                state_key: pdu.state_key.clone().map(|key| (pdu.kind.clone(), key)),
-            });
+            if let Some(position) = position {
+                outcomes[*position] = Some(Outlier {
+                    short,
+                    accepted: verdict.is_ok(),
+                    state_key: pdu.state_key.clone().map(|key| (pdu.kind.clone(), key)),
+                });
+            }
             if !unblocks[i].is_empty() {
                 cited.insert(short, (pdu, verdict.is_err()));
             }
@@ -376,7 +452,51 @@ impl Services {
                 "outliers citing each other as auth events: refused"
             );
         }
-        Ok(())
+        let left_out = pending
+            .into_iter()
+            .zip(absent)
+            .filter_map(|(pending, absent)| absent.then_some(pending))
+            .collect();
+        Ok((left_out, missing))
+    }
+
+    /// Fetches events by id from `origin` (a few at a time) and verifies
+    /// them; those it cannot give or that fail are logged and left out.
+    async fn fetch_checked(
+        &self,
+        origin: &ServerName,
+        room: &RoomContext,
+        event_ids: &[String],
+    ) -> Vec<Checked> {
+        let permits = tokio::sync::Semaphore::new(PARALLEL_EVENT_FETCHES);
+        let fetches = event_ids.iter().map(|event_id| {
+            let permits = &permits;
+            async move {
+                let _permit = permits.acquire().await.map_err(Error::internal)?;
+                let path = format!("/_matrix/federation/v1/event/{}", urlencode(event_id));
+                let answer = self.federation_events(origin, &path, 1 << 20).await?;
+                let raw = answer
+                    .pdus
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::bad_json("an /event answer without the event"))?;
+                let mut parsed = parse_pdu_text(raw.get(), &room.rules)?;
+                super::check_room_of(&parsed, room)?;
+                if parsed.event_id != *event_id {
+                    return Err(Error::bad_json("/event answered another event"));
+                }
+                self.verify_pdu(&mut parsed, &room.rules).await?;
+                checked(&parsed)
+            }
+        });
+        let mut found = Vec::new();
+        for (outcome, event_id) in utils::join_all(fetches).await.into_iter().zip(event_ids) {
+            match outcome {
+                Ok(checked) => found.push(checked),
+                Err(e) => tracing::info!(%origin, event_id, "missing auth event not had: {e}"),
+            }
+        }
+        found
     }
 
     pub(crate) fn pdu_from_parsed(&self, parsed: &Parsed) -> Result<Pdu> {
@@ -476,7 +596,7 @@ impl Services {
             urlencode(event_id)
         );
         let answer: RawEvents = self.federation_events(origin, &path, 64 << 20).await?;
-        self.store_outliers(room, answer.auth_chain).await?;
+        self.store_outliers(origin, room, answer.auth_chain).await?;
         Ok(())
     }
 }
