@@ -83,10 +83,13 @@ impl MemberSummary {
     }
 }
 
+/// A room's last summary: the snapshot it is of, that state, the summary.
+type Kept = (u64, Arc<StateMap>, Arc<MemberSummary>);
+
 /// The last summary of each room.
 #[derive(Default)]
 pub struct MemberSummaries {
-    rooms: Mutex<HashMap<u64, (u64, Arc<StateMap>, Arc<MemberSummary>)>>,
+    rooms: Mutex<HashMap<u64, Kept>>,
 }
 
 impl Services {
