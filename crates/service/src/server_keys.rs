@@ -95,6 +95,13 @@ impl ServerKeys {
             .map_err(Error::internal)
     }
 
+    /// This server's signature of `text` (canonical JSON made by the
+    /// caller), unpadded base64.
+    pub fn sign_text(&self, text: &str) -> String {
+        use ruma::signatures::KeyPair;
+        self.key_pair.sign(text.as_bytes()).base64()
+    }
+
     /// Adds this server's signature to a JSON object.
     pub fn sign(&self, object: &mut CanonicalJsonObject) -> Result<()> {
         sign_json(self.server_name.as_str(), &self.key_pair, object).map_err(Error::internal)

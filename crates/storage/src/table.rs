@@ -53,7 +53,7 @@ pub struct TableDef {
 
 /// The leading parts of a composite key, for prefix scans: every key that
 /// starts with these parts, e.g. all devices of one user.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct KeyPrefix(Vec<u8>);
 
 impl KeyPrefix {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use ruma::{CanonicalJsonValue, ServerName};
 use serde_json::Value as JsonValue;
 
-use super::x_matrix::{XMatrix, request_object};
+use super::x_matrix::XMatrix;
 use crate::{Error, ErrorCode, Services};
 
 /// The default bound on an answer; joins of big rooms ask for more.
@@ -130,8 +130,39 @@ impl Services {
         limit: usize,
         signed: bool,
     ) -> Result<Vec<u8>, FedError> {
+        let body = body.map(canonical_text).transpose()?;
+        self.federation_bytes_of_text(destination, method, path_and_query, body, limit, signed)
+            .await
+    }
+
+    /// A signed request whose body is already canonical JSON text: the
+    /// sender's transactions, built once per destination from event texts
+    /// shared by every destination. The JSON answer of a 2xx.
+    pub(crate) async fn federation_request_text(
+        &self,
+        destination: &ServerName,
+        method: http::Method,
+        path_and_query: &str,
+        body: String,
+        limit: usize,
+    ) -> Result<JsonValue, FedError> {
+        let bytes = self
+            .federation_bytes_of_text(destination, method, path_and_query, Some(body), limit, true)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| FedError::NotJson(e.to_string()))
+    }
+
+    async fn federation_bytes_of_text(
+        &self,
+        destination: &ServerName,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<String>,
+        limit: usize,
+        signed: bool,
+    ) -> Result<Vec<u8>, FedError> {
         let mut response = self
-            .federation_response(destination, method, path_and_query, body, signed)
+            .send_text(destination, method, path_and_query, body, signed)
             .await?;
         let status = response.status();
         if response
@@ -167,6 +198,21 @@ impl Services {
         body: Option<&JsonValue>,
         signed: bool,
     ) -> Result<reqwest::Response, FedError> {
+        let body = body.map(canonical_text).transpose()?;
+        self.send_text(destination, method, path_and_query, body, signed)
+            .await
+    }
+
+    /// Sends a request whose body is canonical JSON text (signed over that
+    /// very text when `signed`).
+    async fn send_text(
+        &self,
+        destination: &ServerName,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<String>,
+        signed: bool,
+    ) -> Result<reqwest::Response, FedError> {
         if !self.config.federates_with(destination) {
             return Err(FedError::Denied(destination.to_string()));
         }
@@ -184,14 +230,18 @@ impl Services {
         if signed {
             request = request.header(
                 http::header::AUTHORIZATION,
-                self.x_matrix_header(destination, method.as_str(), path_and_query, body)?,
+                self.x_matrix_header(
+                    destination,
+                    method.as_str(),
+                    path_and_query,
+                    body.as_deref(),
+                ),
             );
         }
         if let Some(body) = body {
-            let bytes = serde_json::to_vec(body).map_err(|e| FedError::Signing(e.to_string()))?;
             request = request
                 .header(http::header::CONTENT_TYPE, "application/json")
-                .body(bytes);
+                .body(body);
         }
         request
             .send()
@@ -199,39 +249,70 @@ impl Services {
             .map_err(|e| FedError::Transport(describe(&e)))
     }
 
-    /// `X-Matrix origin=...,destination=...,key=...,sig=...` for a request.
+    /// `X-Matrix origin=...,destination=...,key=...,sig=...` for a request
+    /// with `content`, canonical JSON text.
     fn x_matrix_header(
         &self,
         destination: &ServerName,
         method: &str,
         uri: &str,
-        body: Option<&JsonValue>,
-    ) -> Result<String, FedError> {
+        content: Option<&str>,
+    ) -> String {
         let origin = self.config.server_name.as_str();
-        let mut object = request_object(method, uri, origin, destination.as_str(), body)
-            .map_err(FedError::Signing)?;
-        self.server_keys
-            .sign(&mut object)
-            .map_err(|e| FedError::Signing(e.to_string()))?;
-        let key = self.server_keys.key_id();
-        let sig = match object
-            .get("signatures")
-            .and_then(CanonicalJsonValue::as_object)
-            .and_then(|s| s.get(origin))
-            .and_then(CanonicalJsonValue::as_object)
-            .and_then(|s| s.get(&key))
-        {
-            Some(CanonicalJsonValue::String(sig)) => sig.clone(),
-            _ => return Err(FedError::Signing("no signature made".into())),
-        };
-        Ok(XMatrix {
+        let signed = signing_text(method, uri, origin, destination.as_str(), content);
+        XMatrix {
             origin: self.config.server_name.clone(),
             destination: Some(destination.to_owned()),
-            key,
-            sig,
+            key: self.server_keys.key_id(),
+            sig: self.server_keys.sign_text(&signed),
         }
-        .to_header())
+        .to_header()
     }
+}
+
+/// A JSON body as canonical JSON text (what is signed and what is sent).
+pub(crate) fn canonical_text(body: &JsonValue) -> Result<String, FedError> {
+    let value = CanonicalJsonValue::try_from(body.clone())
+        .map_err(|e| FedError::Signing(format!("the body is not canonical JSON: {e}")))?;
+    serde_json::to_string(&value).map_err(|e| FedError::Signing(e.to_string()))
+}
+
+/// The canonical JSON of the object a request's X-Matrix signature signs,
+/// made around `content` as it is: its keys (`content`, `destination`,
+/// `method`, `origin`, `uri`) are in canonical order already.
+pub(crate) fn signing_text(
+    method: &str,
+    uri: &str,
+    origin: &str,
+    destination: &str,
+    content: Option<&str>,
+) -> String {
+    let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    let mut out = String::with_capacity(content.map_or(0, str::len) + 160);
+    out.push('{');
+    if let Some(content) = content {
+        out.push_str("\"content\":");
+        out.push_str(content);
+        out.push(',');
+    }
+    for (i, (key, value)) in [
+        ("destination", destination),
+        ("method", method),
+        ("origin", origin),
+        ("uri", uri),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&quoted(key));
+        out.push(':');
+        out.push_str(&quoted(value));
+    }
+    out.push('}');
+    out
 }
 
 /// The error of a non-2xx answer whose body is `bytes`.
@@ -262,4 +343,30 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::federation::x_matrix::request_object;
+
+    #[test]
+    fn the_signed_text_is_the_canonical_json_of_the_request_object() {
+        let body = json!({"pdus": [{"content": {"body": "a \"quote\" and é"}}], "edus": []});
+        let content = canonical_text(&body).unwrap();
+        for content in [Some(content.as_str()), None] {
+            let ours = signing_text("PUT", "/_matrix/x?y=1", "a.org", "b.org:8448", content);
+            let object = request_object(
+                "PUT",
+                "/_matrix/x?y=1",
+                "a.org",
+                "b.org:8448",
+                content.map(|_| &body),
+            )
+            .unwrap();
+            assert_eq!(ours, serde_json::to_string(&object).unwrap());
+        }
+    }
 }

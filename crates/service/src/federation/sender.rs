@@ -15,7 +15,7 @@ use std::{
 };
 
 use ruma::{OwnedServerName, ServerName};
-use serde_json::{Value as JsonValue, json};
+use serde_json::Value as JsonValue;
 use tokio::sync::Notify;
 
 use super::client::{DEFAULT_RESPONSE_LIMIT, FedError};
@@ -28,18 +28,31 @@ const MAX_EDUS: usize = 100;
 const MAX_QUEUED_EDUS: usize = 1000;
 const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 
+/// Events kept as their federation text, shared by every destination.
+const PDU_TEXTS_KEPT: usize = 256;
+
+/// Event texts by short id, and the order they came in (oldest dropped).
+type PduTexts = (HashMap<u64, Arc<str>>, VecDeque<u64>);
+
 #[derive(Default)]
 struct DestinationState {
     running: bool,
     failures: u32,
     wake: Arc<Notify>,
     edus: VecDeque<JsonValue>,
+    /// Queue positions below these were delivered: scans start there, not
+    /// among the deleted rows before them.
+    pdus_from: u64,
+    edus_from: u64,
 }
 
 #[derive(Default)]
 pub struct Sender {
     destinations: Mutex<HashMap<OwnedServerName, DestinationState>>,
     services: OnceLock<Weak<Services>>,
+    /// The canonical federation JSON of recently queued events: a send in
+    /// a room of 300 servers reads and serialises its event once.
+    pdu_texts: Mutex<PduTexts>,
 }
 
 impl Sender {
@@ -141,14 +154,15 @@ impl Services {
     async fn deliver(self: Arc<Self>, destination: OwnedServerName) {
         loop {
             let wake = self.destination_wake(&destination);
-            let pdus = match self.queued_pdus(&destination) {
+            let (pdus_from, edus_from) = self.scan_starts(&destination);
+            let pdus = match self.queued_pdus(&destination, pdus_from) {
                 Ok(pdus) => pdus,
                 Err(e) => {
                     tracing::error!(%destination, "cannot read the federation queue: {e}");
                     Vec::new()
                 }
             };
-            let stored_edus = match self.queued_edus(&destination) {
+            let stored_edus = match self.queued_edus(&destination, edus_from) {
                 Ok(edus) => edus,
                 Err(e) => {
                     tracing::error!(%destination, "cannot read the federation EDU queue: {e}");
@@ -213,11 +227,11 @@ impl Services {
         // Rows are written before their wake-up, under no lock of ours: look
         // once more while holding the state, so none is left behind.
         let rows_wait = self
-            .queued_pdus(destination)
+            .queued_pdus(destination, state.pdus_from)
             .map(|p| !p.is_empty())
             .unwrap_or(false)
             || self
-                .queued_edus(destination)
+                .queued_edus(destination, state.edus_from)
                 .map(|e| !e.is_empty())
                 .unwrap_or(false);
         if rows_wait || !state.edus.is_empty() {
@@ -230,11 +244,21 @@ impl Services {
         true
     }
 
-    fn queued_pdus(&self, destination: &ServerName) -> Result<Vec<(u64, u64)>> {
+    /// Where a destination's queue scans start (see `DestinationState`).
+    fn scan_starts(&self, destination: &ServerName) -> (u64, u64) {
+        utils::locked(&self.federation.sender.destinations)
+            .get(destination)
+            .map_or((0, 0), |state| (state.pdus_from, state.edus_from))
+    }
+
+    /// Up to [`MAX_PDUS`] queued `(position, event)` rows for
+    /// `destination`, from position `from` on.
+    fn queued_pdus(&self, destination: &ServerName, from: u64) -> Result<Vec<(u64, u64)>> {
         let prefix =
             conduit_storage::KeyPrefix::new().push::<conduit_storage::Str>(destination.as_str());
+        let from = prefix.clone().push::<conduit_storage::U64>(from);
         self.db
-            .scan_prefix(&tables::FEDERATION_QUEUE, &prefix)?
+            .scan_from(&tables::FEDERATION_QUEUE, &prefix, from.as_bytes(), true)?
             .take(MAX_PDUS)
             .map(|row| {
                 let ((_, position), short) = row?;
@@ -243,12 +267,23 @@ impl Services {
             .collect()
     }
 
-    /// The stored EDUs waiting for `destination`, with their keys.
-    fn queued_edus(&self, destination: &ServerName) -> Result<Vec<((u64, u64), JsonValue)>> {
+    /// The stored EDUs waiting for `destination` from position `from` on,
+    /// with their keys.
+    fn queued_edus(
+        &self,
+        destination: &ServerName,
+        from: u64,
+    ) -> Result<Vec<((u64, u64), JsonValue)>> {
         let prefix =
             conduit_storage::KeyPrefix::new().push::<conduit_storage::Str>(destination.as_str());
+        let from = prefix.clone().push::<conduit_storage::U64>(from);
         self.db
-            .scan_prefix(&tables::FEDERATION_EDU_QUEUE, &prefix)?
+            .scan_from(
+                &tables::FEDERATION_EDU_QUEUE,
+                &prefix,
+                from.as_bytes(),
+                true,
+            )?
             .take(MAX_EDUS)
             .map(|row| {
                 let ((_, position, index), edu) = row?;
@@ -309,7 +344,47 @@ impl Services {
             )?;
         }
         self.db.write(batch)?;
+        if let Some(state) =
+            utils::locked(&self.federation.sender.destinations).get_mut(destination)
+        {
+            // Positions only grow (rows are written in stream order), so
+            // nothing new can land before what was delivered.
+            if let Some((position, _)) = pdus.last() {
+                state.pdus_from = state.pdus_from.max(position + 1);
+            }
+            if let Some(((position, _), _)) = edus.last() {
+                state.edus_from = state.edus_from.max(*position);
+            }
+        }
         Ok(())
+    }
+
+    /// The federation JSON of a queued event as canonical text, kept for
+    /// the other destinations it goes to.
+    fn pdu_text(&self, short: u64) -> Result<Option<Arc<str>>> {
+        if let Some(text) = utils::locked(&self.federation.sender.pdu_texts)
+            .0
+            .get(&short)
+        {
+            return Ok(Some(text.clone()));
+        }
+        let Some(pdu) = self.rooms.pdu(short, &self.short_ids)? else {
+            return Ok(None);
+        };
+        // Stored PDUs are canonical JSON, and serde_json's maps are sorted.
+        let text: Arc<str> = serde_json::to_string(&self.federation_pdu_json(&pdu))
+            .map_err(crate::Error::internal)?
+            .into();
+        let mut texts = utils::locked(&self.federation.sender.pdu_texts);
+        if texts.0.insert(short, text.clone()).is_none() {
+            texts.1.push_back(short);
+        }
+        while texts.1.len() > PDU_TEXTS_KEPT {
+            if let Some(old) = texts.1.pop_front() {
+                texts.0.remove(&old);
+            }
+        }
+        Ok(Some(text))
     }
 
     /// One `PUT /send/{txnId}`. Every transaction gets a new id: a retry
@@ -321,27 +396,27 @@ impl Services {
         pdus: &[(u64, u64)],
         edus: &[JsonValue],
     ) -> Result<(), FedError> {
-        let mut pdu_json = Vec::with_capacity(pdus.len());
+        let mut texts = Vec::with_capacity(pdus.len());
         for &(_, short) in pdus {
-            match self.rooms.pdu(short, &self.short_ids) {
-                Ok(Some(pdu)) => pdu_json.push(self.federation_pdu_json(&pdu)),
+            match self.pdu_text(short) {
+                Ok(Some(text)) => texts.push(text),
                 Ok(None) => tracing::warn!(short, "queued event not found; skipped"),
                 Err(e) => return Err(FedError::Transport(format!("database: {e}"))),
             }
         }
         let txn_id = format!("{}.{}", utils::now_ms(), utils::random_string(6));
-        let body = json!({
-            "origin": self.config.server_name,
-            "origin_server_ts": utils::now_ms(),
-            "pdus": pdu_json,
-            "edus": edus,
-        });
+        let body = transaction_text(
+            self.config.server_name.as_str(),
+            utils::now_ms(),
+            &texts,
+            edus,
+        )?;
         let answer = self
-            .federation_request(
+            .federation_request_text(
                 destination,
                 http::Method::PUT,
                 &format!("/_matrix/federation/v1/send/{txn_id}"),
-                Some(&body),
+                body,
                 DEFAULT_RESPONSE_LIMIT,
             )
             .await?;
@@ -354,5 +429,65 @@ impl Services {
         }
         tracing::debug!(%destination, pdus = pdus.len(), edus = edus.len(), "transaction sent");
         Ok(())
+    }
+}
+
+/// A transaction's body as canonical JSON text, around event texts made
+/// once for all destinations: its keys (`edus`, `origin`,
+/// `origin_server_ts`, `pdus`) in canonical order.
+fn transaction_text(
+    origin: &str,
+    ts: u64,
+    pdus: &[Arc<str>],
+    edus: &[JsonValue],
+) -> Result<String, FedError> {
+    let edus = super::client::canonical_text(&JsonValue::Array(edus.to_vec()))?;
+    let origin = serde_json::to_string(origin).map_err(|e| FedError::Signing(e.to_string()))?;
+    let size = pdus.iter().map(|p| p.len() + 1).sum::<usize>() + edus.len() + origin.len();
+    let mut out = String::with_capacity(size + 64);
+    out.push_str("{\"edus\":");
+    out.push_str(&edus);
+    out.push_str(",\"origin\":");
+    out.push_str(&origin);
+    out.push_str(",\"origin_server_ts\":");
+    out.push_str(&ts.to_string());
+    out.push_str(",\"pdus\":[");
+    for (i, pdu) in pdus.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(pdu);
+    }
+    out.push_str("]}");
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::CanonicalJsonValue;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn transaction_text_is_the_canonical_json_of_the_transaction() {
+        let pdus = [
+            json!({"type": "m.room.message", "content": {"body": "é \"x\""}, "depth": 3}),
+            json!({"b": [1, 2], "a": {"z": 1, "y": null}}),
+        ];
+        let texts: Vec<Arc<str>> = pdus
+            .iter()
+            .map(|p| serde_json::to_string(p).unwrap().into())
+            .collect();
+        let edus = vec![json!({"edu_type": "m.typing", "content": {"typing": true}})];
+        let text = transaction_text("a.example:8448", 1234, &texts, &edus).unwrap();
+        let expected = json!({
+            "origin": "a.example:8448",
+            "origin_server_ts": 1234,
+            "pdus": pdus,
+            "edus": edus,
+        });
+        let canonical = CanonicalJsonValue::try_from(expected).unwrap();
+        assert_eq!(text, serde_json::to_string(&canonical).unwrap());
     }
 }
