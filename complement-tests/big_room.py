@@ -119,6 +119,7 @@ class BigRoom:
         self.rng = random.Random(seed)
         self.room = RoomState(version, f"!big{members}:{self.home.name}")
         self.received: list[dict] = []  # transactions sent to the fake federation
+        self.delivered: dict[str, int] = {}  # PDUs received, by fake server
         self.joined: list[str] = []  # send_join events taken
         # What a test may make the next send_join answer carry.
         self.tamper: dict = {}
@@ -201,7 +202,8 @@ class BigRoom:
         if "state_key" in pdu:
             room.state[(pdu["type"], pdu["state_key"])] = event.event_id
         if extremity:
-            room.extremities = [event.event_id]
+            prev = set(pdu["prev_events"])
+            room.extremities = [e for e in room.extremities if e not in prev] + [event.event_id]
 
     def auth_for(self, sender: str, kind: str, state_key: str | None, membership: str = "join") -> list[str]:
         state = self.room.state
@@ -482,9 +484,11 @@ class BigRoom:
                 return 200, {"events": [e.pdu for e in found]}
             if api == "send" and method == "PUT":
                 self.received.append(body)
+                self.delivered[server.name] = self.delivered.get(server.name, 0) + len(body.get("pdus", []))
                 for pdu in body.get("pdus", []):
-                    if pdu.get("room_id") == room.room_id:
-                        self.add(Event(self.event_id(pdu), pdu, pdu["depth"]))
+                    event_id = self.event_id(pdu)
+                    if pdu.get("room_id") == room.room_id and event_id not in room.events:
+                        self.add(Event(event_id, pdu, pdu["depth"]))
                 return 200, {"pdus": {}}
             if api in ("query", "user"):
                 return 404, {"errcode": "M_NOT_FOUND", "error": "fake federation"}

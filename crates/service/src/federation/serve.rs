@@ -58,13 +58,25 @@ impl Services {
             )));
         }
         // Parsing and signature checks of all PDUs side by side, then each
-        // placed in order under its room's lock.
+        // placed in order under its room's lock. A prev event that comes in
+        // the same transaction is no gap to ask the origin about.
+        let coming: std::sync::Arc<std::collections::HashSet<String>> = std::sync::Arc::new(
+            pdus.iter()
+                .filter_map(|raw| {
+                    let room_id = raw.get("room_id")?.as_str()?;
+                    let record = self.rooms.room(room_id).ok()??;
+                    let (_, rules) = crate::rooms::send::version_rules(&record.version).ok()?;
+                    super::incoming::parse::event_id_of(raw, &rules)
+                })
+                .collect(),
+        );
         let mut checks = tokio::task::JoinSet::new();
         for (i, raw) in pdus.iter().enumerate() {
             let services = self.clone();
             let origin = origin.to_owned();
             let raw = raw.clone();
-            checks.spawn(async move { (i, services.check_pdu(&origin, &raw).await) });
+            let coming = coming.clone();
+            checks.spawn(async move { (i, services.check_pdu(&origin, &raw, &coming).await) });
         }
         let mut checked = Vec::with_capacity(pdus.len());
         while let Some(done) = checks.join_next().await {
