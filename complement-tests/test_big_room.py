@@ -13,7 +13,7 @@ import pytest
 import urllib3
 
 from big_room import BigRoom
-from conftest import ROOT
+from conftest import ROOT, binary
 from federation import federation_env, register
 
 urllib3.disable_warnings()
@@ -60,6 +60,11 @@ def test_join_then_talk_both_ways_and_list_members(ours, big):
     join(alice, big)
     assert time.monotonic() - started < 30
     room_id = big.room.room_id
+    # The admin sees how the join went.
+    status = subprocess.run([str(binary()), "admin", "rooms", "join-status"], env=ours.env,
+                            capture_output=True, text=True, timeout=60, cwd=ours.data_dir)
+    assert status.returncode == 0, status.stderr
+    assert f"{room_id} through {big.home.name}: joined in" in status.stdout, status.stdout
 
     joined = alice.call("GET", f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/joined_members").json()
     assert set(joined["joined"]) == joined_in_peer_state(big)

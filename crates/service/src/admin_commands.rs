@@ -32,6 +32,9 @@ pub enum Admin {
     /// Media: look at it, list a user's uploads, quarantine, delete.
     #[command(subcommand)]
     Media(MediaCommand),
+    /// Rooms: how far remote joins are.
+    #[command(subcommand)]
+    Rooms(RoomsCommand),
     /// Make a registration token for inviting people (one use, a week, by
     /// default) and print it.
     Invite {
@@ -58,6 +61,13 @@ pub enum UserCommand {
     /// Remove a user's identities at one single sign-on provider (they no
     /// longer log in to this account; a new sign-in there is a new identity).
     Unlink { user: String, provider: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoomsCommand {
+    /// Remote joins in progress (their phase and time so far) and the last
+    /// ones finished (running server only: kept in memory).
+    JoinStatus,
 }
 
 #[derive(Debug, Subcommand)]
@@ -336,6 +346,7 @@ impl Services {
         match command.command {
             Admin::User(command) => self.run_user_command(command),
             Admin::Media(command) => self.run_media_command(command, by),
+            Admin::Rooms(RoomsCommand::JoinStatus) => Ok(self.federation.joins.describe()),
             Admin::Invite {
                 uses,
                 expires,

@@ -3,7 +3,7 @@
 //! state and auth chain, every event of which is verified and checked
 //! before the room appears on this server. Also remote alias look-ups.
 
-use conduit_state_res::{RoomVersion, check_against_state};
+use conduit_state_res::check_against_state;
 use ruma::{OwnedServerName, RoomVersionId, ServerName, UserId};
 use serde_json::Value as JsonValue;
 
@@ -71,7 +71,15 @@ impl Services {
         }
         let mut last_error = None;
         for server in servers {
-            match self.join_via(&server, room_id, user, reason).await {
+            let progress = self.federation.joins.start(room_id, server.as_str());
+            let outcome = self
+                .join_via(&server, room_id, user, reason, progress)
+                .await;
+            self.federation.joins.end(
+                progress,
+                outcome.as_ref().map(|_| ()).map_err(ToString::to_string),
+            );
+            match outcome {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::info!(%server, room_id, "join through this server failed: {e}");
@@ -107,6 +115,7 @@ impl Services {
         room_id: &str,
         user: &UserId,
         reason: Option<&str>,
+        progress: u64,
     ) -> Result<()> {
         let mut content = serde_json::Map::new();
         for field in ["displayname", "avatar_url"] {
@@ -120,12 +129,23 @@ impl Services {
         let signed = self
             .make_membership(server, room_id, user, "join", content)
             .await?;
-        let (ours, _) = crate::rooms::send::version_rules(&signed.version)?;
+        self.federation
+            .joins
+            .phase(progress, "waiting for the room's state (send_join)");
         let bytes = self
             .send_membership(server, room_id, "v2", "join", &signed, SEND_JOIN_LIMIT)
             .await?;
         tracing::info!(room_id, %server, bytes = bytes.len(), "send_join answered");
         let answer = parse_raw_events(server, &bytes)?;
+        self.federation.joins.phase(
+            progress,
+            format!(
+                "checking {} state and {} auth chain events ({} MB)",
+                answer.state.len(),
+                answer.auth_chain.len(),
+                bytes.len() >> 20
+            ),
+        );
         drop(bytes);
         // A restricted join comes back signed by the resident server too:
         // its signature is added to our event, nothing else of its copy.
@@ -133,8 +153,15 @@ impl Services {
             Some(event) if event.is_object() => super::with_their_signatures(&signed.event, event),
             _ => signed.event.clone(),
         };
-        self.finish_join(server, room_id, &signed.version, ours, answer, &join_event)
-            .await
+        self.finish_join(
+            server,
+            room_id,
+            &signed.version,
+            answer,
+            &join_event,
+            progress,
+        )
+        .await
     }
 
     /// Stores what `send_join` answered and appends our join on top of it.
@@ -143,9 +170,9 @@ impl Services {
         server: &ServerName,
         room_id: &str,
         version: &str,
-        ours: &'static RoomVersion,
         answer: RawEvents,
         join_event: &JsonValue,
+        progress: u64,
     ) -> Result<()> {
         // A room new to this server is recorded only once the join passed
         // every check, just before it is appended.
@@ -157,7 +184,7 @@ impl Services {
                 version: version.to_owned(),
             },
         };
-        let (_, rules) = crate::rooms::send::version_rules(version)?;
+        let (ours, rules) = crate::rooms::send::version_rules(version)?;
         let room = RoomContext {
             room_id: room_id.to_owned(),
             record: record.clone(),
@@ -193,6 +220,10 @@ impl Services {
             .with_status(502));
         }
 
+        self.federation.joins.phase(
+            progress,
+            format!("storing our join on a state of {}", state.len()),
+        );
         let parsed = self.parse_and_verify(&room, join_event).await?;
         let _lock = self.rooms.lock(record.short).await;
         let pdu = self.pdu_from_parsed(&parsed)?;

@@ -20,6 +20,7 @@ mod handshake;
 pub mod incoming;
 pub mod invite;
 pub mod join;
+pub mod join_status;
 pub mod keys;
 pub mod knock;
 pub mod queries;
@@ -53,6 +54,8 @@ pub struct Federation {
     verify_certificates: bool,
     pub(crate) key_fetches: keys::KeyFetches,
     pub sender: sender::Sender,
+    /// Remote joins in progress and the last ones finished.
+    pub joins: join_status::JoinStatus,
     pub(crate) timeout: Duration,
     /// The servers joined to a room, by state snapshot (snapshots never
     /// change): every event sent and every typing notice asks.
@@ -80,6 +83,7 @@ impl Federation {
             sender: sender::Sender::default(),
             timeout: Duration::from_secs(config.federation_timeout),
             servers_by_snapshot: std::sync::Mutex::default(),
+            joins: join_status::JoinStatus::default(),
         }
     }
 
