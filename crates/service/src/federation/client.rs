@@ -112,10 +112,11 @@ impl Services {
         limit: usize,
         signed: bool,
     ) -> Result<JsonValue, FedError> {
-        let bytes = self
-            .federation_bytes(destination, method, path_and_query, body, limit, signed)
-            .await?;
-        serde_json::from_slice(&bytes).map_err(|e| FedError::NotJson(e.to_string()))
+        json_answer(
+            &self
+                .federation_bytes(destination, method, path_and_query, body, limit, signed)
+                .await?,
+        )
     }
 
     /// The body of a 2xx answer to a signed (or unsigned) request, at most
@@ -146,10 +147,18 @@ impl Services {
         body: String,
         limit: usize,
     ) -> Result<JsonValue, FedError> {
-        let bytes = self
-            .federation_bytes_of_text(destination, method, path_and_query, Some(body), limit, true)
-            .await?;
-        serde_json::from_slice(&bytes).map_err(|e| FedError::NotJson(e.to_string()))
+        json_answer(
+            &self
+                .federation_bytes_of_text(
+                    destination,
+                    method,
+                    path_and_query,
+                    Some(body),
+                    limit,
+                    true,
+                )
+                .await?,
+        )
     }
 
     async fn federation_bytes_of_text(
@@ -268,6 +277,11 @@ impl Services {
         }
         .to_header()
     }
+}
+
+/// A 2xx answer's body as JSON.
+fn json_answer(bytes: &[u8]) -> Result<JsonValue, FedError> {
+    serde_json::from_slice(bytes).map_err(|e| FedError::NotJson(e.to_string()))
 }
 
 /// A JSON body as canonical JSON text (what is signed and what is sent).
