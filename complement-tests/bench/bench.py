@@ -413,6 +413,19 @@ def bench_big_rooms(args) -> dict:
                         raise RuntimeError(f"/send: {r.status_code} {errors or r.text[:300]}")
                 cpu3, _ = sample(server)
 
+                # A fork: two topics on branches from the same event, then
+                # a message merging them (its state is a resolution).
+                base = list(big.room.extremities)
+                forks = [big.make_event(big.creator, "m.room.topic", {"topic": f"branch {b}"}, "",
+                                        prev_events=base) for b in (1, 2)]
+                big.room.extremities = [f.event_id for f in forks]
+                merge = big.message(0, "merged")
+                for event in (*forks, merge):
+                    r = big.send_pdus(server.server_name, [event.pdu], origin=big.home)
+                    if r.status_code != 200 or any(r.json()["pdus"].values()):
+                        raise RuntimeError(f"fork: {r.status_code} {r.text[:300]}")
+                cpu4, _ = sample(server)
+
                 start = time.perf_counter()
                 listed = alice.call("GET", f"/_matrix/client/v3/rooms/{room}/members")["chunk"]
                 members_s = time.perf_counter() - start
@@ -425,7 +438,8 @@ def bench_big_rooms(args) -> dict:
                 figures[members] = {
                     "join_s": join_s, "join_cpu_s": cpu1 - cpu0, "join_peak_rss_mib": peak,
                     "rss_after_join_mib": rss, "send_cpu_ms": in_room, "send_cpu_ms_2_members": baseline,
-                    "pdu_in_cpu_ms": (cpu3 - cpu2) * 1000 / len(pdus), "members_listed": len(listed),
+                    "pdu_in_cpu_ms": (cpu3 - cpu2) * 1000 / len(pdus),
+                    "fork_merge_cpu_ms": (cpu4 - cpu3) * 1000, "members_listed": len(listed),
                     "members_ms": members_s * 1000, "lazy_initial_sync_ms": sync_s * 1000,
                     "rss_end_mib": rss_after, "room_generation_s": big.generation_s,
                 }
@@ -615,6 +629,7 @@ LABELS = {
     "send_cpu_ms": ("server CPU per local send, to 300 servers", "ms"),
     "send_cpu_ms_2_members": ("same in a room of 2 (1 other server)", "ms"),
     "pdu_in_cpu_ms": ("server CPU per incoming PDU", "ms"),
+    "fork_merge_cpu_ms": ("server CPU for a fork of two topics and its merge", "ms"),
     "members_listed": ("members listed", ""),
     "members_ms": ("/members", "ms"),
     "lazy_initial_sync_ms": ("initial sync, lazy-loaded members", "ms"),

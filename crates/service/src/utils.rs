@@ -97,3 +97,36 @@ pub async fn join_all<F: std::future::Future>(
     .await;
     results.into_iter().flatten().collect()
 }
+
+/// A map that holds at most `capacity` entries and forgets the oldest
+/// inserted first (loaded states, event texts, auth events).
+pub struct BoundedCache<V> {
+    capacity: usize,
+    map: std::collections::HashMap<u64, V>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl<V: Clone> BoundedCache<V> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            map: std::collections::HashMap::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<V> {
+        self.map.get(&id).cloned()
+    }
+
+    pub fn insert(&mut self, id: u64, value: V) {
+        if self.map.insert(id, value).is_none() {
+            self.order.push_back(id);
+        }
+        while self.map.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+}

@@ -31,9 +31,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(24 * 3600);
 /// Events kept as their federation text, shared by every destination.
 const PDU_TEXTS_KEPT: usize = 256;
 
-/// Event texts by short id, and the order they came in (oldest dropped).
-type PduTexts = (HashMap<u64, Arc<str>>, VecDeque<u64>);
-
 #[derive(Default)]
 struct DestinationState {
     running: bool,
@@ -46,13 +43,22 @@ struct DestinationState {
     edus_from: u64,
 }
 
-#[derive(Default)]
 pub struct Sender {
     destinations: Mutex<HashMap<OwnedServerName, DestinationState>>,
     services: OnceLock<Weak<Services>>,
     /// The canonical federation JSON of recently queued events: a send in
     /// a room of 300 servers reads and serialises its event once.
-    pdu_texts: Mutex<PduTexts>,
+    pdu_texts: Mutex<utils::BoundedCache<Arc<str>>>,
+}
+
+impl Default for Sender {
+    fn default() -> Self {
+        Self {
+            destinations: Mutex::default(),
+            services: OnceLock::new(),
+            pdu_texts: Mutex::new(utils::BoundedCache::new(PDU_TEXTS_KEPT)),
+        }
+    }
 }
 
 impl Sender {
@@ -362,11 +368,8 @@ impl Services {
     /// The federation JSON of a queued event as canonical text, kept for
     /// the other destinations it goes to.
     fn pdu_text(&self, short: u64) -> Result<Option<Arc<str>>> {
-        if let Some(text) = utils::locked(&self.federation.sender.pdu_texts)
-            .0
-            .get(&short)
-        {
-            return Ok(Some(text.clone()));
+        if let Some(text) = utils::locked(&self.federation.sender.pdu_texts).get(short) {
+            return Ok(Some(text));
         }
         let Some(pdu) = self.rooms.pdu(short, &self.short_ids)? else {
             return Ok(None);
@@ -375,15 +378,7 @@ impl Services {
         let text: Arc<str> = serde_json::to_string(&self.federation_pdu_json(&pdu))
             .map_err(crate::Error::internal)?
             .into();
-        let mut texts = utils::locked(&self.federation.sender.pdu_texts);
-        if texts.0.insert(short, text.clone()).is_none() {
-            texts.1.push_back(short);
-        }
-        while texts.1.len() > PDU_TEXTS_KEPT {
-            if let Some(old) = texts.1.pop_front() {
-                texts.0.remove(&old);
-            }
-        }
+        utils::locked(&self.federation.sender.pdu_texts).insert(short, text.clone());
         Ok(Some(text))
     }
 

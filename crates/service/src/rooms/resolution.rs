@@ -1,22 +1,74 @@
 //! State resolution over stored events: the state-res core reads events
 //! and state keys through [`StoredEvents`], and a room's forked states
 //! become one.
+//!
+//! The auth difference of a merge in a big room walks the auth chains of
+//! every state event (30,000 member events): each event's auth events are
+//! kept in memory ([`AuthEventsCache`], filled by joins and by every walk),
+//! so a walk reads integers, not stored events.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use conduit_state_res::{EventSource, RoomVersion, ShortEventId, StateMap, resolve};
+use conduit_state_res::{EventSource, IdSet, RoomVersion, ShortEventId, StateMap, resolve};
 
 use super::pdu::Pdu;
-use crate::{Result, Services};
+use crate::{Result, Services, utils, utils::BoundedCache};
+
+/// Events whose auth events are kept (about 60 bytes each).
+const AUTH_EVENTS_KEPT: usize = 500_000;
+
+/// The auth events of recently seen events, by short id.
+pub struct AuthEventsCache(Mutex<BoundedCache<Arc<[u64]>>>);
+
+impl Default for AuthEventsCache {
+    fn default() -> Self {
+        Self(Mutex::new(BoundedCache::new(AUTH_EVENTS_KEPT)))
+    }
+}
+
+impl AuthEventsCache {
+    pub(crate) fn get(&self, id: ShortEventId) -> Option<Arc<[u64]>> {
+        utils::locked(&self.0).get(id)
+    }
+
+    pub(crate) fn insert(&self, id: ShortEventId, auth_events: &[u64]) {
+        utils::locked(&self.0).insert(id, auth_events.into());
+    }
+}
 
 /// The stored events, as the state-resolution core reads them.
 pub struct StoredEvents<'a>(pub &'a Services);
+
+impl StoredEvents<'_> {
+    fn auth_events_of(&self, id: ShortEventId) -> Option<Arc<[u64]>> {
+        if let Some(found) = self.0.auth_events_cache.get(id) {
+            return Some(found);
+        }
+        let event = self.event(id)?;
+        self.0.auth_events_cache.insert(id, &event.auth_events);
+        Some(event.auth_events.as_slice().into())
+    }
+}
 
 impl EventSource for StoredEvents<'_> {
     type Event = Pdu;
 
     fn event(&self, id: ShortEventId) -> Option<Pdu> {
         self.0.rooms.pdu(id, &self.0.short_ids).ok().flatten()
+    }
+
+    fn extend_auth_chain(&self, id: ShortEventId, chain: &mut IdSet) {
+        let mut todo = vec![id];
+        while let Some(next) = todo.pop() {
+            let Some(auth_events) = self.auth_events_of(next) else {
+                continue;
+            };
+            for &auth in auth_events.iter() {
+                if chain.insert(auth) {
+                    todo.push(auth);
+                }
+            }
+        }
     }
 
     fn state_key_id(&self, event_type: &str, state_key: &str) -> Option<u64> {

@@ -3,17 +3,14 @@
 //! stored) when it grows deep or the diff grows large. Loading a state walks
 //! the chain once and keeps the result in a bounded cache.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use conduit_state_res::StateMap;
 use conduit_storage::Database;
 use serde::{Deserialize, Serialize};
 
 use super::short::ShortIds;
-use crate::{Error, Result, tables, utils};
+use crate::{Error, Result, tables, utils, utils::BoundedCache};
 
 /// Longest chain of diffs before a full copy is stored.
 const MAX_DEPTH: u32 = 8;
@@ -35,7 +32,7 @@ pub struct StoredSnapshot {
 
 pub struct StateSnapshots {
     db: Arc<Database>,
-    cache: Mutex<BoundedCache>,
+    cache: Mutex<BoundedCache<Arc<StateMap>>>,
 }
 
 impl StateSnapshots {
@@ -106,39 +103,6 @@ impl StateSnapshots {
         self.db.write(batch)?;
         utils::locked(&self.cache).insert(id, Arc::new(state.clone()));
         Ok(id)
-    }
-}
-
-/// A cache of loaded states that holds at most `capacity` entries and
-/// forgets the oldest inserted first.
-struct BoundedCache {
-    capacity: usize,
-    map: HashMap<u64, Arc<StateMap>>,
-    order: VecDeque<u64>,
-}
-
-impl BoundedCache {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            map: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    fn get(&self, id: u64) -> Option<Arc<StateMap>> {
-        self.map.get(&id).cloned()
-    }
-
-    fn insert(&mut self, id: u64, state: Arc<StateMap>) {
-        if self.map.insert(id, state).is_none() {
-            self.order.push_back(id);
-        }
-        while self.map.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
-        }
     }
 }
 

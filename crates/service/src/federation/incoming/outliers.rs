@@ -417,6 +417,8 @@ impl Services {
             let pdu = Pdu::from_json(short, json, &self.short_ids)?;
             let verdict = self.check_against_auth_events_with(room, &pdu, &cited)?;
             batch.put(&tables::PDUS, short, &pdu.json)?;
+            // A merge in the room later walks these events' auth chains.
+            self.auth_events_cache.insert(short, &pdu.auth_events);
             if let Err(reason) = &verdict {
                 tracing::info!(event_id = pdu.event_id, "outlier rejected: {reason}");
                 batch.put(&tables::REJECTED_EVENTS, short, reason)?;
