@@ -119,6 +119,11 @@ impl<V: Clone> BoundedCache<V> {
         self.map.get(&id).cloned()
     }
 
+    /// Forgets an entry (its place in the order goes when it comes up).
+    pub fn remove(&mut self, id: u64) {
+        self.map.remove(&id);
+    }
+
     pub fn insert(&mut self, id: u64, value: V) {
         if self.map.insert(id, value).is_none() {
             self.order.push_back(id);

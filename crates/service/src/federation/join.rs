@@ -72,6 +72,7 @@ impl Services {
         let mut last_error = None;
         for server in servers {
             let progress = self.federation.joins.start(room_id, server.as_str());
+            let _cancelled = self.federation.joins.guard(progress);
             let outcome = self
                 .join_via(&server, room_id, user, reason, progress)
                 .await;

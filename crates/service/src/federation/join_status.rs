@@ -43,15 +43,22 @@ impl JoinStatus {
         id
     }
 
+    /// A guard that ends the join as cancelled if it is dropped first (the
+    /// client went away and the request's future with it).
+    pub(crate) fn guard(&self, id: u64) -> EndOnDrop<'_> {
+        EndOnDrop { status: self, id }
+    }
+
     pub(crate) fn phase(&self, id: u64, phase: impl Into<String>) {
         if let Some(join) = utils::locked(&self.joins).1.iter_mut().find(|j| j.id == id) {
             join.phase = phase.into();
         }
     }
 
+    /// Records how a join ended; only its first end counts.
     pub(crate) fn end(&self, id: u64, outcome: Result<(), String>) {
         let mut joins = utils::locked(&self.joins);
-        if let Some(join) = joins.1.iter_mut().find(|j| j.id == id) {
+        if let Some(join) = joins.1.iter_mut().find(|j| j.id == id && j.ended.is_none()) {
             join.ended = Some((outcome, join.started.elapsed().as_secs_f32()));
         }
         while joins.1.iter().filter(|j| j.ended.is_some()).count() > FINISHED_KEPT {
@@ -98,6 +105,18 @@ impl JoinStatus {
     }
 }
 
+pub(crate) struct EndOnDrop<'a> {
+    status: &'a JoinStatus,
+    id: u64,
+}
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        self.status
+            .end(self.id, Err("cancelled: the request went away".into()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +136,11 @@ mod tests {
         );
         assert!(text.contains("!b:y through y: failed after"), "{text}");
         status.end(a, Ok(()));
+        status.end(a, Err("later".into()));
         assert!(status.describe().contains("!a:x through x: joined in"));
+        let c = status.start("!d:w", "w");
+        drop(status.guard(c));
+        assert!(status.describe().contains("!d:w through w: failed after"));
         for _ in 0..20 {
             let id = status.start("!c:z", "z");
             status.end(id, Ok(()));

@@ -62,6 +62,12 @@ impl Default for Sender {
 }
 
 impl Sender {
+    /// Drops an event's kept text (it was redacted: what goes out from now
+    /// on is the redacted copy).
+    pub(crate) fn forget_text(&self, short: u64) {
+        utils::locked(&self.pdu_texts).remove(short);
+    }
+
     /// A server answered or called us: retry what waits for it now.
     pub fn server_is_back(&self, server: &ServerName) {
         let mut destinations = utils::locked(&self.destinations);

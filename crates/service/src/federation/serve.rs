@@ -58,15 +58,17 @@ impl Services {
             )));
         }
         // Parsing and signature checks of all PDUs side by side, then each
-        // placed in order under its room's lock. A prev event that comes in
-        // the same transaction is no gap to ask the origin about.
-        let coming: std::sync::Arc<std::collections::HashSet<String>> = std::sync::Arc::new(
+        // placed in order under its room's lock. A prev event that comes
+        // earlier in the same transaction is placed first: no gap to ask
+        // the origin about.
+        let coming: std::sync::Arc<std::collections::HashMap<String, usize>> = std::sync::Arc::new(
             pdus.iter()
-                .filter_map(|raw| {
+                .enumerate()
+                .filter_map(|(i, raw)| {
                     let room_id = raw.get("room_id")?.as_str()?;
                     let record = self.rooms.room(room_id).ok()??;
                     let (_, rules) = crate::rooms::send::version_rules(&record.version).ok()?;
-                    super::incoming::parse::event_id_of(raw, &rules)
+                    Some((super::incoming::parse::event_id_of(raw, &rules)?, i))
                 })
                 .collect(),
         );
@@ -76,7 +78,10 @@ impl Services {
             let origin = origin.to_owned();
             let raw = raw.clone();
             let coming = coming.clone();
-            checks.spawn(async move { (i, services.check_pdu(&origin, &raw, &coming).await) });
+            checks.spawn(async move {
+                let earlier = |id: &str| coming.get(id).is_some_and(|&at| at < i);
+                (i, services.check_pdu(&origin, &raw, &earlier).await)
+            });
         }
         let mut checked = Vec::with_capacity(pdus.len());
         while let Some(done) = checks.join_next().await {

@@ -124,6 +124,11 @@ impl Services {
             }
         };
         let summary = Arc::new(summary);
+        if pending.is_some() {
+            // Not kept: the event may never be stored (the append can
+            // fail), and a later diff would read it as absent.
+            return Ok(summary);
+        }
         let mut rooms = utils::locked(&self.member_summaries.rooms);
         if rooms.len() >= ROOMS_KEPT && !rooms.contains_key(&room) {
             rooms.clear();

@@ -62,6 +62,7 @@ impl Services {
         let mut stripped = redact(&target.json, version);
         stripped["unsigned"] = json!({ "redacted_because": redaction.to_client_event() });
         self.rooms.replace_pdu_json(target.short_id(), &stripped)?;
+        self.federation.sender.forget_text(target.short_id());
         Ok(redaction)
     }
 }

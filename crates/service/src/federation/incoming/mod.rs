@@ -76,13 +76,13 @@ impl Services {
     /// Steps 1 and 2 for a PDU of a transaction from `origin`, which need
     /// no lock (a transaction's PDUs go through them side by side). The
     /// event id, when the PDU can be named, and the checked PDU.
-    /// `coming` names the events of the same transaction: a prev event
-    /// among them is placed before this one, not fetched.
+    /// `earlier` says whether an event comes before this one in the same
+    /// transaction: such a prev event is placed first, not fetched.
     pub async fn check_pdu(
         &self,
         origin: &ServerName,
         raw: &JsonValue,
-        coming: &std::collections::HashSet<String>,
+        earlier: &(dyn Fn(&str) -> bool + Sync),
     ) -> (Option<String>, Result<Checked>) {
         let Some(room_id) = raw.get("room_id").and_then(JsonValue::as_str) else {
             return (None, Err(Error::bad_json("The PDU has no room_id.")));
@@ -108,7 +108,7 @@ impl Services {
             self.fetch_missing_auth(origin, &room, &parsed).await?;
             let mut gap = Vec::new();
             for prev in parsed.references("prev_events") {
-                if !coming.contains(&prev) && !self.is_placed(&prev)? {
+                if !earlier(&prev) && !self.is_placed(&prev)? {
                     gap = self.fetch_gap(origin, &room, &event_id).await;
                     break;
                 }

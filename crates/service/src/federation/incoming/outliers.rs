@@ -64,7 +64,9 @@ impl Outliers {
     /// The state map of the accepted state events among the `range` of the
     /// events given.
     pub(crate) fn state(&self, ids: &ShortIds, range: Range<usize>) -> Result<StateMap> {
-        let accepted: Vec<&Outlier> = self.0[range]
+        // Events past `MAX_OUTLIERS` were left out.
+        let end = range.end.min(self.0.len());
+        let accepted: Vec<&Outlier> = self.0[range.start.min(end)..end]
             .iter()
             .flatten()
             .filter(|o| o.accepted)
@@ -377,7 +379,7 @@ impl Services {
                     .chain(c.prev_events.iter().map(String::as_str))
             }))?;
         // Events others cite as auth events, held until the batch that
-        // stores them is written.
+        // stores them is written (then read back from the database).
         let mut cited: HashMap<u64, (Pdu, bool)> = HashMap::new();
         let mut ready: VecDeque<usize> = (0..pending.len()).filter(|&i| blocking[i] == 0).collect();
         let mut done = 0;
@@ -428,6 +430,8 @@ impl Services {
                 self.db
                     .write(std::mem::replace(&mut batch, self.db.batch()))?;
                 in_batch = 0;
+                // Written: later events read them from the database.
+                cited.clear();
             }
             if let Some(position) = position {
                 outcomes[*position] = Some(Outlier {
@@ -646,4 +650,27 @@ pub fn urlencode(segment: &str) -> String {
     url::form_urlencoded::byte_serialize(segment.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use conduit_storage::Database;
+
+    use super::*;
+
+    #[test]
+    fn a_range_past_the_events_kept_is_cut_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::open(dir.path(), tables::ALL, 1 << 20).unwrap());
+        let ids = ShortIds::new(db).unwrap();
+        let member = Outlier {
+            short: 7,
+            accepted: true,
+            state_key: Some(("m.room.member".into(), "@a:x".into())),
+        };
+        let outliers = Outliers(vec![Some(member), None]);
+        let state = outliers.state(&ids, 0..250_000).unwrap();
+        assert_eq!(state.values().copied().collect::<Vec<_>>(), vec![7]);
+        assert!(outliers.state(&ids, 5..9).unwrap().is_empty());
+    }
 }
