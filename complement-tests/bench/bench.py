@@ -106,6 +106,17 @@ def running_server(section: str):
             server.stop()
 
 
+def federating_server(data_dir: Path, name: str, log: str) -> Server:
+    """A fresh started server that federates over TLS on loopback."""
+    from federation import federation_env
+
+    env = federation_env(data_dir / "tls")
+    env["CONDUIT_LOG"] = log
+    server = Server(data_dir, env, name)
+    server.log_path.unlink(missing_ok=True)
+    return server.start()
+
+
 def sample(server: Server) -> tuple[float, float]:
     """The server's CPU seconds so far (utime+stime) and its resident memory in MiB."""
     pid = server.proc.pid
@@ -297,14 +308,9 @@ def bench_federation(args) -> dict:
     peer's), 50 per transaction, one transaction after another. The peer
     signs every PDU before the clock starts, so only ingestion is timed."""
     from fake_peer import FakePeer
-    from federation import federation_env
 
     with tempfile.TemporaryDirectory(prefix="conduit-bench-federation-") as data_dir:
-        env = federation_env(Path(data_dir) / "tls")
-        env["CONDUIT_LOG"] = "warn"
-        server = Server(Path(data_dir), env, "bench-federation")
-        server.log_path.unlink(missing_ok=True)
-        server.start()
+        server = federating_server(Path(data_dir), "bench-federation", "warn")
         peer = FakePeer(Path(data_dir) / "peer")
         try:
             alice = Client.register(server, "alice")
@@ -365,18 +371,14 @@ def bench_big_rooms(args) -> dict:
     the joining user's lazy-loading initial sync."""
     from big_room import BigRoom
     from fake_peer import FakePeer
-    from federation import federation_env
 
     figures = {}
     for members in args.big_rooms:
         with tempfile.TemporaryDirectory(prefix="conduit-bench-bigroom-") as data_dir:
             log(f"  making a room of {members} members")
             big = BigRoom(Path(data_dir) / "peer", members).start()
-            env = federation_env(Path(data_dir) / "tls")
-            env["CONDUIT_LOG"] = "warn,conduit_service::federation::join=info"
-            server = Server(Path(data_dir), env, f"bench-bigroom-{members}")
-            server.log_path.unlink(missing_ok=True)
-            server.start()
+            server = federating_server(Path(data_dir), f"bench-bigroom-{members}",
+                                       "warn,conduit_service::federation::join=info")
             peer = FakePeer(Path(data_dir) / "small-peer")
             try:
                 alice = Client.register(server, "alice")

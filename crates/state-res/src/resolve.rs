@@ -35,20 +35,27 @@ pub trait EventSource {
     /// part in resolution has one.
     fn state_key_id(&self, event_type: &str, state_key: &str) -> Option<ShortStateKey>;
 
+    /// Calls `f` with the auth events of `id`, if the event is known. The
+    /// default reads the event; a caller that keeps auth events apart
+    /// overrides it, and every auth-chain walk uses it.
+    fn with_auth_events(&self, id: ShortEventId, f: &mut dyn FnMut(&[ShortEventId])) {
+        if let Some(event) = self.event(id) {
+            f(event.auth_events());
+        }
+    }
+
     /// Adds the auth chain of `id` (every event reachable through
-    /// `auth_events`, without `id` itself) to `chain`. The default walks the
-    /// events; a caller with a cache of auth chains overrides it.
+    /// `auth_events`, without `id` itself) to `chain`.
     fn extend_auth_chain(&self, id: ShortEventId, chain: &mut IdSet) {
         let mut todo = vec![id];
         while let Some(next) = todo.pop() {
-            let Some(event) = self.event(next) else {
-                continue;
-            };
-            for &auth in event.auth_events() {
-                if chain.insert(auth) {
-                    todo.push(auth);
+            self.with_auth_events(next, &mut |auth_events| {
+                for &auth in auth_events {
+                    if chain.insert(auth) {
+                        todo.push(auth);
+                    }
                 }
-            }
+            });
         }
     }
 }

@@ -88,8 +88,11 @@ impl Services {
         body: Option<&JsonValue>,
         limit: usize,
     ) -> Result<JsonValue, FedError> {
-        self.send_federation_request(destination, method, path_and_query, body, limit, true)
-            .await
+        json_answer(
+            &self
+                .federation_bytes(destination, method, path_and_query, body, limit, true)
+                .await?,
+        )
     }
 
     /// An unsigned GET (the key server), still through discovery.
@@ -99,22 +102,9 @@ impl Services {
         path: &str,
         limit: usize,
     ) -> Result<JsonValue, FedError> {
-        self.send_federation_request(destination, http::Method::GET, path, None, limit, false)
-            .await
-    }
-
-    async fn send_federation_request(
-        &self,
-        destination: &ServerName,
-        method: http::Method,
-        path_and_query: &str,
-        body: Option<&JsonValue>,
-        limit: usize,
-        signed: bool,
-    ) -> Result<JsonValue, FedError> {
         json_answer(
             &self
-                .federation_bytes(destination, method, path_and_query, body, limit, signed)
+                .federation_bytes(destination, http::Method::GET, path, None, limit, false)
                 .await?,
         )
     }

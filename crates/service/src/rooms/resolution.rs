@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use conduit_state_res::{EventSource, IdSet, RoomVersion, ShortEventId, StateMap, resolve};
+use conduit_state_res::{EventSource, RoomVersion, ShortEventId, StateMap, resolve};
 
 use super::pdu::Pdu;
 use crate::{Result, Services, utils, utils::BoundedCache};
@@ -39,17 +39,6 @@ impl AuthEventsCache {
 /// The stored events, as the state-resolution core reads them.
 pub struct StoredEvents<'a>(pub &'a Services);
 
-impl StoredEvents<'_> {
-    fn auth_events_of(&self, id: ShortEventId) -> Option<Arc<[u64]>> {
-        if let Some(found) = self.0.auth_events_cache.get(id) {
-            return Some(found);
-        }
-        let event = self.event(id)?;
-        self.0.auth_events_cache.insert(id, &event.auth_events);
-        Some(event.auth_events.as_slice().into())
-    }
-}
-
 impl EventSource for StoredEvents<'_> {
     type Event = Pdu;
 
@@ -57,17 +46,13 @@ impl EventSource for StoredEvents<'_> {
         self.0.rooms.pdu(id, &self.0.short_ids).ok().flatten()
     }
 
-    fn extend_auth_chain(&self, id: ShortEventId, chain: &mut IdSet) {
-        let mut todo = vec![id];
-        while let Some(next) = todo.pop() {
-            let Some(auth_events) = self.auth_events_of(next) else {
-                continue;
-            };
-            for &auth in auth_events.iter() {
-                if chain.insert(auth) {
-                    todo.push(auth);
-                }
-            }
+    fn with_auth_events(&self, id: ShortEventId, f: &mut dyn FnMut(&[ShortEventId])) {
+        if let Some(found) = self.0.auth_events_cache.get(id) {
+            return f(&found);
+        }
+        if let Some(event) = self.event(id) {
+            self.0.auth_events_cache.insert(id, &event.auth_events);
+            f(&event.auth_events);
         }
     }
 
