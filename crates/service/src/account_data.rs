@@ -15,6 +15,7 @@ pub struct AccountData {
     /// Serialises writes: each replaces the previous change row of its key,
     /// which two writes at once would both read and both leave behind.
     writing: std::sync::Mutex<()>,
+    tagging: std::sync::Mutex<()>,
 }
 
 /// Account data that changed, as sync shows it.
@@ -23,6 +24,8 @@ pub struct Changed {
     pub room_id: Option<String>,
     pub event_type: String,
     pub content: JsonValue,
+    /// The stream position of the change.
+    pub position: u64,
 }
 
 /// Account data types a client may not write directly: the server owns them.
@@ -34,6 +37,7 @@ impl AccountData {
             db,
             stream,
             writing: std::sync::Mutex::default(),
+            tagging: std::sync::Mutex::default(),
         }
     }
 
@@ -71,6 +75,41 @@ impl AccountData {
             ));
         }
         self.set(user_id, room_id, event_type, content)
+    }
+
+    /// Puts one tag on a room (`info`) or takes it off (`None`), keeping
+    /// the room's other tags (`m.tag`).
+    pub fn set_tag(
+        &self,
+        user_id: &UserId,
+        room_id: &RoomId,
+        tag: &str,
+        info: Option<JsonValue>,
+    ) -> Result<()> {
+        // One tag change at a time: each reads the others it keeps.
+        let _tagging = utils::locked(&self.tagging);
+        let mut content = self
+            .get(user_id, Some(room_id), "m.tag")?
+            .filter(|c| c.get("tags").is_some_and(JsonValue::is_object))
+            .unwrap_or_else(|| serde_json::json!({ "tags": {} }));
+        let tags = content["tags"].as_object_mut().expect("checked above");
+        match info {
+            Some(info) => {
+                tags.insert(tag.to_owned(), info);
+            }
+            None => {
+                tags.remove(tag);
+            }
+        }
+        self.set(user_id, Some(room_id), "m.tag", &content)
+    }
+
+    /// A room's tags as the user set them.
+    pub fn tags(&self, user_id: &UserId, room_id: &RoomId) -> Result<JsonValue> {
+        Ok(self
+            .get(user_id, Some(room_id), "m.tag")?
+            .and_then(|c| c.get("tags").filter(|t| t.is_object()).cloned())
+            .unwrap_or_else(|| serde_json::json!({})))
     }
 
     /// Stores account data and records the change for incremental sync.
@@ -132,6 +171,7 @@ impl AccountData {
                     room_id,
                     event_type,
                     content,
+                    position,
                 });
             }
         }

@@ -45,6 +45,8 @@ pub enum ErrorCode {
     UnableToGrantJoin,
     /// A restricted join: no user of this server may invite.
     UnableToAuthoriseJoin,
+    /// A sliding sync `pos` the server does not know (any more).
+    UnknownPos,
     Unknown,
 }
 
@@ -79,6 +81,7 @@ impl ErrorCode {
             Self::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
             Self::UnableToGrantJoin => "M_UNABLE_TO_GRANT_JOIN",
             Self::UnableToAuthoriseJoin => "M_UNABLE_TO_AUTHORISE_JOIN",
+            Self::UnknownPos => "M_UNKNOWN_POS",
             Self::Unknown => "M_UNKNOWN",
         }
     }

@@ -21,6 +21,7 @@ pub mod registration_tokens;
 pub mod rooms;
 pub mod server_keys;
 pub mod session;
+pub mod sliding_sync;
 pub mod sso;
 pub mod stream;
 pub mod sync;
@@ -91,6 +92,7 @@ pub struct Services {
     pub member_summaries: MemberSummaries,
     pub auth_events_cache: AuthEventsCache,
     pub presence: Presence,
+    pub sliding_sync_connections: sliding_sync::Connections,
     pub sso: Sso,
     pub federation: federation::Federation,
     /// Held while one-time keys are claimed: each goes to one claimer.
@@ -137,6 +139,7 @@ impl Services {
             member_summaries: MemberSummaries::default(),
             auth_events_cache: AuthEventsCache::default(),
             presence: Presence::default(),
+            sliding_sync_connections: sliding_sync::Connections::default(),
             users: Users::new(db.clone(), &config.server_name),
             devices: Devices::new(db.clone(), config.refreshable_access_token_lifetime * 1000),
             uiaa: Uiaa::new(uiaa_lifetime),

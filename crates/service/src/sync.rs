@@ -42,11 +42,11 @@ pub struct SyncRequest {
 }
 
 /// A room's timeline rows for one sync.
-struct TimelineRows {
-    rows: Vec<(u64, ShortEventId)>,
+pub(crate) struct TimelineRows {
+    pub rows: Vec<(u64, ShortEventId)>,
     /// Position of the first row (the `prev_batch`), or the end when empty.
-    start: u64,
-    limited: bool,
+    pub start: u64,
+    pub limited: bool,
 }
 
 /// One look at what changed for a user.
@@ -293,11 +293,15 @@ impl Services {
         })
     }
 
-    fn count_of(&self, pdu: &Pdu) -> Result<u64> {
+    pub(crate) fn count_of(&self, pdu: &Pdu) -> Result<u64> {
         Ok(self.rooms.meta(pdu.short)?.map_or(0, |m| m.count))
     }
 
-    fn own_member_event(&self, user_id: &UserId, room: &RoomRecord) -> Result<Option<Pdu>> {
+    pub(crate) fn own_member_event(
+        &self,
+        user_id: &UserId,
+        room: &RoomRecord,
+    ) -> Result<Option<Pdu>> {
         let state = self.current_state(room)?;
         self.state_event(&state, "m.room.member", user_id.as_str())
     }
@@ -311,7 +315,7 @@ impl Services {
         next: u64,
         extras: RoomExtras,
     ) -> Result<Option<JsonValue>> {
-        let rows = self.timeline_rows(room, request, since, next)?;
+        let rows = self.timeline_rows(room, request.timeline_limit, since, next)?;
         let joined_since = request.since.is_some()
             && match self.own_member_event(user_id, room)? {
                 Some(member) if self.count_of(&member)? >= since => {
@@ -332,7 +336,8 @@ impl Services {
             return Ok(None);
         }
         let (timeline_start, limited) = (rows.start, rows.limited);
-        let timeline_events = self.timeline_events(user_id, request, &rows, true, None)?;
+        let timeline_events =
+            self.timeline_events(user_id, &request.timeline_filter, &rows, true, None)?;
         let state = self.sync_state(
             user_id,
             room,
@@ -393,46 +398,60 @@ impl Services {
             "m.invited_member_count": members.invited,
         });
         let state = self.state_snapshots.load(snapshot)?;
-        let named = self
-            .state_event(&state, "m.room.name", "")?
-            .is_some_and(|e| {
-                e.content
-                    .get("name")
-                    .and_then(JsonValue::as_str)
-                    .is_some_and(|n| !n.is_empty())
-            })
-            || self
+        if self.room_name(&state)?.is_none()
+            && self
                 .state_event(&state, "m.room.canonical_alias", "")?
-                .is_some_and(|e| e.content.get("alias").and_then(JsonValue::as_str).is_some());
-        if !named {
-            let mut heroes = Vec::new();
-            for (&key, &event) in state.iter() {
-                let (kind, member) = self.short_ids.state_key(key)?;
-                if kind != "m.room.member" || member == user_id.as_str() {
-                    continue;
-                }
-                if let Some(pdu) = self.rooms.pdu(event, &self.short_ids)?
-                    && matches!(membership_of(&pdu), "join" | "invite")
-                {
-                    heroes.push((event, member));
-                }
-            }
-            heroes.sort();
-            summary["m.heroes"] = heroes.into_iter().take(5).map(|(_, m)| m).collect();
+                .is_none_or(|e| e.content.get("alias").and_then(JsonValue::as_str).is_none())
+        {
+            summary["m.heroes"] = self.heroes(user_id, &state)?.into();
         }
         Ok(summary)
     }
 
+    /// A room's name, when it has a non-empty one.
+    pub(crate) fn room_name(&self, state: &conduit_state_res::StateMap) -> Result<Option<String>> {
+        Ok(self.state_event(state, "m.room.name", "")?.and_then(|e| {
+            e.content
+                .get("name")
+                .and_then(JsonValue::as_str)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+        }))
+    }
+
+    /// The members a nameless room is called after: up to five other
+    /// joined or invited members, in the order they came.
+    pub(crate) fn heroes(
+        &self,
+        user_id: &UserId,
+        state: &conduit_state_res::StateMap,
+    ) -> Result<Vec<String>> {
+        let mut heroes = Vec::new();
+        for (&key, &event) in state.iter() {
+            let (kind, member) = self.short_ids.state_key(key)?;
+            if kind != "m.room.member" || member == user_id.as_str() {
+                continue;
+            }
+            if let Some(pdu) = self.rooms.pdu(event, &self.short_ids)?
+                && matches!(membership_of(&pdu), "join" | "invite")
+            {
+                heroes.push((event, member));
+            }
+        }
+        heroes.sort();
+        Ok(heroes.into_iter().take(5).map(|(_, m)| m).collect())
+    }
+
     /// The newest `limit + 1` timeline rows before `end`: those at or after
     /// `since` form the timeline, one more means it was cut.
-    fn timeline_rows(
+    pub(crate) fn timeline_rows(
         &self,
         room: &RoomRecord,
-        request: &SyncRequest,
+        limit: usize,
         since: u64,
         end: u64,
     ) -> Result<TimelineRows> {
-        let limit = request.timeline_limit.max(1);
+        let limit = limit.max(1);
         let mut rows = self.rooms.page(room.short, end, false, limit + 1)?;
         rows.retain(|(count, _)| *count >= since);
         let limited = rows.len() > limit;
@@ -447,10 +466,10 @@ impl Services {
 
     /// The events of timeline rows that pass the filter and that the user
     /// may see (`always` passes their own leave event).
-    fn timeline_events(
+    pub(crate) fn timeline_events(
         &self,
         user_id: &UserId,
-        request: &SyncRequest,
+        filter: &EventFilter,
         rows: &TimelineRows,
         joined_now: bool,
         always: Option<ShortEventId>,
@@ -458,7 +477,7 @@ impl Services {
         let mut events = Vec::with_capacity(rows.rows.len());
         for (_, short) in &rows.rows {
             if let Some(pdu) = self.rooms.pdu(*short, &self.short_ids)?
-                && request.timeline_filter.keeps(&pdu)
+                && filter.keeps(&pdu)
                 && (always == Some(*short) || self.may_see(user_id, joined_now, &pdu)?)
             {
                 events.push(pdu);
@@ -478,8 +497,14 @@ impl Services {
         leave: &Pdu,
     ) -> Result<JsonValue> {
         let end = self.count_of(leave)? + 1;
-        let rows = self.timeline_rows(room, request, since, end)?;
-        let timeline = self.timeline_events(user_id, request, &rows, false, Some(leave.short))?;
+        let rows = self.timeline_rows(room, request.timeline_limit, since, end)?;
+        let timeline = self.timeline_events(
+            user_id,
+            &request.timeline_filter,
+            &rows,
+            false,
+            Some(leave.short),
+        )?;
         let state = self.sync_state(
             user_id,
             room,
@@ -605,7 +630,7 @@ impl Services {
 
     /// The stripped state an invitee or knocker sees, with their own member
     /// event; `None` when that membership is older than `since`.
-    fn stripped_room(
+    pub(crate) fn stripped_room(
         &self,
         user_id: &UserId,
         room: &RoomRecord,

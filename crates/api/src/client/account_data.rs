@@ -6,9 +6,12 @@ use axum::extract::State;
 use conduit_service::{Error, Services};
 use ruma::{
     UserId,
-    api::client::config::{
-        get_global_account_data, get_room_account_data, set_global_account_data,
-        set_room_account_data,
+    api::client::{
+        config::{
+            get_global_account_data, get_room_account_data, set_global_account_data,
+            set_room_account_data,
+        },
+        tag::{create_tag, delete_tag, get_tags},
     },
     serde::Raw,
 };
@@ -90,4 +93,45 @@ pub async fn set_room(
         &content,
     )?;
     Ok(RumaResponse(set_room_account_data::v3::Response::new()))
+}
+
+/// `GET /user/{userId}/rooms/{roomId}/tags`.
+pub async fn get_tags(
+    State(services): State<Arc<Services>>,
+    req: Ruma<get_tags::v3::Request>,
+) -> Result<RumaResponse<get_tags::v3::Response>, ApiError> {
+    own_data(&req.body.user_id, &req.sender()?.user_id)?;
+    let tags = services
+        .account_data
+        .tags(&req.body.user_id, &req.body.room_id)?;
+    let tags = serde_json::from_value(tags).unwrap_or_default();
+    Ok(RumaResponse(get_tags::v3::Response::new(tags)))
+}
+
+/// `PUT /user/{userId}/rooms/{roomId}/tags/{tag}`.
+pub async fn create_tag(
+    State(services): State<Arc<Services>>,
+    req: Ruma<create_tag::v3::Request>,
+) -> Result<RumaResponse<create_tag::v3::Response>, ApiError> {
+    own_data(&req.body.user_id, &req.sender()?.user_id)?;
+    let info = serde_json::to_value(&req.body.tag_info).map_err(Error::internal)?;
+    services.account_data.set_tag(
+        &req.body.user_id,
+        &req.body.room_id,
+        &req.body.tag,
+        Some(info),
+    )?;
+    Ok(RumaResponse(create_tag::v3::Response::new()))
+}
+
+/// `DELETE /user/{userId}/rooms/{roomId}/tags/{tag}`.
+pub async fn delete_tag(
+    State(services): State<Arc<Services>>,
+    req: Ruma<delete_tag::v3::Request>,
+) -> Result<RumaResponse<delete_tag::v3::Response>, ApiError> {
+    own_data(&req.body.user_id, &req.sender()?.user_id)?;
+    services
+        .account_data
+        .set_tag(&req.body.user_id, &req.body.room_id, &req.body.tag, None)?;
+    Ok(RumaResponse(delete_tag::v3::Response::new()))
 }

@@ -40,8 +40,12 @@ pub async fn versions(
 ) -> Result<RumaResponse<get_supported_versions::Response>, ApiError> {
     let mut response =
         get_supported_versions::Response::new(VERSIONS.iter().map(|v| (*v).to_owned()).collect());
-    // Only what is implemented: dehydrated devices (MSC3814).
-    response.unstable_features = BTreeMap::from([("org.matrix.msc3814".to_owned(), true)]);
+    // Only what is implemented: dehydrated devices (MSC3814) and simplified
+    // sliding sync (MSC4186, under its unstable name).
+    response.unstable_features = BTreeMap::from([
+        ("org.matrix.msc3814".to_owned(), true),
+        ("org.matrix.simplified_msc3575".to_owned(), true),
+    ]);
     Ok(RumaResponse(response))
 }
 

@@ -25,6 +25,7 @@ mod relations;
 mod room;
 mod search;
 mod session;
+mod sliding_sync;
 mod space;
 mod state;
 mod summary;
@@ -55,6 +56,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .route("/_matrix/client/v3/login", get(session::login_types))
         .route("/_matrix/client/r0/login", get(session::login_types))
         .ruma_route(session::login)
+        .route(
+            "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+            post(sliding_sync::sliding_sync),
+        )
         .ruma_route(session::refresh)
         .ruma_route(session::logout)
         .ruma_route(session::logout_all)
@@ -78,6 +83,9 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(account_data::get_global)
         .ruma_route(account_data::set_global)
         .ruma_route(account_data::get_room)
+        .ruma_route(account_data::get_tags)
+        .ruma_route(account_data::create_tag)
+        .ruma_route(account_data::delete_tag)
         .ruma_route(account_data::set_room)
         .ruma_route(filter::create)
         .ruma_route(filter::get)

@@ -78,7 +78,32 @@ pub struct Rooms {
     /// comes from.
     stream: Arc<Stream>,
     records: Mutex<HashMap<String, RoomRecord>>,
+    /// Room short id -> where its latest events sit (sliding sync's sort),
+    /// kept up to date by appends once a room is looked at.
+    recency: Mutex<HashMap<u64, Recency>>,
 }
+
+/// Where a room's newest events are in the stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recency {
+    /// The position of its latest event.
+    pub latest: u64,
+    /// The position of its latest event of a type that moves a room up a
+    /// client's room list (`None` when not known yet).
+    pub bump: Option<u64>,
+}
+
+/// The event types that bump a room (sliding sync's `bump_stamp`): what
+/// people say, not state changes or reactions (the MSC's and Synapse's list).
+pub const BUMP_TYPES: &[&str] = &[
+    "m.room.create",
+    "m.room.message",
+    "m.room.encrypted",
+    "m.sticker",
+    "m.call.invite",
+    "m.poll.start",
+    "m.beacon_info",
+];
 
 impl Rooms {
     pub(crate) fn new(db: Arc<Database>, stream: Arc<Stream>) -> Self {
@@ -87,6 +112,7 @@ impl Rooms {
             locks: Mutex::new(HashMap::new()),
             stream,
             records: Mutex::default(),
+            recency: Mutex::default(),
         }
     }
 
@@ -271,8 +297,29 @@ impl Rooms {
                 for user in &members {
                     self.stream.mark_user(user, count);
                 }
+                self.note_recency(
+                    room.short,
+                    Recency {
+                        latest: count,
+                        bump: BUMP_TYPES.contains(&pdu.kind.as_str()).then_some(count),
+                    },
+                );
             })?;
         Ok(count)
+    }
+
+    /// A room's recency as known in memory (`None`: not looked at yet).
+    pub fn known_recency(&self, room: u64) -> Option<Recency> {
+        utils::locked(&self.recency).get(&room).copied()
+    }
+
+    /// Records what an append or a look at the timeline found: the newest
+    /// of each position wins, so a look racing an append loses nothing.
+    pub fn note_recency(&self, room: u64, found: Recency) {
+        let mut recency = utils::locked(&self.recency);
+        let entry = recency.entry(room).or_insert(found);
+        entry.latest = entry.latest.max(found.latest);
+        entry.bump = entry.bump.max(found.bump);
     }
 
     /// Stores a new room's record.
