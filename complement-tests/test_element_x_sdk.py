@@ -72,6 +72,39 @@ def scenario(base_url: str, name: str):
         sdk.close()
 
 
+def encrypted_scenario(base_url: str, name: str):
+    """Two matrix-rust-sdk devices in an encrypted room: keys uploaded and
+    claimed, the room key sent to-device (the encryption connection's
+    extensions), the message decrypted."""
+    alice = register(base_url, unique("alice"), PASSWORD)
+    bob = register(base_url, unique("bob"), PASSWORD)
+    room = alice.create_room(
+        name="secret",
+        preset="private_chat",
+        initial_state=[{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+    )
+    alice.membership(room, "invite", bob.user_id)
+    bob.join(room)
+    alice_sdk = SdkClient(base_url, alice.user_id, PASSWORD, ARTIFACTS / f"sdk-client-{name}-alice.log")
+    bob_sdk = None
+    try:
+        alice_sdk.run("wait_rooms 1 60")
+        bob_sdk = SdkClient(base_url, bob.user_id, PASSWORD, ARTIFACTS / f"sdk-client-{name}-bob.log")
+        bob_sdk.run("wait_rooms 1 60")
+        sent = bob_sdk.run(f"send {room} for your eyes only")
+        assert sent["encrypted"], sent
+        # On the wire it is an m.room.encrypted event.
+        raw = [e for e in alice.messages(room) if e.get("event_id") == sent["event_id"]]
+        assert raw and raw[0]["type"] == "m.room.encrypted", raw
+        items = alice_sdk.run(f"wait_message {room} 60 for your eyes only")
+        message = [i for i in items if i["event_id"] == sent["event_id"]][0]
+        assert message["encrypted"] and message["sender"] == bob.user_id
+    finally:
+        alice_sdk.close()
+        if bob_sdk:
+            bob_sdk.close()
+
+
 def test_rust_sdk_room_list_timeline_and_invites(server):
     scenario(server.url, "ours")
 
@@ -80,3 +113,11 @@ def test_rust_sdk_against_synapse(synapse):
     start = time.monotonic()
     scenario(synapse.url, "synapse")
     assert time.monotonic() - start < 600
+
+
+def test_rust_sdk_decrypts_in_an_encrypted_room(server):
+    encrypted_scenario(server.url, "ours")
+
+
+def test_rust_sdk_decrypts_against_synapse(synapse):
+    encrypted_scenario(synapse.url, "synapse")
