@@ -346,6 +346,16 @@ def test_filters(server):
     assert listed({"tags": ["m.favourite"]}) == {encrypted}
     assert listed({"not_tags": ["m.favourite"]}) == {plain, space, dm}
     assert listed({"room_name_like": "SEC"}) == {encrypted}
+    # Room tags: another one kept beside the first, then the first removed.
+    tags_path = f"{CS}/user/{quote(alice['user_id'])}/rooms/{quote(encrypted)}/tags"
+    assert server.request("PUT", f"{tags_path}/u.work", token=a, json={"order": 0.5}).status_code == 200
+    assert server.request("GET", tags_path, token=a).json() == {"tags": {"m.favourite": {}, "u.work": {"order": 0.5}}}
+    assert server.request("DELETE", f"{tags_path}/m.favourite", token=a).status_code == 200
+    assert server.request("GET", tags_path, token=a).json() == {"tags": {"u.work": {"order": 0.5}}}
+    assert listed({"tags": ["m.favourite"]}) == set()
+    assert listed({"tags": ["u.work"]}) == {encrypted}
+    r = server.request("GET", tags_path, token=bob["access_token"])
+    assert r.status_code == 403 and r.json()["errcode"] == "M_FORBIDDEN"
     assert listed({"is_encrypted": False, "room_types": [None], "is_dm": False}) == {plain}
     # The DM is flagged as one.
     answer = ss(server, a, {"lists": {"l": a_list([[0, 9]])}})

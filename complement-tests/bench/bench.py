@@ -92,6 +92,44 @@ class Client:
         query = {"timeout": timeout_ms} | ({"since": since} if since else {})
         return self.call("GET", "/_matrix/client/v3/sync", **query)
 
+    def sliding_sync(self, body: dict, pos: str | None = None, timeout_ms: int = 0) -> dict:
+        query = {"timeout": timeout_ms} | ({"pos": pos} if pos else {})
+        return self.call("POST", "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", body, **query)
+
+
+# What Element X's room list asks for (matrix-rust-sdk 0.18's request).
+ROOM_LIST_STATE = [
+    ["m.room.name", ""], ["m.room.encryption", ""], ["m.room.member", "$LAZY"], ["m.room.member", "$ME"],
+    ["m.room.topic", ""], ["m.room.avatar", ""], ["m.room.canonical_alias", ""], ["m.room.power_levels", ""],
+    ["org.matrix.msc3401.call.member", "*"], ["m.room.join_rules", ""], ["m.room.tombstone", ""],
+    ["m.room.create", ""], ["m.room.history_visibility", ""], ["io.element.functional_members", ""],
+    ["m.space.parent", "*"], ["m.space.child", "*"],
+]
+
+
+def sliding_sync_figures(user: "Client", rooms: list[str], samples: int) -> dict:
+    """A room list of 20 as Element X asks for it, over a user's rooms:
+    the first answer, then incremental answers after a send anywhere."""
+    body = {
+        "conn_id": "room-list",
+        "lists": {"all_rooms": {"ranges": [[0, 19]], "timeline_limit": 1, "required_state": ROOM_LIST_STATE}},
+        "extensions": {"account_data": {"enabled": True}, "receipts": {"enabled": True, "rooms": ["*"]},
+                       "typing": {"enabled": True}},
+    }
+    start = time.perf_counter()
+    answer = user.sliding_sync(body)
+    first_s = time.perf_counter() - start
+    assert len(answer["rooms"]) == 20 and answer["lists"]["all_rooms"]["count"] == len(rooms), answer["lists"]
+    times = []
+    for i in range(samples):
+        user.send(random.choice(rooms), f"sliding {i}")
+        start = time.perf_counter()
+        answer = user.sliding_sync(body, answer["pos"])
+        times.append(time.perf_counter() - start)
+    p50, p99 = percentiles(times)
+    return {"sliding_first_ms": first_s * 1000, "sliding_samples": len(times),
+            "sliding_p50_ms": p50, "sliding_p99_ms": p99}
+
 
 @contextmanager
 def running_server(section: str):
@@ -218,6 +256,7 @@ def bench_rooms(args) -> dict:
                     wake_times.append(woke - start)
 
         wake_p50, wake_p99 = percentiles(wake_times)
+        sliding = sliding_sync_figures(user, rooms, args.sync_samples)
         return {
             "rooms": args.rooms,
             "create_rooms_s": create_s,
@@ -229,6 +268,7 @@ def bench_rooms(args) -> dict:
             "wake_missed": missed,
             "wake_p50_ms": wake_p50,
             "wake_p99_ms": wake_p99,
+            **sliding,
             "rss_mib": sample(server)[1],
         }
 
@@ -605,6 +645,10 @@ LABELS = {
     "wake_missed": ("long-polls that missed the send", ""),
     "wake_p50_ms": ("send -> long-poll wake p50", "ms"),
     "wake_p99_ms": ("send -> long-poll wake p99", "ms"),
+    "sliding_first_ms": ("sliding sync, room list of 20: first answer", "ms"),
+    "sliding_samples": ("sliding sync incremental answers", ""),
+    "sliding_p50_ms": ("sliding sync incremental p50", "ms"),
+    "sliding_p99_ms": ("sliding sync incremental p99", "ms"),
     "speakers": ("speakers (users)", ""),
     "directions_skipped": ("stage-direction lines in the play, not sent", ""),
     "setup_s": ("register + display name + join", "s"),
