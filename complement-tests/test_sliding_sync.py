@@ -267,9 +267,22 @@ def test_long_poll_returns_when_a_room_changes(server):
     woken = ss(server, me, body, pos=first["pos"], timeout=20000)
     assert bodies(woken["rooms"][room]) == ["wake up"]
     assert time.monotonic() - started < 10
+    # A room outside the range that moves into it wakes the poll too.
+    other = room_with(server, me, name="other")
+    narrow = {"lists": {"l": a_list([[0, 0]])}}
+    seen = ss(server, me, narrow, pos=woken["pos"], timeout=0)
+    send(server, me, room, "room on top again")
+    seen = ss(server, me, narrow, pos=seen["pos"], timeout=0)
+    assert set(seen["rooms"]) == {room}
+    started = time.monotonic()
+    threading.Timer(0.5, lambda: send(server, me, other, "from below")).start()
+    moved = ss(server, me, narrow, pos=seen["pos"], timeout=20000)
+    assert bodies(moved["rooms"][other])[-1] == "from below"
+    assert time.monotonic() - started < 10
+    woken = moved
     # A timeout with nothing new answers empty.
     started = time.monotonic()
-    empty = ss(server, me, body, pos=woken["pos"], timeout=400)
+    empty = ss(server, me, narrow, pos=woken["pos"], timeout=400)
     assert empty["rooms"] == {} and time.monotonic() - started >= 0.35
 
 
@@ -447,5 +460,10 @@ def test_bad_requests_get_matrix_errors(server):
         assert ss(server, me, body, status=400)["errcode"] == errcode, body
     r = server.request("POST", SSS, token=me, params={"timeout": "soon"}, json={})
     assert r.status_code == 400 and r.json()["errcode"] == "M_INVALID_PARAM"
+    # The widest range there is lists every room, without overflowing.
+    room_with(server, me)
+    widest = ss(server, me, {"lists": {"l": a_list([[0, 2**64 - 1]])}})
+    assert widest["lists"]["l"]["count"] == 1 and len(widest["rooms"]) == 1
+    assert ss(server, me, {"lists": {"l": a_list([[2**64 - 1, 2**64 - 1]])}})["rooms"] == {}
     # Still works after all that.
     assert "pos" in ss(server, me, {})

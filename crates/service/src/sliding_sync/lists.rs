@@ -115,7 +115,13 @@ impl Services {
             let shown = match membership.as_str() {
                 "invite" | "knock" => true,
                 // A rejected invite, once, to the connection that showed it.
-                _ => since.is_some() && base.rooms.contains_key(&room_id),
+                _ => {
+                    since.is_some()
+                        && base
+                            .rooms
+                            .get(&room_id)
+                            .is_some_and(|sent| sent.through <= remote.position)
+                }
             };
             return Ok(shown.then_some(Candidate {
                 room_id,

@@ -222,6 +222,8 @@ impl Services {
         let span = Span { since, next };
         let candidates = self.sliding_sync_candidates(user_id, base, since)?;
         let direct = self.direct_rooms(user_id)?;
+        let by_id: HashMap<&str, &lists::Candidate> =
+            candidates.iter().map(|c| (c.room_id.as_str(), c)).collect();
 
         // Lists: each filtered, sorted and cut to its ranges.
         let mut lists_out = Map::new();
@@ -252,7 +254,8 @@ impl Services {
             for &(start, end) in &list.ranges {
                 let start = usize::try_from(start).unwrap_or(usize::MAX);
                 let end = usize::try_from(end).unwrap_or(usize::MAX);
-                for &index in sorted.iter().skip(start).take(end - start + 1) {
+                let length = end.saturating_sub(start).saturating_add(1);
+                for &index in sorted.iter().skip(start).take(length) {
                     let room_id = &candidates[index].room_id;
                     want(&mut wants, room_id, &list.room);
                     in_lists.entry(room_id.clone()).or_default().push(name);
@@ -264,7 +267,7 @@ impl Services {
             if body.unsubscribe_rooms.contains(room_id) {
                 continue;
             }
-            if candidates.iter().any(|c| &c.room_id == room_id)
+            if by_id.contains_key(room_id.as_str())
                 || self.rooms.has_membership(user_id.as_str(), room_id)?
             {
                 want(&mut wants, room_id, config);
@@ -278,16 +281,23 @@ impl Services {
             extension_rooms: base.extension_rooms.clone(),
         };
         let mut rooms_out = Map::new();
-        let mut watched = Vec::with_capacity(wants.len());
+        // Any of the user's rooms may move into a range: a long-poll
+        // watches them all (a lookup in memory each).
+        let mut watched: Vec<u64> = candidates
+            .iter()
+            .filter_map(|c| c.record.as_ref().map(|r| r.short))
+            .collect();
         for (room_id, room_wants) in &wants {
-            let candidate = match candidates.iter().find(|c| &c.room_id == room_id) {
-                Some(candidate) => candidate.clone(),
+            let candidate = match by_id.get(room_id.as_str()) {
+                Some(&candidate) => candidate.clone(),
                 None => match self.subscription_candidate(user_id, room_id)? {
                     Some(candidate) => candidate,
                     None => continue,
                 },
             };
-            if let Some(record) = &candidate.record {
+            if let Some(record) = &candidate.record
+                && !by_id.contains_key(room_id.as_str())
+            {
                 watched.push(record.short);
             }
             let previous = base.rooms.get(room_id);

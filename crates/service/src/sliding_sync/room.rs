@@ -65,7 +65,11 @@ impl Services {
             return Ok(Some((Some(room), sent(next))));
         }
         let Some(record) = &candidate.record else {
-            // A rejected invite to a room of another server: its leave.
+            // A rejected invite to a room of another server: its leave,
+            // once.
+            if previous.is_some_and(|p| candidate.membership_at.is_some_and(|at| p.through > at)) {
+                return Ok(None);
+            }
             let leave = self
                 .remote_invite(user_id, &candidate.room_id)?
                 .map(|r| r.event)
