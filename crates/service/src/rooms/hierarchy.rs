@@ -37,16 +37,11 @@ pub struct HierarchyRequest<'a> {
 }
 
 impl Services {
-    /// A room as hierarchies show it: the directory summary, the space's
-    /// child events (stripped), and for restricted rooms the rooms they
-    /// allow. `None` for rooms this server does not have.
-    fn hierarchy_entry(&self, room_id: &str) -> Result<Option<JsonValue>> {
-        let (Some(mut entry), Some(record)) =
-            (self.room_summary(room_id)?, self.rooms.room(room_id)?)
-        else {
-            return Ok(None);
-        };
-        let state = self.current_state(&record)?;
+    /// A space's `m.space.child` events that name a child (with a `via`).
+    pub(crate) fn space_child_events(
+        &self,
+        state: &conduit_state_res::StateMap,
+    ) -> Result<Vec<super::pdu::Pdu>> {
         let mut children = Vec::new();
         for (&key, &event) in state.iter() {
             let (kind, _) = self.short_ids.state_key(key)?;
@@ -60,14 +55,31 @@ impl Services {
                     .and_then(JsonValue::as_array)
                     .is_some_and(|v| !v.is_empty())
             {
-                children.push(json!({
-                    "type": pdu.kind,
-                    "state_key": pdu.state_key,
-                    "sender": pdu.sender,
-                    "content": pdu.content,
-                    "origin_server_ts": pdu.origin_server_ts,
-                }));
+                children.push(pdu);
             }
+        }
+        Ok(children)
+    }
+
+    /// A room as hierarchies show it: the directory summary, the space's
+    /// child events (stripped), and for restricted rooms the rooms they
+    /// allow. `None` for rooms this server does not have.
+    fn hierarchy_entry(&self, room_id: &str) -> Result<Option<JsonValue>> {
+        let (Some(mut entry), Some(record)) =
+            (self.room_summary(room_id)?, self.rooms.room(room_id)?)
+        else {
+            return Ok(None);
+        };
+        let state = self.current_state(&record)?;
+        let mut children = Vec::new();
+        for pdu in self.space_child_events(&state)? {
+            children.push(json!({
+                "type": pdu.kind,
+                "state_key": pdu.state_key,
+                "sender": pdu.sender,
+                "content": pdu.content,
+                "origin_server_ts": pdu.origin_server_ts,
+            }));
         }
         entry["children_state"] = JsonValue::Array(children);
         if let Some(rules) = self.state_event(&state, "m.room.join_rules", "")?

@@ -356,21 +356,11 @@ impl Services {
                 continue;
             };
             let state = self.current_state(&record)?;
-            for (&key, &event) in state.iter() {
-                let (kind, child) = self.short_ids.state_key(key)?;
-                if kind != "m.space.child" {
-                    continue;
-                }
-                if let Some(pdu) = self.rooms.pdu(event, &self.short_ids)?
-                    && pdu
-                        .content
-                        .get("via")
-                        .and_then(JsonValue::as_array)
-                        .is_some_and(|via| !via.is_empty())
-                {
-                    children.insert(child);
-                }
-            }
+            children.extend(
+                self.space_child_events(&state)?
+                    .into_iter()
+                    .filter_map(|pdu| pdu.state_key.clone()),
+            );
         }
         Ok(children)
     }
