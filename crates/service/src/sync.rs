@@ -400,8 +400,8 @@ impl Services {
         let state = self.state_snapshots.load(snapshot)?;
         if self.room_name(&state)?.is_none()
             && self
-                .state_event(&state, "m.room.canonical_alias", "")?
-                .is_none_or(|e| e.content.get("alias").and_then(JsonValue::as_str).is_none())
+                .state_text(&state, "m.room.canonical_alias", "alias")?
+                .is_none()
         {
             summary["m.heroes"] = self.heroes(user_id, &state)?.into();
         }
@@ -410,13 +410,9 @@ impl Services {
 
     /// A room's name, when it has a non-empty one.
     pub(crate) fn room_name(&self, state: &conduit_state_res::StateMap) -> Result<Option<String>> {
-        Ok(self.state_event(state, "m.room.name", "")?.and_then(|e| {
-            e.content
-                .get("name")
-                .and_then(JsonValue::as_str)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned)
-        }))
+        Ok(self
+            .state_text(state, "m.room.name", "name")?
+            .filter(|n| !n.is_empty()))
     }
 
     /// The members a nameless room is called after: up to five other

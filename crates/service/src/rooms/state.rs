@@ -41,6 +41,16 @@ impl Services {
         }
     }
 
+    /// A string field of the content of the state event `(kind, "")`.
+    pub fn state_text(&self, state: &StateMap, kind: &str, field: &str) -> Result<Option<String>> {
+        Ok(self.state_event(state, kind, "")?.and_then(|e| {
+            e.content
+                .get(field)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        }))
+    }
+
     /// The room state before an event.
     pub fn state_before(&self, event: ShortEventId) -> Result<Arc<StateMap>> {
         match self.rooms.meta(event)?.and_then(|m| m.state_before) {

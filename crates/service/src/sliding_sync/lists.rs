@@ -321,14 +321,7 @@ impl Services {
         let state = self.current_state(record)?;
         Ok(RoomFacts {
             encrypted: self.state_event(&state, "m.room.encryption", "")?.is_some(),
-            room_type: self
-                .state_event(&state, "m.room.create", "")?
-                .and_then(|e| {
-                    e.content
-                        .get("type")
-                        .and_then(JsonValue::as_str)
-                        .map(str::to_owned)
-                }),
+            room_type: self.state_text(&state, "m.room.create", "type")?,
             name: self.room_name(&state)?,
         })
     }

@@ -181,13 +181,7 @@ impl Services {
         }
         if touched("m.room.avatar")
             && let Some(url) = self
-                .state_event(&now, "m.room.avatar", "")?
-                .and_then(|e| {
-                    e.content
-                        .get("url")
-                        .and_then(JsonValue::as_str)
-                        .map(str::to_owned)
-                })
+                .state_text(&now, "m.room.avatar", "url")?
                 .filter(|url| !url.is_empty())
         {
             fields.insert("avatar".into(), url.into());
