@@ -21,7 +21,11 @@ def binary() -> Path:
 
 
 class SdkClient:
-    def __init__(self, homeserver: str, user: str, password: str, log_path: Path):
+    """`user` "--oauth" with `password` "login" or "create" logs in through
+    the OAuth 2.0 API: `authorize(url)` plays the browser and returns the
+    address the server sent it back to."""
+
+    def __init__(self, homeserver: str, user: str, password: str, log_path: Path, authorize=None):
         self.log_path = log_path
         self._log = open(log_path, "wb")
         env = {**os.environ, "RUST_LOG": os.environ.get("SDK_CLIENT_LOG", "warn,matrix_sdk::sliding_sync=info")}
@@ -36,6 +40,10 @@ class SdkClient:
         threading.Thread(target=self._read, daemon=True).start()
         # Events (`logged_in`, `sync_state`) come unasked; answers carry `ok`.
         self.events: list[dict] = []
+        if user == "--oauth":
+            url = self._next(lambda m: m.get("event") == "authorize", 60)["url"]
+            self.process.stdin.write((authorize(url) + "\n").encode())
+            self.process.stdin.flush()
         self.login = self._next(lambda m: m.get("event") == "logged_in", 60)
 
     def _read(self):

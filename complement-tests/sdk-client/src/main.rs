@@ -1,6 +1,8 @@
 //! A small Matrix client on matrix-rust-sdk, the SDK Element X is built on,
 //! for the black-box tests (`sdk_client.py` drives it). It logs in with a
-//! password, runs the SDK's `SyncService` (simplified sliding sync: the
+//! password, or with `--oauth login|create` as its user through the OAuth
+//! 2.0 API (it prints `{"event":"authorize","url":...}` and reads the
+//! address the browser was sent back to as its first line), then runs the SDK's `SyncService` (simplified sliding sync: the
 //! room list and the encryption sync) and keeps the room list as the SDK
 //! sorts it. Then it reads one command per line on stdin and answers each
 //! with one JSON line on stdout (`{"ok": true, "result": ...}` or
@@ -8,7 +10,7 @@
 //!
 //! Commands: `rooms`, `wait_rooms N SECS`, `wait_first ROOM SECS`,
 //! `wait_message ROOM SECS TEXT`, `paginate ROOM N`, `send ROOM TEXT`,
-//! `wait_invite SECS`, `join ROOM`.
+//! `wait_invite SECS`, `join ROOM`, `whoami`, `refresh` (OAuth tokens).
 
 #![recursion_limit = "256"]
 use std::{
@@ -62,16 +64,25 @@ async fn main() -> Result<()> {
         .homeserver_url(hs)
         .sliding_sync_version_builder(VersionBuilder::DiscoverNative) // asserts /versions advertises MSC4186
         .respect_login_well_known(false)
+        .handle_refresh_tokens()
         .build()
         .await?;
-    let login = client
-        .matrix_auth()
-        .login_username(user, password)
-        .initial_device_display_name("sdk-test-client")
-        .send()
-        .await?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    if user == "--oauth" {
+        oauth_login(&client, password == "create", &mut lines).await?;
+    } else {
+        client
+            .matrix_auth()
+            .login_username(user, password)
+            .initial_device_display_name("sdk-test-client")
+            .send()
+            .await?;
+    }
+    let me = client
+        .session_meta()
+        .ok_or_else(|| anyhow!("no session after login"))?;
     emit(
-        json!({"event":"logged_in","user_id":login.user_id.to_string(),"device_id":login.device_id.to_string()}),
+        json!({"event":"logged_in","user_id":me.user_id.to_string(),"device_id":me.device_id.to_string()}),
     );
 
     let sync = Arc::new(
@@ -118,7 +129,6 @@ async fn main() -> Result<()> {
         rooms,
         timelines: Default::default(),
     };
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         match ctx.run(line.trim()).await {
             Ok(v) => emit(json!({"ok":true,"cmd":line,"result":v})),
@@ -126,6 +136,50 @@ async fn main() -> Result<()> {
         }
     }
     sync.stop().await;
+    Ok(())
+}
+
+/// The OAuth 2.0 login of a native app: registers itself with a loopback
+/// redirect, prints the authorization URL, and finishes with the address
+/// the test's browser was sent back to.
+async fn oauth_login(
+    client: &Client,
+    create: bool,
+    lines: &mut tokio::io::Lines<BufReader<tokio::io::Stdin>>,
+) -> Result<()> {
+    use matrix_sdk::{
+        authentication::oauth::registration::{
+            ApplicationType, ClientMetadata, Localized, OAuthGrantType,
+        },
+        ruma::{api::client::discovery::get_authorization_server_metadata::v1::Prompt, serde::Raw},
+    };
+    let redirect = url::Url::parse("http://127.0.0.1/")?;
+    let metadata = ClientMetadata {
+        client_name: Some(Localized::new("sdk-test-client".to_owned(), [])),
+        ..ClientMetadata::new(
+            ApplicationType::Native,
+            vec![OAuthGrantType::AuthorizationCode {
+                redirect_uris: vec![redirect.clone()],
+            }],
+            Localized::new(url::Url::parse("https://sdk-client.example/")?, []),
+        )
+    };
+    let mut builder = client
+        .oauth()
+        .login(redirect, None, Some(Raw::new(&metadata)?.into()), None);
+    if create {
+        builder = builder.prompt(vec![Prompt::Create]);
+    }
+    let data = builder.build().await?;
+    emit(json!({"event":"authorize","url":data.url.to_string()}));
+    let back = lines
+        .next_line()
+        .await?
+        .ok_or_else(|| anyhow!("no redirect address on stdin"))?;
+    client
+        .oauth()
+        .finish_login(url::Url::parse(back.trim())?.into())
+        .await?;
     Ok(())
 }
 
@@ -330,6 +384,17 @@ impl Ctx {
                 })
                 .await?;
                 Ok(json!("joined"))
+            }
+            // whoami: what the server says the current token is
+            "whoami" => {
+                let me = self.client.whoami().await?;
+                Ok(json!({"user_id": me.user_id.to_string(),
+                          "device_id": me.device_id.map(|d| d.to_string())}))
+            }
+            // refresh: trades the OAuth refresh token now
+            "refresh" => {
+                self.client.oauth().refresh_access_token().await?;
+                Ok(json!("refreshed"))
             }
             _ => bail!("unknown command {cmd:?}"),
         }

@@ -67,6 +67,16 @@ pub fn page_with_policy(
     response
 }
 
+/// The default policy, with forms allowed to lead on to `source` as well
+/// (browsers apply `form-action` to the redirect after a form too).
+pub fn policy_with_form_target(source: &str) -> HeaderValue {
+    HeaderValue::from_str(&CSP.replace(
+        "form-action 'self'",
+        &format!("form-action 'self' {source}"),
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(CSP))
+}
+
 /// The default policy plus `extra` directives (e.g. `script-src 'nonce-…'`).
 pub fn policy_with(extra: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("{CSP}; {extra}"))

@@ -7,6 +7,7 @@ mod error;
 mod html;
 mod invite_page;
 mod middleware;
+mod oauth;
 mod ruma_wrapper;
 mod server;
 mod sso_pages;
@@ -29,7 +30,9 @@ pub fn router(services: Arc<Services>) -> Router {
     let router = Router::new()
         .route("/.well-known/matrix/client", get(well_known::client))
         .route("/.well-known/matrix/server", get(well_known::server));
-    let router = sso_pages::routes(invite_page::routes(admin::routes(server::routes(router))));
+    let router = oauth::routes(sso_pages::routes(invite_page::routes(admin::routes(
+        server::routes(router),
+    ))));
     client::routes(router)
         .fallback(error::unrecognized_path)
         .method_not_allowed_fallback(error::unrecognized_method)

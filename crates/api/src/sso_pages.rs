@@ -59,7 +59,7 @@ fn secure(services: &Services) -> bool {
 }
 
 /// The browser's flow cookie, if it sent exactly one.
-fn browser_cookie<'h>(services: &Services, headers: &'h HeaderMap) -> Option<&'h str> {
+pub(crate) fn browser_cookie<'h>(services: &Services, headers: &'h HeaderMap) -> Option<&'h str> {
     single_cookie(headers, sso::browser_cookie_name(secure(services)))
 }
 
@@ -82,7 +82,7 @@ fn single_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 /// `302` to the provider, setting the cookie that ties the flow to this browser.
-fn to_provider(services: &Services, url: &str, browser: &str) -> Response {
+pub(crate) fn to_provider(services: &Services, url: &str, browser: &str) -> Response {
     let secure = secure(services);
     let cookie = format!(
         "{}={browser}; Path=/; HttpOnly; SameSite=Lax; Max-Age=1800{}",
@@ -104,8 +104,26 @@ fn to_provider(services: &Services, url: &str, browser: &str) -> Response {
     )
 }
 
+/// `303 See Other` to `url` (after a form, the browser follows with a GET).
+pub(crate) fn see_other(url: &str) -> Response {
+    match HeaderValue::from_str(url) {
+        Ok(location) => {
+            let mut response = StatusCode::SEE_OTHER.into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::LOCATION, location);
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            response
+        }
+        Err(_) => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
 /// A failure explained to a person.
-fn error_page(services: &Services, error: &SsoError) -> Response {
+pub(crate) fn error_page(services: &Services, error: &SsoError) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
     page(
         status,
@@ -142,7 +160,7 @@ fn redirect_url(query: RedirectQuery) -> Result<String, ApiError> {
 
 /// Starting a sign-in keeps a flow in memory: a limit per client address
 /// keeps one client from crowding everyone else's out.
-fn limited(services: &Services, addr: &SocketAddr) -> Option<Response> {
+pub(crate) fn limited(services: &Services, addr: &SocketAddr) -> Option<Response> {
     services
         .sso_start_limiter
         .check(&addr.ip().to_string())
@@ -254,7 +272,7 @@ async fn callback(
     let outcome = services
         .sso_callback(&idp, callback, browser_cookie(&services, &headers))
         .await;
-    outcome_or_error(&services, outcome)
+    outcome_or_error(&services, outcome, false)
 }
 
 #[derive(Deserialize)]
@@ -281,7 +299,7 @@ async fn signup(
             fields.import_displayname.is_some(),
         )
         .await;
-    outcome_or_error(&services, outcome)
+    outcome_or_error(&services, outcome, true)
 }
 
 #[derive(Deserialize)]
@@ -308,18 +326,35 @@ async fn link(
             &fields.link_password,
         )
         .await;
-    outcome_or_error(&services, outcome)
+    outcome_or_error(&services, outcome, true)
 }
 
-fn outcome_or_error(services: &Services, outcome: Result<Outcome, SsoError>) -> Response {
+/// `after_form`: the outcome answers a form of ours, whose `form-action`
+/// policy would stop a redirect to the app: a link is shown instead.
+fn outcome_or_error(
+    services: &Services,
+    outcome: Result<Outcome, SsoError>,
+    after_form: bool,
+) -> Response {
     match outcome {
-        Ok(outcome) => outcome_page(services, outcome),
+        Ok(outcome) => outcome_page(services, outcome, after_form),
         Err(e) => error_page(services, &e),
     }
 }
 
-fn outcome_page(services: &Services, outcome: Outcome) -> Response {
+fn outcome_page(services: &Services, outcome: Outcome, after_form: bool) -> Response {
     match outcome {
+        Outcome::Redirect(url) if !after_form => see_other(&url),
+        Outcome::Redirect(url) => page(
+            StatusCode::OK,
+            "Continue to your app",
+            &format!(
+                "<h1>You are signed in</h1><div class=\"card\"><p>Your account on {server} is ready.</p>\
+                 <p><a class=\"button\" id=\"continue\" href=\"{link}\" rel=\"noreferrer\">Continue to your app</a></p></div>",
+                server = server_name(services),
+                link = escape(&url),
+            ),
+        ),
         Outcome::Continue {
             user_id,
             redirect_url,

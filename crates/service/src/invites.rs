@@ -63,6 +63,24 @@ impl Services {
         username: &str,
         password: &str,
     ) -> Result<OwnedUserId> {
+        let user_id = self
+            .register_from_page(Some(token), username, password)
+            .await?;
+        tracing::info!(%user_id, "the account came from an invite page");
+        Ok(user_id)
+    }
+
+    /// A password account made from one of this server's pages (an invite
+    /// page, the OAuth sign-up form), with a registration token when the
+    /// server needs one: a stored token is reserved and counted like the
+    /// `m.login.registration_token` stage's; the config's static token
+    /// needs no count.
+    pub async fn register_from_page(
+        &self,
+        token: Option<&str>,
+        username: &str,
+        password: &str,
+    ) -> Result<OwnedUserId> {
         self.registration_open()?;
         let localpart = username.trim().to_lowercase();
         self.check_username_available(&localpart)?;
@@ -73,10 +91,20 @@ impl Services {
                 "A password is required.",
             ));
         }
-        let session = format!("invite-page {}", utils::random_string(16));
-        self.registration_tokens
-            .reserve(token, &session)
-            .map_err(Error::forbidden)?;
+        let session = format!("page {}", utils::random_string(16));
+        match token.filter(|t| !t.is_empty()) {
+            Some(token) if self.is_static_registration_token(token) => {}
+            Some(token) => self
+                .registration_tokens
+                .reserve(token, &session)
+                .map_err(Error::forbidden)?,
+            None if self.config.registration_requires_token => {
+                return Err(Error::forbidden(
+                    "A registration token (or invite link) is needed to sign up here.",
+                ));
+            }
+            None => {}
+        }
         let created = self
             .create_account(&user_id, password, &session, |_| Ok(()))
             .await;
@@ -84,7 +112,6 @@ impl Services {
             self.registration_tokens.release(&session);
         }
         created?;
-        tracing::info!(%user_id, "the account came from an invite page");
         Ok(user_id)
     }
 }

@@ -13,6 +13,7 @@ pub mod federation;
 pub mod filters;
 pub mod invites;
 pub mod media;
+pub mod oauth;
 pub mod openid;
 pub mod presence;
 pub mod rate_limit;
@@ -93,6 +94,8 @@ pub struct Services {
     pub auth_events_cache: AuthEventsCache,
     pub presence: Presence,
     pub sliding_sync_connections: sliding_sync::Connections,
+    /// OAuth 2.0 authorizations and codes in progress.
+    pub oauth: oauth::OAuth,
     pub sso: Sso,
     pub federation: federation::Federation,
     /// Held while one-time keys are claimed: each goes to one claimer.
@@ -140,6 +143,7 @@ impl Services {
             auth_events_cache: AuthEventsCache::default(),
             presence: Presence::default(),
             sliding_sync_connections: sliding_sync::Connections::default(),
+            oauth: oauth::OAuth::default(),
             users: Users::new(db.clone(), &config.server_name),
             devices: Devices::new(db.clone(), config.refreshable_access_token_lifetime * 1000),
             uiaa: Uiaa::new(uiaa_lifetime),

@@ -53,6 +53,7 @@ fn first_session<'a>(
         with_refresh_token: request.refresh_token,
         is_guest,
         client_ip: request.client_ip,
+        oauth_client: None,
     }
 }
 

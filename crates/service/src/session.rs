@@ -74,6 +74,7 @@ impl Services {
             with_refresh_token: device.refresh_token,
             is_guest,
             client_ip: device.client_ip,
+            oauth_client: None,
         })?;
         tracing::info!(%user_id, device_id = %session.device_id, "logged in");
         Ok(session)

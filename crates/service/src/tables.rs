@@ -197,6 +197,10 @@ pub const PENDING_UPLOADS: Table<(Str, Str), U64> = Table::new("pending_uploads"
 pub const THUMBNAILS: Table<(Str, Str, Str), Json<crate::media::thumbnail::ThumbnailRecord>> =
     Table::new("thumbnails");
 
+/// OAuth 2.0 client id -> the client's registered metadata.
+pub const OAUTH_CLIENTS: Table<Str, Json<crate::oauth::client::ClientRecord>> =
+    Table::new("oauth_clients");
+
 pub const ALL: &[TableDef] = &[
     GLOBAL_JSON.def(),
     ACCOUNTS.def(),
@@ -236,6 +240,7 @@ pub const ALL: &[TableDef] = &[
     SSO_IDENTITIES.def(),
     USER_SSO_IDENTITIES.def(),
     SSO_APPS.def(),
+    OAUTH_CLIENTS.def(),
     SERVER_KEYS.def(),
     SERVER_KEY_RESPONSES.def(),
     FEDERATION_QUEUE.def(),

@@ -31,6 +31,7 @@ fn login(s: &Services, user: &UserId, device: &DeviceId) {
             with_refresh_token: false,
             is_guest: false,
             client_ip: None,
+            oauth_client: None,
         })
         .unwrap();
 }

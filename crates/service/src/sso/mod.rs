@@ -140,6 +140,17 @@ pub enum Purpose {
         session: String,
         user_id: OwnedUserId,
     },
+    /// Signing in for an OAuth 2.0 client's authorization (upstream SSO).
+    OAuth { authorization: String },
+}
+
+/// Where a sign-in goes once the account is known.
+#[derive(Clone, Debug)]
+enum Then {
+    /// A login token to the client at this address (the Matrix SSO flow).
+    LoginToken(String),
+    /// A code to the OAuth client of this authorization.
+    OAuthCode(String),
 }
 
 struct Flow {
@@ -155,7 +166,7 @@ struct Signup {
     link_failures: u8,
     provider: usize,
     identity: Identity,
-    redirect_url: String,
+    then: Then,
     browser: String,
     expires_at: Instant,
 }
@@ -172,6 +183,9 @@ pub enum Outcome {
     ChooseUsername(SignupForm),
     /// The UIA stage is done: the page tells the client and can be closed.
     Reauthenticated,
+    /// Straight back to an OAuth client, whose page the person saw before
+    /// leaving for the provider.
+    Redirect(String),
 }
 
 /// The username form of a new identity.
@@ -224,7 +238,7 @@ pub struct Sso {
 /// Keeps a pending map bounded: expired entries go, and when it is still
 /// full the entry closest to expiring goes too. Refusing new entries instead
 /// would let anyone who fills the map lock everybody out of signing in.
-fn make_room<T>(map: &mut HashMap<String, T>, expires: impl Fn(&T) -> Instant) {
+pub(crate) fn make_room<T>(map: &mut HashMap<String, T>, expires: impl Fn(&T) -> Instant) {
     let now = Instant::now();
     map.retain(|_, v| expires(v) > now);
     if map.len() >= MAX_PENDING
@@ -416,8 +430,14 @@ impl Services {
                 "This server has no such sign-in provider.",
             ));
         };
-        if let Purpose::Login { redirect_url } = &purpose {
-            check_redirect_url(redirect_url)?;
+        match &purpose {
+            Purpose::Login { redirect_url } => {
+                check_redirect_url(redirect_url)?;
+            }
+            Purpose::OAuth { authorization } if !self.oauth_is_pending(authorization) => {
+                return Err(SsoError::expired());
+            }
+            _ => {}
         }
         let browser = browser
             .filter(|b| b.len() == 32 && b.bytes().all(|c| c.is_ascii_alphanumeric()))
@@ -530,17 +550,45 @@ impl Services {
                     .map_err(|why| SsoError::new(400, why))?;
                 Ok(Outcome::Reauthenticated)
             }
-            Purpose::Login { redirect_url } => match known {
-                Some(user_id) => self.sso_continue(user_id, &redirect_url),
-                None if !provider.config.allow_registration => Err(SsoError::new(
-                    403,
-                    format!(
-                        "Your {name} account has no account on this server, and this server \
-                         does not create accounts through {name}."
-                    ),
-                )),
-                None => self.sso_new_signup(flow.provider, identity, redirect_url, flow.browser),
-            },
+            Purpose::Login { redirect_url } => self.sso_signed_in(
+                known,
+                flow.provider,
+                flow.browser,
+                identity,
+                Then::LoginToken(redirect_url),
+            ),
+            Purpose::OAuth { authorization } => self.sso_signed_in(
+                known,
+                flow.provider,
+                flow.browser,
+                identity,
+                Then::OAuthCode(authorization),
+            ),
+        }
+    }
+
+    /// A sign-in for a login: the known account goes on, a new identity
+    /// picks a username (where the provider may create accounts).
+    fn sso_signed_in(
+        &self,
+        known: Option<OwnedUserId>,
+        provider: usize,
+        browser: String,
+        identity: Identity,
+        then: Then,
+    ) -> Result<Outcome, SsoError> {
+        let config = &self.sso.providers[provider].config;
+        match known {
+            Some(user_id) => self.sso_continue(user_id, &then),
+            None if !config.allow_registration => Err(SsoError::new(
+                403,
+                format!(
+                    "Your {name} account has no account on this server, and this server \
+                     does not create accounts through {name}.",
+                    name = config.name
+                ),
+            )),
+            None => self.sso_new_signup(provider, identity, then, browser),
         }
     }
 
@@ -599,11 +647,19 @@ impl Services {
             .collect())
     }
 
-    fn sso_continue(&self, user_id: OwnedUserId, redirect_url: &str) -> Result<Outcome, SsoError> {
+    fn sso_continue(&self, user_id: OwnedUserId, then: &Then) -> Result<Outcome, SsoError> {
         let account = self.users.account(&user_id)?;
         if account.is_none_or(|a| a.deactivated) {
             return Err(SsoError::new(403, "This account has been deactivated."));
         }
+        let redirect_url = match then {
+            Then::LoginToken(redirect_url) => redirect_url,
+            Then::OAuthCode(authorization) => {
+                return Ok(Outcome::Redirect(
+                    self.oauth_signed_in(authorization, &user_id)?,
+                ));
+            }
+        };
         let token = self.sso.issue_login_token(&user_id)?;
         let (redirect_url, client_host) = continue_url(redirect_url, &token)?;
         Ok(Outcome::Continue {
@@ -617,7 +673,7 @@ impl Services {
         &self,
         provider: usize,
         identity: Identity,
-        redirect_url: String,
+        then: Then,
         browser: String,
     ) -> Result<Outcome, SsoError> {
         let base = identity
@@ -650,7 +706,7 @@ impl Services {
                 link_failures: 0,
                 provider,
                 identity,
-                redirect_url,
+                then,
                 browser,
                 expires_at: Instant::now() + SIGNUP_LIFETIME,
             },
@@ -739,7 +795,7 @@ impl Services {
         username: &str,
         import_display_name: bool,
     ) -> Result<Outcome, SsoError> {
-        let (provider, identity, redirect_url) = self.sso.pending_signup(signup_id, browser)?;
+        let (provider, identity, then) = self.sso.pending_signup(signup_id, browser)?;
         let config = &self.sso.providers[provider].config;
         let retry = |error: String| {
             Ok(self.sso.signup_form(
@@ -763,7 +819,7 @@ impl Services {
         // Another tab may have finished this signup meanwhile.
         if let Some(existing) = self.sso_user(&config.id, &identity.subject)? {
             utils::locked(&self.sso.signups).remove(signup_id);
-            return self.sso_continue(existing, &redirect_url);
+            return self.sso_continue(existing, &then);
         }
         let display_name = identity
             .display_name
@@ -790,7 +846,7 @@ impl Services {
             };
             self.import_sso_avatar(&user_id, avatar, provider_url).await;
         }
-        self.sso_continue(user_id, &redirect_url)
+        self.sso_continue(user_id, &then)
     }
 
     /// The username page's other form: the person already has an account
@@ -808,7 +864,7 @@ impl Services {
                 "Passwords are turned off on this server, so an account cannot be linked by its password.",
             ));
         }
-        let (provider, identity, redirect_url) = self.sso.pending_signup(signup_id, browser)?;
+        let (provider, identity, then) = self.sso.pending_signup(signup_id, browser)?;
         let config = &self.sso.providers[provider].config;
         let wrong = || {
             if !self.sso.count_link_failure(signup_id) {
@@ -834,14 +890,14 @@ impl Services {
         let _guard = self.sso.account_lock.lock().await;
         if let Some(existing) = self.sso_user(&config.id, &identity.subject)? {
             utils::locked(&self.sso.signups).remove(signup_id);
-            return self.sso_continue(existing, &redirect_url);
+            return self.sso_continue(existing, &then);
         }
         let mut batch = self.db.batch();
         link_into(&mut batch, &config.id, &identity.subject, &user_id)?;
         self.db.write(batch).map_err(SsoError::internal)?;
         utils::locked(&self.sso.signups).remove(signup_id);
         tracing::info!(%user_id, provider = %config.id, "linked a single sign-on identity to an account");
-        self.sso_continue(user_id, &redirect_url)
+        self.sso_continue(user_id, &then)
     }
 }
 
@@ -907,7 +963,7 @@ impl Sso {
         &self,
         id: &str,
         browser: Option<&str>,
-    ) -> Result<(usize, Identity, String), SsoError> {
+    ) -> Result<(usize, Identity, Then), SsoError> {
         let signups = utils::locked(&self.signups);
         let signup = signups
             .get(id)
@@ -919,7 +975,7 @@ impl Sso {
         Ok((
             signup.provider,
             signup.identity.clone(),
-            signup.redirect_url.clone(),
+            signup.then.clone(),
         ))
     }
 }

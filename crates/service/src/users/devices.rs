@@ -31,6 +31,9 @@ pub struct DeviceRecord {
     /// refresh response can ask again (the spec's rule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_refresh_token: Option<String>,
+    /// The OAuth 2.0 client the device signed in through, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_client: Option<String>,
 }
 
 /// What the token tables hold: whose token it is.
@@ -74,6 +77,8 @@ pub struct SessionRequest<'a> {
     pub with_refresh_token: bool,
     pub is_guest: bool,
     pub client_ip: Option<&'a str>,
+    /// The OAuth 2.0 client signing in, for a grant of the OAuth API.
+    pub oauth_client: Option<&'a str>,
 }
 
 /// A device's latest request (table `device_last_seen`).
@@ -237,6 +242,7 @@ impl Devices {
         }
         record.last_seen_ts = Some(now);
         record.last_seen_ip = request.client_ip.map(str::to_owned);
+        record.oauth_client = request.oauth_client.map(str::to_owned);
 
         let session = self.issue_tokens(
             batch,
@@ -519,6 +525,7 @@ mod tests {
                 with_refresh_token: refresh,
                 is_guest: false,
                 client_ip: None,
+                oauth_client: None,
             })
             .unwrap()
     }
