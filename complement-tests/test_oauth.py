@@ -80,12 +80,14 @@ def page_error(page: str) -> str | None:
 
 
 def sign_in(server, path: str, username: str, password: str = "correct horse battery") -> requests.Response:
-    """The sign-in page's form, sent; the answer (a 303 to the app on success)."""
-    page = server.request("GET", path)
+    """The sign-in page's form, sent from the browser that opened it; the
+    answer (a 303 to the app on success)."""
+    browser = requests.Session()
+    page = browser.get(server.url + path)
     assert page.status_code == 200, page.text
-    return server.request("POST", "/_conduit/oauth/login", allow_redirects=False,
-                          data={"authorization": authorization_of(page.text), "username": username,
-                                "password": password})
+    return browser.post(server.url + "/_conduit/oauth/login", allow_redirects=False,
+                        data={"authorization": authorization_of(page.text), "username": username,
+                              "password": password})
 
 
 def code_of(response: requests.Response, redirect: str = REDIRECT) -> str:
@@ -233,9 +235,13 @@ def test_authorization_refusals(server):
         assert r.status_code == 400 and "location" not in r.headers and page_error(r.text), path
 
     def redirected_error(**extra) -> dict:
+        """The error goes back to the app by a link the person follows (an
+        automatic redirect would make us an open redirector)."""
         r = server.request("GET", authorize_path(server, client, challenge, **extra), allow_redirects=False)
-        assert r.status_code == 303, r.text
-        query = parse_qs(urlparse(r.headers["location"]).query)
+        assert r.status_code == 400 and "location" not in r.headers, r.text
+        back = html.unescape(re.search(r'id="back" href="([^"]+)"', r.text).group(1))
+        assert back.startswith(REDIRECT), back
+        query = parse_qs(urlparse(back).query)
         assert query["state"] == ["the-state"]
         return query
 
@@ -258,16 +264,25 @@ def test_authorization_refusals(server):
     code = parse_qs(location.fragment)["code"][0]
     assert exchange(server, client, code, verifier).status_code == 200
 
+    # The request is bound to the browser that opened it: the form sent
+    # from another one (no cookie, or another cookie) is refused.
+    browser = requests.Session()
+    authorization = authorization_of(browser.get(server.url + authorize_path(server, client, challenge)).text)
+    good = {"authorization": authorization, "username": "bob", "password": "correct horse battery"}
+    for other in [requests.Session()]:
+        other.get(server.url + authorize_path(server, client, challenge))  # a cookie of its own
+        r = other.post(server.url + "/_conduit/oauth/login", allow_redirects=False, data=good)
+        assert "location" not in r.headers and "expired" in page_error(r.text)
+    r = requests.post(server.url + "/_conduit/oauth/login", allow_redirects=False, data=good)
+    assert "location" not in r.headers and "expired" in page_error(r.text)
+
     # Wrong passwords show the form again; the fifth ends the request.
-    page = server.request("GET", authorize_path(server, client, challenge)).text
-    authorization = authorization_of(page)
     for attempt in range(5):
-        r = server.request("POST", "/_conduit/oauth/login", allow_redirects=False,
-                           data={"authorization": authorization, "username": "bob", "password": "wrong"})
+        r = browser.post(server.url + "/_conduit/oauth/login", allow_redirects=False,
+                         data={**good, "password": "wrong"})
         assert r.status_code in (400, 403) and "location" not in r.headers
     assert "Too many" in page_error(r.text)
-    r = server.request("POST", "/_conduit/oauth/login", allow_redirects=False,
-                       data={"authorization": authorization, "username": "bob", "password": "correct horse battery"})
+    r = browser.post(server.url + "/_conduit/oauth/login", allow_redirects=False, data=good)
     assert "location" not in r.headers and "expired" in page_error(r.text)
 
 
@@ -318,14 +333,15 @@ def test_sign_up_with_an_invite_link(make_server):
     client = client_id(server)
     verifier, challenge = pkce()
     path = authorize_path(server, client, challenge, prompt="create")
-    page = server.request("GET", path)
+    browser = requests.Session()
+    page = browser.get(server.url + path)
     assert page.status_code == 200 and 'id="create"' in page.text and 'name="token"' in page.text
     authorization = authorization_of(page.text)
 
     def sign_up(username: str, token: str, confirm: str = "a long password") -> requests.Response:
-        return server.request("POST", "/_conduit/oauth/signup", allow_redirects=False,
-                              data={"authorization": authorization, "username": username,
-                                    "password": "a long password", "confirm": confirm, "token": token})
+        return browser.post(server.url + "/_conduit/oauth/signup", allow_redirects=False,
+                            data={"authorization": authorization, "username": username,
+                                  "password": "a long password", "confirm": confirm, "token": token})
 
     r = sign_up("dora", "")
     assert r.status_code == 400 and "registration token" in page_error(r.text)
@@ -342,7 +358,7 @@ def test_sign_up_with_an_invite_link(make_server):
     assert server.login("dora", "a long password").status_code == 200
     # The invite is used up: a second sign-up with it is refused.
     path = authorize_path(server, client, challenge, prompt="create")
-    authorization = authorization_of(server.request("GET", path).text)
+    authorization = authorization_of(browser.get(server.url + path).text)
     r = sign_up("eve", link)
     assert r.status_code == 400 and page_error(r.text)
     assert server.login("eve", "a long password").status_code == 403
@@ -395,9 +411,15 @@ def test_mastodon_instance_upstream(make_server):
         tokens = exchange(server, client, code, verifier).json()
         assert whoami(server, tokens["access_token"]).json()["device_id"] == "MASTODEV02"
 
-        # An unknown authorization cannot start a detour.
+        # An unknown authorization cannot start a detour, nor can a link to
+        # the detour sent to someone else: a provider that signs them in
+        # silently would otherwise skip the page naming the app.
         r = requests.get(server.url + "/_conduit/oauth/sso/social?authorization=nope", allow_redirects=False)
         assert r.status_code == 400 and page_error(r.text)
+        page = requests.get(server.url + authorize_path(server, client, challenge, device="MASTODEV03"))
+        button = html.unescape(re.search(r'id="idp-social" href="([^"]+)"', page.text).group(1))
+        r = requests.get(server.url + button, allow_redirects=False)
+        assert r.status_code == 400 and "location" not in r.headers
     finally:
         fake.stop()
 
@@ -475,3 +497,44 @@ def test_matrix_rust_sdk_oauth_login(server, mode):
         # https, so the plain-HTTP suite revokes by hand in the tests above.)
     finally:
         client.close()
+
+
+def test_account_management_page(server):
+    meta = metadata(server)
+    account = urlparse(meta["account_management_uri"]).path
+    assert account == "/_conduit/account"
+    assert {"org.matrix.devices_list", "org.matrix.device_view", "org.matrix.device_delete",
+            "org.matrix.session_end"} <= set(meta["account_management_actions_supported"])
+    server.register("ivy")
+    keep = server.login("ivy", device_id="KEEPDEVICE").json()
+    gone = server.login("ivy", device_id="GONEDEVICE").json()
+    asked = f"{account}?action=org.matrix.device_delete&device_id=GONEDEVICE"
+
+    browser = requests.Session()
+    page = browser.get(server.url + asked)
+    assert page.status_code == 200 and 'id="sign-in"' in page.text and "<script" not in page.text
+    form = {"username": "ivy", "password": "wrong", "action": "org.matrix.device_delete", "device_id": "GONEDEVICE"}
+    r = browser.post(server.url + f"{account}/login", data=form)
+    assert r.status_code == 403 and page_error(r.text)
+    r = browser.post(server.url + f"{account}/login", data={**form, "password": "correct horse battery"})
+    assert r.status_code == 200 and 'id="confirm"' in r.text and 'id="sign-out-GONEDEVICE"' in r.text, r.text
+    assert 'id="device-KEEPDEVICE"' in r.text and "@ivy:localhost" in r.text
+    form_token = re.search(r'name="form_token" value="([^"]+)"', r.text).group(1)
+
+    # Without the page's form token (another site posting it): refused.
+    r = browser.post(server.url + f"{account}/sign-out-device", data={"device_id": "GONEDEVICE"})
+    assert r.status_code == 403
+    # Without the cookie: refused too.
+    r = requests.post(server.url + f"{account}/sign-out-device",
+                      data={"device_id": "GONEDEVICE", "form_token": form_token})
+    assert r.status_code == 403
+    assert whoami(server, gone["access_token"]).status_code == 200
+
+    r = browser.post(server.url + f"{account}/sign-out-device",
+                     data={"device_id": "GONEDEVICE", "form_token": form_token})
+    assert r.status_code == 200 and 'id="device-GONEDEVICE"' not in r.text
+    assert whoami(server, gone["access_token"]).json()["errcode"] == "M_UNKNOWN_TOKEN"
+    assert whoami(server, keep["access_token"]).status_code == 200
+
+    r = browser.post(server.url + f"{account}/logout", data={"form_token": form_token})
+    assert r.status_code == 200 and 'id="sign-in"' in r.text

@@ -19,7 +19,7 @@ use conduit_service::{
     utils,
 };
 
-use crate::html::{escape, page};
+use crate::html::{escape, page, utc};
 use serde::Deserialize;
 
 pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>> {
@@ -39,27 +39,6 @@ fn qr_svg(link: &str) -> String {
             .build(),
         Err(_) => String::new(),
     }
-}
-
-/// A date in UTC, `2026-11-29 14:03 UTC`, from milliseconds since the epoch.
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60
-    )
 }
 
 fn unusable_page(services: &Services, why: &str) -> Response {
@@ -268,9 +247,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_and_qr() {
-        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc(1_795_000_000_000), "2026-11-18 11:06 UTC");
+    fn qr_codes() {
         let svg = qr_svg("https://example.org/_conduit/invite/abc");
         assert!(svg.starts_with("<?xml") && svg.contains("<svg"));
     }

@@ -1,6 +1,7 @@
 //! The HTTP face of the homeserver: axum routers for the client-server API
 //! and `.well-known`, over the [`Services`] handle.
 
+mod account_page;
 mod admin;
 mod client;
 mod error;
@@ -30,8 +31,8 @@ pub fn router(services: Arc<Services>) -> Router {
     let router = Router::new()
         .route("/.well-known/matrix/client", get(well_known::client))
         .route("/.well-known/matrix/server", get(well_known::server));
-    let router = oauth::routes(sso_pages::routes(invite_page::routes(admin::routes(
-        server::routes(router),
+    let router = account_page::routes(oauth::routes(sso_pages::routes(invite_page::routes(
+        admin::routes(server::routes(router)),
     ))));
     client::routes(router)
         .fallback(error::unrecognized_path)

@@ -65,7 +65,7 @@ pub(crate) fn browser_cookie<'h>(services: &Services, headers: &'h HeaderMap) ->
 
 /// The value of cookie `name`; `None` when absent or sent twice (one of
 /// the two was planted: trust neither).
-fn single_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(crate) fn single_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     let mut values = headers
         .get_all(header::COOKIE)
         .iter()
@@ -81,22 +81,32 @@ fn single_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     first
 }
 
-/// `302` to the provider, setting the cookie that ties the flow to this browser.
-pub(crate) fn to_provider(services: &Services, url: &str, browser: &str) -> Response {
+/// Sets the cookie that ties sign-in steps to this browser.
+pub(crate) fn with_browser_cookie(
+    services: &Services,
+    mut response: Response,
+    browser: &str,
+) -> Response {
     let secure = secure(services);
     let cookie = format!(
         "{}={browser}; Path=/; HttpOnly; SameSite=Lax; Max-Age=1800{}",
         sso::browser_cookie_name(secure),
         if secure { "; Secure" } else { "" }
     );
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// `302` to the provider, setting the cookie that ties the flow to this browser.
+pub(crate) fn to_provider(services: &Services, url: &str, browser: &str) -> Response {
     let mut response = StatusCode::FOUND.into_response();
     let headers = response.headers_mut();
-    if let (Ok(location), Ok(cookie)) = (HeaderValue::from_str(url), HeaderValue::from_str(&cookie))
-    {
+    if let Ok(location) = HeaderValue::from_str(url) {
         headers.insert(header::LOCATION, location);
-        headers.insert(header::SET_COOKIE, cookie);
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return response;
+        return with_browser_cookie(services, response, browser);
     }
     error_page(
         services,

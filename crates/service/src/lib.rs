@@ -3,6 +3,7 @@
 
 mod account;
 pub mod account_data;
+pub mod account_page;
 pub mod admin_commands;
 pub mod admin_room;
 pub mod config;
@@ -96,6 +97,8 @@ pub struct Services {
     pub sliding_sync_connections: sliding_sync::Connections,
     /// OAuth 2.0 authorizations and codes in progress.
     pub oauth: oauth::OAuth,
+    /// Browsers signed in on the account management page.
+    pub account_sessions: account_page::AccountSessions,
     pub sso: Sso,
     pub federation: federation::Federation,
     /// Held while one-time keys are claimed: each goes to one claimer.
@@ -144,6 +147,7 @@ impl Services {
             presence: Presence::default(),
             sliding_sync_connections: sliding_sync::Connections::default(),
             oauth: oauth::OAuth::default(),
+            account_sessions: account_page::AccountSessions::default(),
             users: Users::new(db.clone(), &config.server_name),
             devices: Devices::new(db.clone(), config.refreshable_access_token_lifetime * 1000),
             uiaa: Uiaa::new(uiaa_lifetime),

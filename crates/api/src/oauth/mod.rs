@@ -55,8 +55,8 @@ async fn metadata(State(services): State<Arc<Services>>) -> Json<JsonValue> {
     Json(services.oauth_metadata())
 }
 
-/// Registration and token requests create state for anyone: limited per
-/// address, like starting an SSO sign-in.
+/// Client registrations are stored for anyone: limited per address, like
+/// starting an SSO sign-in.
 fn limited(services: &Services, addr: &SocketAddr) -> Option<Response> {
     services
         .sso_start_limiter

@@ -22,8 +22,8 @@ use conduit_service::{
 use serde::Deserialize;
 
 use crate::{
-    html::{escape, page_with_policy, policy_with_form_target},
-    sso_pages::{browser_cookie, error_page, limited, see_other, to_provider},
+    html::{escape, page, page_with_policy, policy_with_form_target},
+    sso_pages::{browser_cookie, error_page, limited, see_other, to_provider, with_browser_cookie},
 };
 
 const LOGIN_PATH: &str = "/_conduit/oauth/login";
@@ -42,6 +42,7 @@ pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>
 async fn authorize(
     State(services): State<Arc<Services>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     if let Some(refusal) = limited(&services, &addr) {
@@ -60,14 +61,35 @@ async fn authorize(
         prompt: param("prompt"),
         login_hint: param("login_hint"),
     };
-    match services.oauth_authorize(&params) {
-        Ok(view) if view.create && services.registration_flows().is_ok() => {
-            signup_form(&services, &view, None, "")
+    match services.oauth_authorize(&params, browser_cookie(&services, &headers)) {
+        Ok(view) => {
+            let page = if view.create && services.registration_flows().is_ok() {
+                signup_form(&services, &view, None, "")
+            } else {
+                login_form(&services, &view, None)
+            };
+            with_browser_cookie(&services, page, &view.browser)
         }
-        Ok(view) => login_form(&services, &view, None),
-        Err(Refusal::Redirect(url)) => see_other(&url),
+        Err(Refusal::Redirect { url, description }) => back_to_app(&services, &url, &description),
         Err(Refusal::Page(why)) => error_page(&services, &SsoError::new(400, why)),
     }
+}
+
+/// A request the app got wrong, before the person did anything: a link
+/// back (the error is in it), not a redirect.
+fn back_to_app(services: &Services, url: &str, description: &str) -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Sign-in failed",
+        &format!(
+            "<h1>Could not sign you in to {}</h1><div class=\"card\">\
+             <p class=\"error\" id=\"error\">The app's request was not valid: {}.</p>\
+             <p><a class=\"button\" id=\"back\" href=\"{}\" rel=\"noreferrer\">Back to the app</a></p></div>",
+            escape(services.config.server_name.as_str()),
+            escape(description),
+            escape(url),
+        ),
+    )
 }
 
 #[derive(Deserialize)]
@@ -265,9 +287,11 @@ fn signup_form(
 /// `GET /_conduit/oauth/login?authorization=`: the sign-in page again.
 async fn login_page(
     State(services): State<Arc<Services>>,
+    headers: HeaderMap,
     Query(query): Query<AuthorizationQuery>,
 ) -> Response {
-    match services.oauth_authorization_view(&query.authorization, false) {
+    let browser = browser_cookie(&services, &headers);
+    match services.oauth_authorization_view(&query.authorization, false, browser) {
         Some(view) => login_form(&services, &view, None),
         None => expired(&services),
     }
@@ -276,9 +300,11 @@ async fn login_page(
 /// `GET /_conduit/oauth/signup?authorization=`: the sign-up page.
 async fn signup_page(
     State(services): State<Arc<Services>>,
+    headers: HeaderMap,
     Query(query): Query<AuthorizationQuery>,
 ) -> Response {
-    let Some(view) = services.oauth_authorization_view(&query.authorization, true) else {
+    let browser = browser_cookie(&services, &headers);
+    let Some(view) = services.oauth_authorization_view(&query.authorization, true, browser) else {
         return expired(&services);
     };
     if let Err(e) = services.registration_flows() {
@@ -306,13 +332,23 @@ struct LoginFields {
 
 /// `POST /_conduit/oauth/login`: back to the app with a code, or the form
 /// with what was wrong.
-async fn login(State(services): State<Arc<Services>>, Form(fields): Form<LoginFields>) -> Response {
+async fn login(
+    State(services): State<Arc<Services>>,
+    headers: HeaderMap,
+    Form(fields): Form<LoginFields>,
+) -> Response {
+    let browser = browser_cookie(&services, &headers);
     let outcome = services
-        .oauth_password_login(&fields.authorization, &fields.username, &fields.password)
+        .oauth_password_login(
+            &fields.authorization,
+            browser,
+            &fields.username,
+            &fields.password,
+        )
         .await;
     match outcome {
         Ok(url) => see_other(&url),
-        Err(e) => match services.oauth_authorization_view(&fields.authorization, false) {
+        Err(e) => match services.oauth_authorization_view(&fields.authorization, false, browser) {
             Some(view) => login_form(&services, &view, Some(&error_text(&e))),
             None => error_page(&services, &SsoError::new(e.status(), error_text(&e))),
         },
@@ -337,8 +373,10 @@ struct SignupFields {
 async fn signup(
     State(services): State<Arc<Services>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Form(fields): Form<SignupFields>,
 ) -> Response {
+    let browser = browser_cookie(&services, &headers);
     // Sign-up answers whether a token is valid, as the validity API does.
     if let Err(e) = services
         .token_validity_limiter
@@ -346,7 +384,7 @@ async fn signup(
     {
         return error_page(&services, &SsoError::new(429, error_text(&e)));
     }
-    let Some(view) = services.oauth_authorization_view(&fields.authorization, true) else {
+    let Some(view) = services.oauth_authorization_view(&fields.authorization, true, browser) else {
         return expired(&services);
     };
     if fields.password != fields.confirm {
@@ -360,6 +398,7 @@ async fn signup(
     match services
         .oauth_sign_up(
             &fields.authorization,
+            browser,
             &fields.username,
             &fields.password,
             &fields.token,

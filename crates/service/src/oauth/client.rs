@@ -120,11 +120,24 @@ fn invalid_redirect(description: impl Into<String>) -> OAuthError {
     OAuthError::new("invalid_redirect_uri", description)
 }
 
-/// An https URL without user or password, not too long.
+/// A host of letters, digits, dots and hyphens (or an IP address): the
+/// `url` crate lets `*`, `;` or `'` through, which must never reach a
+/// page's content security policy.
+fn plain_host(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(d)) => d
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'),
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// An https URL with a plain host, without user or password, not too long.
 fn https_url(value: &str, field: &str) -> Result<Url, OAuthError> {
     let url = Url::parse(value)
         .ok()
-        .filter(|u| value.len() <= MAX_URI && u.scheme() == "https" && u.host().is_some())
+        .filter(|u| value.len() <= MAX_URI && u.scheme() == "https" && plain_host(u))
         .ok_or_else(|| invalid(format!("{field} must be an https URL")))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid(format!(
@@ -154,10 +167,12 @@ fn is_loopback(url: &Url) -> bool {
 
 /// One redirect URI, by the rules of its application type.
 fn check_redirect(uri: &str, kind: ApplicationType, site: &str) -> Result<(), OAuthError> {
+    // What the client sends back must be this very string: nothing the
+    // parser would strip or normalise first.
     let url = Url::parse(uri)
         .ok()
-        .filter(|_| uri.len() <= MAX_URI)
-        .ok_or_else(|| invalid_redirect(format!("{uri:?} is not a URI")))?;
+        .filter(|u| uri.len() <= MAX_URI && u.as_str() == uri)
+        .ok_or_else(|| invalid_redirect(format!("{uri:?} is not a URI in its normal form")))?;
     if url.fragment().is_some() {
         return Err(invalid_redirect(format!("{uri} must not have a fragment")));
     }
@@ -166,8 +181,9 @@ fn check_redirect(uri: &str, kind: ApplicationType, site: &str) -> Result<(), OA
             "{uri} must not carry a user or password"
         )));
     }
-    let https_on_site =
-        url.scheme() == "https" && url.host_str().is_some_and(|h| same_site(h, site));
+    let https_on_site = url.scheme() == "https"
+        && plain_host(&url)
+        && url.host_str().is_some_and(|h| same_site(h, site));
     let ok = match kind {
         ApplicationType::Web => https_on_site,
         ApplicationType::Native => {
@@ -178,6 +194,7 @@ fn check_redirect(uri: &str, kind: ApplicationType, site: &str) -> Result<(), OA
                 let reversed: Vec<&str> = url.scheme().split('.').rev().collect();
                 reversed.len() >= 2
                     && same_site(site, &reversed.join("."))
+                    && url.host().is_none()
                     && !uri[url.scheme().len() + 1..].starts_with("//")
             }
         }
@@ -259,13 +276,16 @@ pub fn check_metadata(body: &JsonValue, issued_at: u64) -> Result<ClientRecord, 
     }
     // Grant types this server does not know are dropped, not refused.
     let grant_types: Vec<String> = list("grant_types")?
-        .unwrap_or_else(|| vec!["authorization_code"])
+        .unwrap_or_else(|| GRANT_TYPES.to_vec())
         .into_iter()
         .filter(|g| GRANT_TYPES.contains(g))
         .map(str::to_owned)
         .collect();
-    if !grant_types.iter().any(|g| g == "authorization_code") {
-        return Err(invalid("grant_types must include authorization_code"));
+    // Both, as the spec asks: tokens here are short-lived and need refreshing.
+    if grant_types.len() < GRANT_TYPES.len() {
+        return Err(invalid(
+            "grant_types must include authorization_code and refresh_token",
+        ));
     }
     if let Some(types) = list("response_types")?
         && !types.contains(&"code")
@@ -333,6 +353,8 @@ mod tests {
             "https://evil.com/cb",
             "https://notexample.com/cb",
             "https://user:pw@example.com/cb",
+            "https://*.example.com/cb",
+            "https://a;sandbox.example.com/cb",
             "com.example:/cb",
         ] {
             let e = web(&[bad]).unwrap_err();
@@ -356,6 +378,8 @@ mod tests {
         for bad in [
             "example:/callback",
             "com.example.app://callback",
+            " com.example.app:/callback",
+            "HTTP://127.0.0.1/",
             "org.example:/cb",
             "https://localhost/callback",
             "http://example.com/cb",
@@ -408,6 +432,11 @@ mod tests {
         assert_eq!(
             with("grant_types", json!(["refresh_token"])),
             Err("invalid_client_metadata")
+        );
+        assert_eq!(
+            with("grant_types", json!(["authorization_code"])),
+            Err("invalid_client_metadata"),
+            "refresh_token is required too"
         );
         assert_eq!(
             with("response_types", json!(["token"])),

@@ -121,8 +121,11 @@ pub enum Refusal {
     /// The client or its redirect URI is unknown: told to the person on a
     /// page, never sent anywhere (RFC 6749 §4.1.2.1).
     Page(String),
-    /// Anything else goes back to the client, at this address.
-    Redirect(String),
+    /// Anything else goes back to the client, at this address; before the
+    /// person did anything here, by a link they follow (an automatic
+    /// redirect would make this server an open redirector for anyone who
+    /// registers a client).
+    Redirect { url: String, description: String },
 }
 
 /// A client's request waiting for a person to sign in.
@@ -135,6 +138,10 @@ struct Authorization {
     code_challenge: String,
     scope: Scope,
     password_failures: u8,
+    /// The browser the request was opened in (a cookie): only there may
+    /// someone sign in for it, so a link to our sign-in steps (an SSO
+    /// provider that signs in silently) cannot skip the page naming the app.
+    browser: String,
     expires_at: Instant,
 }
 
@@ -152,6 +159,8 @@ pub struct AuthorizationView {
     pub create: bool,
     /// A localpart to fill in, from `login_hint`.
     pub username_hint: Option<String>,
+    /// The browser cookie value the request is bound to.
+    pub browser: String,
 }
 
 struct Code {
@@ -242,6 +251,12 @@ impl Services {
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint_auth_methods_supported": ["none"],
             "scopes_supported": ["urn:matrix:client:api:*", "urn:matrix:client:device:*"],
+            "account_management_uri": self.oauth_url(crate::account_page::ACCOUNT_PATH),
+            // The Matrix 1.18 names, and the MSC4191 ones clients still send.
+            "account_management_actions_supported": [
+                "org.matrix.devices_list", "org.matrix.device_view", "org.matrix.device_delete",
+                "org.matrix.sessions_list", "org.matrix.session_view", "org.matrix.session_end",
+            ],
         });
         if self.registration_open().is_ok() {
             metadata["prompt_values_supported"] = json!(["create"]);
@@ -269,6 +284,7 @@ impl Services {
     pub fn oauth_authorize(
         &self,
         params: &AuthorizeParams<'_>,
+        browser: Option<&str>,
     ) -> Result<AuthorizationView, Refusal> {
         let client_id = params
             .client_id
@@ -300,11 +316,13 @@ impl Services {
                 granted: String::new(),
             },
             password_failures: 0,
+            browser: crate::sso::browser_value(browser),
             expires_at: Instant::now() + AUTHORIZATION_LIFETIME,
         };
         // From here on, errors go back to the app.
-        let refuse = |pending: &Authorization, error: &str, description: &str| {
-            Refusal::Redirect(pending.error_redirect(error, description))
+        let refuse = |pending: &Authorization, error: &str, description: &str| Refusal::Redirect {
+            url: pending.error_redirect(error, description),
+            description: description.to_owned(),
         };
         if params.state.is_some_and(|s| s.len() > MAX_STATE) {
             pending.state = None;
@@ -352,6 +370,7 @@ impl Services {
             .prompt
             .is_some_and(|p| p.split(' ').any(|v| v == "create"));
         let id = utils::random_string(32);
+        let browser = pending.browser.clone();
         {
             let mut authorizations = utils::locked(&self.oauth.authorizations);
             make_room(&mut authorizations, |a| a.expires_at);
@@ -368,12 +387,18 @@ impl Services {
             username_hint: params
                 .login_hint
                 .and_then(|h| hinted_localpart(h, self.config.server_name.as_str())),
+            browser,
         })
     }
 
     /// A waiting authorization, as its page shows it.
-    pub fn oauth_authorization_view(&self, id: &str, create: bool) -> Option<AuthorizationView> {
-        let pending = self.oauth_pending(id)?;
+    pub fn oauth_authorization_view(
+        &self,
+        id: &str,
+        create: bool,
+        browser: Option<&str>,
+    ) -> Option<AuthorizationView> {
+        let pending = self.oauth_pending(id, browser)?;
         let client = self.oauth_client(&pending.client_id).ok()??;
         Some(AuthorizationView {
             id: id.to_owned(),
@@ -384,20 +409,22 @@ impl Services {
             policy_uri: client.policy_uri,
             create,
             username_hint: None,
+            browser: pending.browser,
         })
     }
 
-    fn oauth_pending(&self, id: &str) -> Option<Authorization> {
+    /// A waiting authorization, asked for from the browser it is bound to.
+    fn oauth_pending(&self, id: &str, browser: Option<&str>) -> Option<Authorization> {
         utils::locked(&self.oauth.authorizations)
             .get(id)
-            .filter(|a| a.expires_at > Instant::now())
+            .filter(|a| a.expires_at > Instant::now() && browser == Some(a.browser.as_str()))
             .cloned()
     }
 
-    /// Whether authorization `id` is still waiting (an SSO detour checks
-    /// before it leaves).
-    pub fn oauth_is_pending(&self, id: &str) -> bool {
-        self.oauth_pending(id).is_some()
+    /// Whether authorization `id` is still waiting for this browser (an
+    /// SSO detour checks before it leaves).
+    pub fn oauth_is_pending(&self, id: &str, browser: Option<&str>) -> bool {
+        self.oauth_pending(id, browser).is_some()
     }
 
     /// The person signed in as `user_id`: the authorization becomes a code,
@@ -442,6 +469,7 @@ impl Services {
     pub async fn oauth_password_login(
         &self,
         id: &str,
+        browser: Option<&str>,
         username: &str,
         password: &str,
     ) -> Result<String, crate::Error> {
@@ -450,7 +478,7 @@ impl Services {
                 "Password login is turned off on this server.",
             ));
         }
-        if self.oauth_pending(id).is_none() {
+        if self.oauth_pending(id, browser).is_none() {
             return Err(crate::Error::forbidden(
                 "This sign-in request is unknown or has expired. Start again from your app.",
             ));
@@ -483,11 +511,12 @@ impl Services {
     pub async fn oauth_sign_up(
         &self,
         id: &str,
+        browser: Option<&str>,
         username: &str,
         password: &str,
         token: &str,
     ) -> Result<String, crate::Error> {
-        if self.oauth_pending(id).is_none() {
+        if self.oauth_pending(id, browser).is_none() {
             return Err(crate::Error::forbidden(
                 "This sign-in request is unknown or has expired. Start again from your app.",
             ));
@@ -617,14 +646,6 @@ impl Services {
                     None,
                 )
             })?;
-        if let Some(device) = entry.used_for.clone() {
-            let user_id = entry.user_id.clone();
-            codes.remove(code);
-            return Err((
-                OAuthError::grant("the code was already used"),
-                Some((user_id, device)),
-            ));
-        }
         let pending = &entry.authorization;
         if pending.client_id != client_id {
             return Err((
@@ -644,6 +665,15 @@ impl Services {
             return Err((
                 OAuthError::grant("code_verifier does not match the code_challenge"),
                 None,
+            ));
+        }
+        // A replay, by whoever holds both the code and its verifier.
+        if let Some(device) = entry.used_for.clone() {
+            let user_id = entry.user_id.clone();
+            codes.remove(code);
+            return Err((
+                OAuthError::grant("the code was already used"),
+                Some((user_id, device)),
             ));
         }
         entry.used_for = Some(pending.scope.device_id.as_str().into());

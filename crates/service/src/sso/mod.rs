@@ -51,6 +51,13 @@ pub fn browser_cookie_name(secure: bool) -> &'static str {
     }
 }
 
+/// The browser cookie's value: the one the browser sent, if well formed,
+/// else a new one.
+pub fn browser_value(sent: Option<&str>) -> String {
+    sent.filter(|b| b.len() == 32 && b.bytes().all(|c| c.is_ascii_alphanumeric()))
+        .map_or_else(|| utils::random_string(32), str::to_owned)
+}
+
 /// Time to sign in at the provider.
 const FLOW_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// Time to pick a username.
@@ -434,14 +441,12 @@ impl Services {
             Purpose::Login { redirect_url } => {
                 check_redirect_url(redirect_url)?;
             }
-            Purpose::OAuth { authorization } if !self.oauth_is_pending(authorization) => {
+            Purpose::OAuth { authorization } if !self.oauth_is_pending(authorization, browser) => {
                 return Err(SsoError::expired());
             }
             _ => {}
         }
-        let browser = browser
-            .filter(|b| b.len() == 32 && b.bytes().all(|c| c.is_ascii_alphanumeric()))
-            .map_or_else(|| utils::random_string(32), str::to_owned);
+        let browser = browser_value(browser);
         let state = utils::random_string(32);
         let name = &provider.config.name;
         let redirect_uri = self.sso.callback_url(id);
