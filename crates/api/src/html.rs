@@ -83,6 +83,15 @@ pub fn policy_with(extra: &str) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static(CSP))
 }
 
+/// What a page tells a person about a failed request: the Matrix error's
+/// message (details of other failures stay in the log).
+pub fn error_text(e: &conduit_service::Error) -> String {
+    match e {
+        conduit_service::Error::Matrix { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// A date in UTC, `2026-11-29 14:03 UTC`, from milliseconds since the epoch.
 pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;

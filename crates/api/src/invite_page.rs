@@ -19,7 +19,7 @@ use conduit_service::{
     utils,
 };
 
-use crate::html::{escape, page, utc};
+use crate::html::{error_text, escape, page, utc};
 use serde::Deserialize;
 
 pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>> {
@@ -232,13 +232,6 @@ async fn register(
                 _ => unusable_page(&services, &error_text(&e)),
             }
         }
-    }
-}
-
-fn error_text(e: &conduit_service::Error) -> String {
-    match e {
-        conduit_service::Error::Matrix { message, .. } => message.clone(),
-        other => other.to_string(),
     }
 }
 

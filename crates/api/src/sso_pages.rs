@@ -132,6 +132,23 @@ pub(crate) fn see_other(url: &str) -> Response {
     }
 }
 
+/// Starts a sign-in at provider `idp` for `purpose`: to the provider, or
+/// a page saying why not.
+pub(crate) async fn start_at_provider(
+    services: &Services,
+    idp: &str,
+    purpose: Purpose,
+    headers: &HeaderMap,
+) -> Response {
+    match services
+        .sso_start(idp, purpose, browser_cookie(services, headers))
+        .await
+    {
+        Ok((url, browser)) => to_provider(services, &url, &browser),
+        Err(e) => error_page(services, &e),
+    }
+}
+
 /// A failure explained to a person.
 pub(crate) fn error_page(services: &Services, error: &SsoError) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -251,17 +268,7 @@ async fn start(
     if let Some(refusal) = limited(services, addr) {
         return refusal;
     }
-    match services
-        .sso_start(
-            idp,
-            Purpose::Login { redirect_url },
-            browser_cookie(services, headers),
-        )
-        .await
-    {
-        Ok((url, browser)) => to_provider(services, &url, &browser),
-        Err(e) => error_page(services, &e),
-    }
+    start_at_provider(services, idp, Purpose::Login { redirect_url }, headers).await
 }
 
 /// `GET /_conduit/sso/callback/{idp}`: the provider sent the browser back.
@@ -539,17 +546,13 @@ async fn reauth_redirect(
         Ok(found) => found,
         Err(e) => return error_page(&services, &e),
     };
-    match services
-        .sso_start(
-            &idp,
-            Purpose::Reauth { session, user_id },
-            browser_cookie(&services, &headers),
-        )
-        .await
-    {
-        Ok((url, browser)) => to_provider(&services, &url, &browser),
-        Err(e) => error_page(&services, &e),
-    }
+    start_at_provider(
+        &services,
+        &idp,
+        Purpose::Reauth { session, user_id },
+        &headers,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -22,8 +22,10 @@ use conduit_service::{
 use serde::Deserialize;
 
 use crate::{
-    html::{escape, page, page_with_policy, policy_with_form_target},
-    sso_pages::{browser_cookie, error_page, limited, see_other, to_provider, with_browser_cookie},
+    html::{error_text, escape, page, page_with_policy, policy_with_form_target},
+    sso_pages::{
+        browser_cookie, error_page, limited, see_other, start_at_provider, with_browser_cookie,
+    },
 };
 
 const LOGIN_PATH: &str = "/_conduit/oauth/login";
@@ -313,13 +315,6 @@ async fn signup_page(
     signup_form(&services, &view, None, "")
 }
 
-fn error_text(e: &conduit_service::Error) -> String {
-    match e {
-        conduit_service::Error::Matrix { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
-}
-
 #[derive(Deserialize)]
 struct LoginFields {
     #[serde(default)]
@@ -424,13 +419,7 @@ async fn sso(
     let purpose = Purpose::OAuth {
         authorization: query.authorization,
     };
-    match services
-        .sso_start(&idp, purpose, browser_cookie(&services, &headers))
-        .await
-    {
-        Ok((url, browser)) => to_provider(&services, &url, &browser),
-        Err(e) => error_page(&services, &e),
-    }
+    start_at_provider(&services, &idp, purpose, &headers).await
 }
 
 #[cfg(test)]

@@ -595,24 +595,32 @@ impl Services {
         redirect_uri: &str,
         verifier: &str,
     ) -> Result<(crate::users::NewSession, String), OAuthError> {
+        // The whole exchange runs under the user's lock, so a replay (which
+        // revokes under the same lock) always comes after the session it
+        // revokes exists.
+        let owner = utils::locked(&self.oauth.codes)
+            .get(code)
+            .map(|c| c.user_id.clone())
+            .ok_or_else(|| OAuthError::grant("the code is unknown or has expired"))?;
+        let lock = self.user_locks.lock(&owner).await;
         let (pending, user_id) = match self.oauth_take_code(client_id, code, redirect_uri, verifier)
         {
             Ok(taken) => taken,
             Err((error, None)) => return Err(error),
             Err((error, Some((user_id, device)))) => {
                 // A replayed code: someone else may hold it. What it gave goes.
+                drop(lock);
                 tracing::warn!(%user_id, %device, "an OAuth code was used twice: its session is revoked");
                 self.delete_devices(&user_id, &[device]).await?;
                 return Err(error);
             }
         };
-        let _lock = self.user_locks.lock(&user_id).await;
         if self.users.account(&user_id)?.is_none_or(|a| a.deactivated) {
             return Err(OAuthError::grant("the account has been deactivated"));
         }
         let device_id: OwnedDeviceId = pending.scope.device_id.as_str().into();
         let name = client.display_name();
-        let session = self.devices.create_session(SessionRequest {
+        let created = self.devices.create_session(SessionRequest {
             user_id: &user_id,
             device_id: Some(&device_id),
             display_name: Some(&name),
@@ -620,7 +628,18 @@ impl Services {
             is_guest: false,
             client_ip: None,
             oauth_client: Some(client_id),
-        })?;
+        });
+        let session = match created {
+            Ok(session) => session,
+            Err(e) => {
+                // Nothing was given: the client's retry is not a replay.
+                if let Some(entry) = utils::locked(&self.oauth.codes).get_mut(code) {
+                    entry.used_for = None;
+                }
+                return Err(e.into());
+            }
+        };
+        drop(lock);
         tracing::info!(%user_id, %device_id, client_id, "logged in through OAuth");
         Ok((session, pending.scope.granted))
     }
