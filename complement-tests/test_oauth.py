@@ -420,6 +420,22 @@ def test_mastodon_instance_upstream(make_server):
         button = html.unescape(re.search(r'id="idp-social" href="([^"]+)"', page.text).group(1))
         r = requests.get(server.url + button, allow_redirects=False)
         assert r.status_code == 400 and "location" not in r.headers
+
+        # The account page signs in through the instance too (accounts made
+        # there have no password), and shows the devices.
+        def account_page_via_instance() -> requests.Response:
+            browser = requests.Session()
+            page = browser.get(server.url + "/_conduit/account?action=org.matrix.device_view&device_id=MASTODEV01")
+            button = html.unescape(re.search(r'id="idp-social" href="([^"]+)"', page.text).group(1))
+            r = browser.get(server.url + button, allow_redirects=False)
+            r = browser.get(r.headers["location"], allow_redirects=False)  # the instance
+            return browser.get(r.headers["location"])  # our callback, then the page
+
+        r = account_page_via_instance()
+        assert r.status_code == 200 and 'id="device-MASTODEV01"' in r.text and "@frank:localhost" in r.text, r.text
+        fake.login("stranger")
+        r = account_page_via_instance()
+        assert r.status_code == 403 and "not linked" in page_error(r.text)
     finally:
         fake.stop()
 

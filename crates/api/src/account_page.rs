@@ -1,14 +1,16 @@
 //! The account management page (`/_conduit/account`), where OAuth clients
 //! send people for what they do not do themselves: the list of devices,
 //! one device, signing one out (`?action=…&device_id=…`, MSC4191).
-//! Server-rendered, no JavaScript; a password sign-in opens a browser
-//! session (cookie), and every form carries that session's form token.
+//! Server-rendered, no JavaScript; a sign-in (password or SSO provider)
+//! opens a browser session (a cookie, `SameSite=Lax` so the provider's
+//! redirect back carries it), and every form carries that session's form
+//! token, which is what keeps other sites' forms out.
 
 use std::{fmt::Write, net::SocketAddr, sync::Arc};
 
 use axum::{
     Form,
-    extract::{ConnectInfo, Query, State},
+    extract::{ConnectInfo, Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -16,13 +18,13 @@ use axum::{
 use conduit_service::{
     Services,
     account_page::{ACCOUNT_PATH, AccountSession},
-    sso::SsoError,
+    sso::{Purpose, SsoError},
 };
 use serde::Deserialize;
 
 use crate::{
     html::{escape, page, utc},
-    sso_pages::{error_page, see_other, single_cookie},
+    sso_pages::{error_page, limited, see_other, single_cookie, start_at_provider},
 };
 
 pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>> {
@@ -34,6 +36,7 @@ pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>
             post(sign_out_device),
         )
         .route(&format!("{ACCOUNT_PATH}/logout"), post(logout))
+        .route(&format!("{ACCOUNT_PATH}/sso/{{idp}}"), get(sso))
 }
 
 fn secure(services: &Services) -> bool {
@@ -102,11 +105,64 @@ fn login_page(services: &Services, wanted: &Wanted, error: Option<&str>) -> Resp
              <input id=\"username\" name=\"username\" required autocomplete=\"username\" autocapitalize=\"none\">\
              <label for=\"password\">Password</label>\
              <input id=\"password\" name=\"password\" type=\"password\" required autocomplete=\"current-password\">\
-             <p><button class=\"button\" id=\"sign-in\" type=\"submit\">Sign in</button></p></form></div>",
+             <p><button class=\"button\" id=\"sign-in\" type=\"submit\">Sign in</button></p></form></div>{providers}",
             action = escape(&wanted.action),
             device = escape(&wanted.device_id),
+            providers = provider_buttons(services, wanted),
         ),
     )
+}
+
+/// "Continue with …" for each SSO provider, for accounts linked there.
+fn provider_buttons(services: &Services, wanted: &Wanted) -> String {
+    let query = escape(&wanted.query());
+    let buttons: String = services
+        .sso
+        .providers()
+        .map(|p| {
+            format!(
+                "<p class=\"idp\"><a class=\"button\" id=\"idp-{id}\" \
+                 href=\"{ACCOUNT_PATH}/sso/{id}?{query}\">Continue with {name}</a></p>",
+                id = escape(&p.id),
+                name = escape(&p.name),
+            )
+        })
+        .collect();
+    if buttons.is_empty() {
+        return buttons;
+    }
+    format!("<div class=\"card\"><p>Or sign in with your account at:</p>{buttons}</div>")
+}
+
+/// `GET /_conduit/account/sso/{idp}?action=&device_id=`: to the provider.
+async fn sso(
+    State(services): State<Arc<Services>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(idp): Path<String>,
+    Query(wanted): Query<Wanted>,
+) -> Response {
+    if let Some(refusal) = limited(&services, &addr) {
+        return refusal;
+    }
+    let purpose = Purpose::AccountPage {
+        query: wanted.query(),
+    };
+    start_at_provider(&services, &idp, purpose, &headers).await
+}
+
+/// After a sign-in: the page asked for, with the session's cookie.
+pub(crate) fn signed_in(services: &Services, session: &str, query: &str) -> Response {
+    let mut response = see_other(&format!("{ACCOUNT_PATH}?{query}"));
+    let cookie = format!(
+        "{}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age=900{}",
+        cookie_name(services),
+        if secure(services) { "; Secure" } else { "" }
+    );
+    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 fn devices_page(services: &Services, session: &AccountSession, wanted: &Wanted) -> Response {
@@ -228,18 +284,7 @@ async fn login(
         .account_page_login(&fields.username, &fields.password)
         .await
     {
-        Ok(id) => {
-            let mut response = see_other(&format!("{ACCOUNT_PATH}?{}", fields.wanted.query()));
-            let cookie = format!(
-                "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=900{}",
-                cookie_name(&services),
-                if secure(&services) { "; Secure" } else { "" }
-            );
-            if let Ok(cookie) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, cookie);
-            }
-            response
-        }
+        Ok(id) => signed_in(&services, &id, &fields.wanted.query()),
         Err(e) => login_page(&services, &fields.wanted, Some(&e.to_string())),
     }
 }
@@ -302,7 +347,7 @@ async fn logout(
     }
     let mut response = see_other(ACCOUNT_PATH);
     let cookie = format!(
-        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
         cookie_name(&services),
         if secure(&services) { "; Secure" } else { "" }
     );

@@ -361,6 +361,9 @@ fn outcome_or_error(
 
 fn outcome_page(services: &Services, outcome: Outcome, after_form: bool) -> Response {
     match outcome {
+        Outcome::AccountPage { session, query } => {
+            crate::account_page::signed_in(services, &session, &query)
+        }
         Outcome::Redirect(url) if !after_form => see_other(&url),
         Outcome::Redirect(url) => page(
             StatusCode::OK,

@@ -1,6 +1,6 @@
 //! The account management page the OAuth 2.0 metadata names
 //! (`account_management_uri`): a person signs in there with their password
-//! and sees their devices, and signs one out. A sign-in there is a browser
+//! or an SSO provider and sees their devices, and signs one out. A sign-in there is a browser
 //! session kept in memory for [`SESSION_LIFETIME`] (a restart asks again),
 //! with its own token for the page's forms, so another site cannot post
 //! them in the person's name.
@@ -51,18 +51,24 @@ impl Services {
             .check_password(&user_id, password)
             .await
             .map_err(|_| Error::forbidden("Wrong username or password."))?;
+        Ok(self.account_page_open(&user_id))
+    }
+
+    /// A new browser session for `user_id`, who proved it is them (a
+    /// password, an SSO provider); its cookie value.
+    pub fn account_page_open(&self, user_id: &ruma::UserId) -> String {
         let id = utils::random_string(32);
         let mut sessions = utils::locked(&self.account_sessions.sessions);
         make_room(&mut sessions, |s| s.expires_at);
         sessions.insert(
             id.clone(),
             AccountSession {
-                user_id,
+                user_id: user_id.to_owned(),
                 form_token: utils::random_string(32),
                 expires_at: Instant::now() + SESSION_LIFETIME,
             },
         );
-        Ok(id)
+        id
     }
 
     /// The browser session behind a cookie, while it lasts and its

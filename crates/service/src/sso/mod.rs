@@ -149,6 +149,9 @@ pub enum Purpose {
     },
     /// Signing in for an OAuth 2.0 client's authorization (upstream SSO).
     OAuth { authorization: String },
+    /// Signing in to the account management page, which then shows what
+    /// `query` asks for.
+    AccountPage { query: String },
 }
 
 /// Where a sign-in goes once the account is known.
@@ -158,6 +161,8 @@ enum Then {
     LoginToken(String),
     /// A code to the OAuth client of this authorization.
     OAuthCode(String),
+    /// The account page, with this query.
+    AccountPage(String),
 }
 
 struct Flow {
@@ -193,6 +198,9 @@ pub enum Outcome {
     /// Straight back to an OAuth client, whose page the person saw before
     /// leaving for the provider.
     Redirect(String),
+    /// Signed in to the account page: its session (a cookie), and the
+    /// query to show it with.
+    AccountPage { session: String, query: String },
 }
 
 /// The username form of a new identity.
@@ -569,6 +577,13 @@ impl Services {
                 identity,
                 Then::OAuthCode(authorization),
             ),
+            Purpose::AccountPage { query } => match known {
+                Some(user_id) => self.sso_continue(user_id, &Then::AccountPage(query)),
+                None => Err(SsoError::new(
+                    403,
+                    format!("This {name} account is not linked to an account on this server."),
+                )),
+            },
         }
     }
 
@@ -663,6 +678,12 @@ impl Services {
                 return Ok(Outcome::Redirect(
                     self.oauth_signed_in(authorization, &user_id)?,
                 ));
+            }
+            Then::AccountPage(query) => {
+                return Ok(Outcome::AccountPage {
+                    session: self.account_page_open(&user_id),
+                    query: query.clone(),
+                });
             }
         };
         let token = self.sso.issue_login_token(&user_id)?;
