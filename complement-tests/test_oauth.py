@@ -325,6 +325,11 @@ def test_code_exchange_refusals(server):
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
     assert whoami(server, token).json()["errcode"] == "M_UNKNOWN_TOKEN"
     assert exchange(server, client, "made-up", verifier).json()["error"] == "invalid_grant"
+    # A code not yet exchanged when the user logs out everywhere is dropped.
+    code = fresh_code("CODEDEV002")
+    login = server.login("carol").json()
+    assert server.request("POST", f"{CS}/logout/all", token=login["access_token"]).status_code == 200
+    assert exchange(server, client, code, verifier).json()["error"] == "invalid_grant"
 
 
 def test_sign_up_with_an_invite_link(make_server):

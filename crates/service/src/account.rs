@@ -28,6 +28,9 @@ impl Services {
             }
             Ok(())
         })?;
+        if logout_devices {
+            self.oauth_forget_codes(user_id);
+        }
         self.announce_removed_devices(self.db.batch(), user_id, &removed)?;
         tracing::info!(%user_id, "password changed");
         Ok(())
@@ -36,6 +39,7 @@ impl Services {
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         let _lock = self.user_locks.lock(user_id).await;
         let removed = self.users.deactivate(user_id, &self.devices)?;
+        self.oauth_forget_codes(user_id);
         self.announce_removed_devices(self.db.batch(), user_id, &removed)?;
         tracing::info!(%user_id, "account deactivated");
         Ok(())
@@ -75,6 +79,7 @@ impl Services {
         let _lock = self.user_locks.lock(user_id).await;
         let mut batch = self.db.batch();
         let removed = self.devices.remove_all_into(&mut batch, user_id, None)?;
+        self.oauth_forget_codes(user_id);
         self.announce_removed_devices(batch, user_id, &removed)
     }
 

@@ -258,7 +258,7 @@ impl Services {
                 "org.matrix.sessions_list", "org.matrix.session_view", "org.matrix.session_end",
             ],
         });
-        if self.registration_open().is_ok() {
+        if self.registration_flows().is_ok() {
             metadata["prompt_values_supported"] = json!(["create"]);
         }
         metadata
@@ -464,6 +464,12 @@ impl Services {
         Ok(url)
     }
 
+    /// Drops the codes not yet exchanged of a user whose password changed,
+    /// who logged out everywhere or was deactivated.
+    pub(crate) fn oauth_forget_codes(&self, user_id: &UserId) {
+        utils::locked(&self.oauth.codes).retain(|_, c| c.user_id != user_id);
+    }
+
     /// The password form: the code's redirect, or why not (a wrong
     /// password counts; after a few the authorization is dropped).
     pub async fn oauth_password_login(
@@ -489,7 +495,12 @@ impl Services {
             None => Err(crate::Error::forbidden("Invalid username or password.")),
         };
         match (checked, user_id) {
-            (Ok(()), Some(user_id)) => self.oauth_signed_in(id, &user_id),
+            (Ok(()), Some(user_id)) => {
+                // Under the user's lock, as `/login`: a password change that
+                // lands meanwhile comes first (and drops the code) or after.
+                let _lock = self.user_locks.lock(&user_id).await;
+                self.oauth_signed_in(id, &user_id)
+            }
             _ => {
                 let mut authorizations = utils::locked(&self.oauth.authorizations);
                 if let Some(pending) = authorizations.get_mut(id) {
