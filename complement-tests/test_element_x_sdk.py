@@ -46,7 +46,9 @@ def scenario(base_url: str, name: str):
         for _ in range(10):
             page = sdk.run(f"paginate {old} 20")
             seen = [m["body"] for m in page["messages"]]
-            if page["hit_start"]:
+            # The SDK may say it hit the start before its items show the
+            # last page (seen once in CI): ask again, which reads them anew.
+            if page["hit_start"] and seen[:1] == ["history 0"]:
                 break
         assert seen[:2] == ["history 0", "history 1"] and seen[-1] == "bump", seen
         assert seen == [f"history {i}" for i in range(30)] + ["bump"]
