@@ -87,6 +87,11 @@ impl Services {
         active.then_some(session)
     }
 
+    /// Ends every page sign-in of `user_id` (a password change, logout-all).
+    pub(crate) fn account_page_forget(&self, user_id: &ruma::UserId) {
+        utils::locked(&self.account_sessions.sessions).retain(|_, s| s.user_id != user_id);
+    }
+
     /// Signs the page out.
     pub fn account_page_logout(&self, id: &str) {
         utils::locked(&self.account_sessions.sessions).remove(id);

@@ -282,7 +282,10 @@ pub fn check_metadata(body: &JsonValue, issued_at: u64) -> Result<ClientRecord, 
         .map(str::to_owned)
         .collect();
     // Both, as the spec asks: tokens here are short-lived and need refreshing.
-    if grant_types.len() < GRANT_TYPES.len() {
+    if !GRANT_TYPES
+        .iter()
+        .all(|g| grant_types.iter().any(|have| have == g))
+    {
         return Err(invalid(
             "grant_types must include authorization_code and refresh_token",
         ));

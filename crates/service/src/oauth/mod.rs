@@ -468,6 +468,7 @@ impl Services {
     /// who logged out everywhere or was deactivated.
     pub(crate) fn oauth_forget_codes(&self, user_id: &UserId) {
         utils::locked(&self.oauth.codes).retain(|_, c| c.user_id != user_id);
+        self.account_page_forget(user_id);
     }
 
     /// The password form: the code's redirect, or why not (a wrong
@@ -490,18 +491,21 @@ impl Services {
             ));
         }
         let user_id = self.users.resolve_login_name(username.trim());
+        // Under the user's lock, as `/login`: a password change that lands
+        // meanwhile comes first (and this check fails) or after (and drops
+        // the code).
+        let lock = match &user_id {
+            Some(user_id) => Some(self.user_locks.lock(user_id).await),
+            None => None,
+        };
         let checked = match &user_id {
             Some(user_id) => self.users.check_password(user_id, password).await,
             None => Err(crate::Error::forbidden("Invalid username or password.")),
         };
         match (checked, user_id) {
-            (Ok(()), Some(user_id)) => {
-                // Under the user's lock, as `/login`: a password change that
-                // lands meanwhile comes first (and drops the code) or after.
-                let _lock = self.user_locks.lock(&user_id).await;
-                self.oauth_signed_in(id, &user_id)
-            }
+            (Ok(()), Some(user_id)) => self.oauth_signed_in(id, &user_id),
             _ => {
+                drop(lock);
                 let mut authorizations = utils::locked(&self.oauth.authorizations);
                 if let Some(pending) = authorizations.get_mut(id) {
                     pending.password_failures += 1;
