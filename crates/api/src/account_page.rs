@@ -11,8 +11,8 @@ use std::{fmt::Write, net::SocketAddr, sync::Arc};
 use axum::{
     Form,
     extract::{ConnectInfo, Path, Query, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, StatusCode},
+    response::Response,
     routing::{get, post},
 };
 use conduit_service::{
@@ -24,7 +24,10 @@ use serde::Deserialize;
 
 use crate::{
     html::{escape, page, utc},
-    sso_pages::{error_page, limited, see_other, single_cookie, start_at_provider},
+    sso_pages::{
+        error_page, limited, provider_links, secure, see_other, single_cookie, start_at_provider,
+        with_cookie,
+    },
 };
 
 pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>> {
@@ -37,10 +40,6 @@ pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>
         )
         .route(&format!("{ACCOUNT_PATH}/logout"), post(logout))
         .route(&format!("{ACCOUNT_PATH}/sso/{{idp}}"), get(sso))
-}
-
-fn secure(services: &Services) -> bool {
-    services.config.client_base_url().starts_with("https://")
 }
 
 /// Behind https the cookie is `__Host-` prefixed, so no subdomain can set it.
@@ -115,19 +114,10 @@ fn login_page(services: &Services, wanted: &Wanted, error: Option<&str>) -> Resp
 
 /// "Continue with …" for each SSO provider, for accounts linked there.
 fn provider_buttons(services: &Services, wanted: &Wanted) -> String {
-    let query = escape(&wanted.query());
-    let buttons: String = services
-        .sso
-        .providers()
-        .map(|p| {
-            format!(
-                "<p class=\"idp\"><a class=\"button\" id=\"idp-{id}\" \
-                 href=\"{ACCOUNT_PATH}/sso/{id}?{query}\">Continue with {name}</a></p>",
-                id = escape(&p.id),
-                name = escape(&p.name),
-            )
-        })
-        .collect();
+    let query = wanted.query();
+    let buttons = provider_links(services.sso.providers(), |id| {
+        format!("{ACCOUNT_PATH}/sso/{id}?{query}")
+    });
     if buttons.is_empty() {
         return buttons;
     }
@@ -153,16 +143,8 @@ async fn sso(
 
 /// After a sign-in: the page asked for, with the session's cookie.
 pub(crate) fn signed_in(services: &Services, session: &str, query: &str) -> Response {
-    let mut response = see_other(&format!("{ACCOUNT_PATH}?{query}"));
-    let cookie = format!(
-        "{}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age=900{}",
-        cookie_name(services),
-        if secure(services) { "; Secure" } else { "" }
-    );
-    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
-    }
-    response
+    let response = see_other(&format!("{ACCOUNT_PATH}?{query}"));
+    with_cookie(services, response, cookie_name(services), session, 900)
 }
 
 fn devices_page(services: &Services, session: &AccountSession, wanted: &Wanted) -> Response {
@@ -345,14 +327,11 @@ async fn logout(
     if let Some((id, _)) = checked_session(&services, &headers, &fields.form_token) {
         services.account_page_logout(&id);
     }
-    let mut response = see_other(ACCOUNT_PATH);
-    let cookie = format!(
-        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+    with_cookie(
+        &services,
+        see_other(ACCOUNT_PATH),
         cookie_name(&services),
-        if secure(&services) { "; Secure" } else { "" }
-    );
-    if let Ok(cookie) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
-    }
-    response.into_response()
+        "",
+        0,
+    )
 }

@@ -54,7 +54,7 @@ pub fn routes(router: axum::Router<Arc<Services>>) -> axum::Router<Arc<Services>
 
 /// Whether people reach this server over https (then the cookie is `Secure`
 /// and `__Host-` prefixed).
-fn secure(services: &Services) -> bool {
+pub(crate) fn secure(services: &Services) -> bool {
     services.config.client_base_url().starts_with("https://")
 }
 
@@ -81,22 +81,50 @@ pub(crate) fn single_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'
     first
 }
 
-/// Sets the cookie that ties sign-in steps to this browser.
-pub(crate) fn with_browser_cookie(
+/// Sets cookie `name` (HttpOnly, `SameSite=Lax` so a provider's redirect
+/// back carries it, `Secure` behind https) for `max_age` seconds; 0 clears it.
+pub(crate) fn with_cookie(
     services: &Services,
     mut response: Response,
-    browser: &str,
+    name: &str,
+    value: &str,
+    max_age: u32,
 ) -> Response {
-    let secure = secure(services);
     let cookie = format!(
-        "{}={browser}; Path=/; HttpOnly; SameSite=Lax; Max-Age=1800{}",
-        sso::browser_cookie_name(secure),
-        if secure { "; Secure" } else { "" }
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+        if secure(services) { "; Secure" } else { "" }
     );
     if let Ok(cookie) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// Sets the cookie that ties sign-in steps to this browser.
+pub(crate) fn with_browser_cookie(
+    services: &Services,
+    response: Response,
+    browser: &str,
+) -> Response {
+    let name = sso::browser_cookie_name(secure(services));
+    with_cookie(services, response, name, browser, 1800)
+}
+
+/// One "Continue with …" link per provider, leading to `href(id)`.
+pub(crate) fn provider_links<'a>(
+    providers: impl Iterator<Item = &'a sso::config::ProviderConfig>,
+    href: impl Fn(&str) -> String,
+) -> String {
+    providers
+        .map(|p| {
+            format!(
+                "<p class=\"idp\"><a class=\"button\" id=\"idp-{id}\" href=\"{href}\">Continue with {name}</a></p>",
+                id = escape(&p.id),
+                href = escape(&href(&p.id)),
+                name = escape(&p.name),
+            )
+        })
+        .collect()
 }
 
 /// `302` to the provider, setting the cookie that ties the flow to this browser.
@@ -223,17 +251,9 @@ async fn redirect(
         several => {
             let encoded: String =
                 url::form_urlencoded::byte_serialize(redirect_url.as_bytes()).collect();
-            let links: String = several
-                .iter()
-                .map(|p| {
-                    format!(
-                        "<p class=\"idp\"><a class=\"button\" id=\"idp-{id}\" \
-                         href=\"/_matrix/client/v3/login/sso/redirect/{id}?redirectUrl={encoded}\">Continue with {name}</a></p>",
-                        id = escape(&p.id),
-                        name = escape(&p.name),
-                    )
-                })
-                .collect();
+            let links = provider_links(several.iter().copied(), |id| {
+                format!("/_matrix/client/v3/login/sso/redirect/{id}?redirectUrl={encoded}")
+            });
             Ok(page(
                 StatusCode::OK,
                 "Choose how to sign in",
@@ -510,16 +530,9 @@ async fn reauth_page(
         Err(e) => return error_page(&services, &SsoError::from(e)),
     };
     let session: String = url::form_urlencoded::byte_serialize(session.as_bytes()).collect();
-    let links: String = providers
-        .iter()
-        .map(|p| {
-            format!(
-                "<p><a class=\"button\" id=\"idp-{id}\" href=\"{REAUTH_PATH}/{id}?session={session}\">Continue with {name}</a></p>",
-                id = escape(&p.id),
-                name = escape(&p.name),
-            )
-        })
-        .collect();
+    let links = provider_links(providers.iter(), |id| {
+        format!("{REAUTH_PATH}/{id}?session={session}")
+    });
     page(
         StatusCode::OK,
         "Confirm it is you",

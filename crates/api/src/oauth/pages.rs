@@ -24,7 +24,8 @@ use serde::Deserialize;
 use crate::{
     html::{error_text, escape, page, page_with_policy, policy_with_form_target},
     sso_pages::{
-        browser_cookie, error_page, limited, see_other, start_at_provider, with_browser_cookie,
+        browser_cookie, error_page, limited, provider_links, see_other, start_at_provider,
+        with_browser_cookie,
     },
 };
 
@@ -163,20 +164,13 @@ fn error_line(error: Option<&str>) -> String {
 /// Buttons for the SSO providers (those that may create accounts, on the
 /// sign-up page).
 fn provider_buttons(services: &Services, view: &AuthorizationView, signing_up: bool) -> String {
-    let buttons: String = services
+    let providers = services
         .sso
         .providers()
-        .filter(|p| !signing_up || p.allow_registration)
-        .map(|p| {
-            format!(
-                "<p class=\"idp\"><a class=\"button\" id=\"idp-{id}\" \
-                 href=\"{SSO_PATH}/{id}?authorization={auth}\">Continue with {name}</a></p>",
-                id = escape(&p.id),
-                name = escape(&p.name),
-                auth = escape(&view.id),
-            )
-        })
-        .collect();
+        .filter(|p| !signing_up || p.allow_registration);
+    let buttons = provider_links(providers, |id| {
+        format!("{SSO_PATH}/{id}?authorization={}", view.id)
+    });
     if buttons.is_empty() {
         return buttons;
     }

@@ -163,6 +163,28 @@ pub struct AuthorizationView {
     pub browser: String,
 }
 
+impl AuthorizationView {
+    fn of(
+        id: String,
+        client: ClientRecord,
+        redirect_uri: String,
+        browser: String,
+        create: bool,
+    ) -> Self {
+        Self {
+            id,
+            client_name: client.display_name(),
+            client_uri: client.client_uri,
+            redirect_uri,
+            tos_uri: client.tos_uri,
+            policy_uri: client.policy_uri,
+            create,
+            username_hint: None,
+            browser,
+        }
+    }
+}
+
 struct Code {
     authorization: Authorization,
     user_id: OwnedUserId,
@@ -376,19 +398,11 @@ impl Services {
             make_room(&mut authorizations, |a| a.expires_at);
             authorizations.insert(id.clone(), pending);
         }
-        Ok(AuthorizationView {
-            id,
-            client_name: client.display_name(),
-            client_uri: client.client_uri,
-            redirect_uri: redirect_uri.to_owned(),
-            tos_uri: client.tos_uri,
-            policy_uri: client.policy_uri,
-            create,
-            username_hint: params
-                .login_hint
-                .and_then(|h| hinted_localpart(h, self.config.server_name.as_str())),
-            browser,
-        })
+        let mut view = AuthorizationView::of(id, client, redirect_uri.to_owned(), browser, create);
+        view.username_hint = params
+            .login_hint
+            .and_then(|h| hinted_localpart(h, self.config.server_name.as_str()));
+        Ok(view)
     }
 
     /// A waiting authorization, as its page shows it.
@@ -400,17 +414,13 @@ impl Services {
     ) -> Option<AuthorizationView> {
         let pending = self.oauth_pending(id, browser)?;
         let client = self.oauth_client(&pending.client_id).ok()??;
-        Some(AuthorizationView {
-            id: id.to_owned(),
-            client_name: client.display_name(),
-            client_uri: client.client_uri,
-            redirect_uri: pending.redirect_uri,
-            tos_uri: client.tos_uri,
-            policy_uri: client.policy_uri,
+        Some(AuthorizationView::of(
+            id.to_owned(),
+            client,
+            pending.redirect_uri,
+            pending.browser,
             create,
-            username_hint: None,
-            browser: pending.browser,
-        })
+        ))
     }
 
     /// A waiting authorization, asked for from the browser it is bound to.
