@@ -189,7 +189,27 @@ async fn serve_async(config: Config) -> Result<(), String> {
         services.config.server_name,
         listener.local_addr().map_err(|e| e.to_string())?
     );
+    let metrics = match services.config.metrics_address {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {address}: {e}"))?;
+            tracing::info!("serving metrics on http://{address}/metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics_task = metrics.map(|listener| {
+        let mut stopped = stopped.clone();
+        tokio::spawn(conduit_api::serve_metrics(
+            services.clone(),
+            listener,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ))
+    });
     let tls_task = tls.map(|listener| {
         let mut stopped = stopped.clone();
         tokio::spawn(conduit_api::serve_tls(
@@ -200,13 +220,18 @@ async fn serve_async(config: Config) -> Result<(), String> {
             },
         ))
     });
+    let stopping = services.clone();
     conduit_api::serve(services, listener, async move {
         shutdown_signal().await;
+        // Health checks fail from now on, while open requests finish.
+        stopping
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = stop.send(true);
     })
     .await
     .map_err(|e| format!("server error: {e}"))?;
-    if let Some(task) = tls_task {
+    for task in [tls_task, metrics_task].into_iter().flatten() {
         let _ = task.await;
     }
     tracing::info!("stopped");

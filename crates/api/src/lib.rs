@@ -5,6 +5,7 @@ mod account_page;
 mod admin;
 mod client;
 mod error;
+mod health;
 mod html;
 mod invite_page;
 mod middleware;
@@ -32,15 +33,18 @@ pub fn router(services: Arc<Services>) -> Router {
         .route("/.well-known/matrix/client", get(well_known::client))
         .route("/.well-known/matrix/server", get(well_known::server));
     let router = account_page::routes(oauth::routes(sso_pages::routes(invite_page::routes(
-        admin::routes(server::routes(router)),
+        admin::routes(server::routes(health::routes(router))),
     ))));
     client::routes(router)
         .fallback(error::unrecognized_path)
         .method_not_allowed_fallback(error::unrecognized_method)
-        .with_state(services)
+        .with_state(services.clone())
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(middleware::cors())
-        .layer(axum::middleware::from_fn(middleware::log_request))
+        .layer(axum::middleware::from_fn_with_state(
+            services,
+            middleware::log_request,
+        ))
 }
 
 /// Serves over TLS until `shutdown` resolves.
@@ -52,6 +56,17 @@ pub async fn serve_tls(
     use axum::serve::ListenerExt;
     let app = router(services).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener.tap_io(|_| {}), app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `/metrics` (and the health check) until `shutdown` resolves.
+pub async fn serve_metrics(
+    services: Arc<Services>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, health::metrics_router(services))
         .with_graceful_shutdown(shutdown)
         .await
 }

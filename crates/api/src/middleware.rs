@@ -1,13 +1,14 @@
 //! What wraps every request: a log line, CORS, and a last-resort answer to panics.
 
-use std::{any::Any, time::Instant};
+use std::{any::Any, sync::Arc, time::Instant};
 
 use axum::{
     Json,
-    extract::Request,
+    extract::{MatchedPath, Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use conduit_service::{Services, metrics::Endpoint};
 use http::{HeaderName, Method, StatusCode, header};
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -31,16 +32,47 @@ fn redact_secrets(path: &str) -> String {
 }
 
 /// One line per request at info: method, path (never the query, which may
-/// hold an access token), status, and time taken.
-pub async fn log_request(request: Request, next: Next) -> Response {
+/// hold an access token), status, and time taken; and the request counted
+/// in the metrics under its route (never the path, which holds ids).
+pub async fn log_request(
+    State(services): State<Arc<Services>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let method = request.method().clone();
     let path = redact_secrets(request.uri().path());
+    let endpoint = match request.extensions().get::<MatchedPath>() {
+        Some(route) => Endpoint(route.as_str().into()),
+        None => Endpoint(UNMATCHED.clone()),
+    };
     let response = next.run(request).await;
+    let took = start.elapsed();
     let status = response.status().as_u16();
-    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    let ms = took.as_secs_f64() * 1000.0;
     tracing::info!(target: "conduit::request", "{method} {path} {status} {ms:.1}ms");
+    services
+        .metrics
+        .request(endpoint, method_label(&method), status, took);
     response
+}
+
+/// The label of requests no route took.
+static UNMATCHED: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "unmatched".into());
+
+/// The standard verbs by name, any other as "other": a client cannot grow
+/// the metrics' label set.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
 }
 
 /// CORS as the client-server spec asks: any origin (Element Web runs in a browser).

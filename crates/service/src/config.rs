@@ -81,6 +81,9 @@ pub struct Config {
     /// Whether other servers may list this server's room directory.
     pub allow_public_rooms_over_federation: bool,
     pub log: String,
+    /// Where `/metrics` is served (e.g. `127.0.0.1:9090`); off when unset,
+    /// and never on the client or federation port.
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// Lifetime of an access token issued together with a refresh token, in seconds.
     pub refreshable_access_token_lifetime: u64,
     /// How long a user-interactive auth session (and the registration-token
@@ -173,6 +176,7 @@ impl Config {
             federation_timeout: 60,
             allow_public_rooms_over_federation: false,
             log: "info".into(),
+            metrics_address: None,
             refreshable_access_token_lifetime: 300,
             to_device_queue_limit: 10_000,
             media_path: None,

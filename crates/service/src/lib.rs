@@ -14,6 +14,7 @@ pub mod federation;
 pub mod filters;
 pub mod invites;
 pub mod media;
+pub mod metrics;
 pub mod oauth;
 pub mod openid;
 pub mod presence;
@@ -101,6 +102,9 @@ pub struct Services {
     pub account_sessions: account_page::AccountSessions,
     pub sso: Sso,
     pub federation: federation::Federation,
+    pub metrics: metrics::Metrics,
+    /// Set when the server begins to stop: the health check fails from then on.
+    pub shutting_down: std::sync::atomic::AtomicBool,
     /// Held while one-time keys are claimed: each goes to one claimer.
     pub(crate) key_claims: std::sync::Mutex<()>,
     pub(crate) to_device_pending: e2ee::to_device::PendingCounts,
@@ -134,6 +138,8 @@ impl Services {
         let services = Arc::new(Self {
             sso,
             federation,
+            metrics: metrics::Metrics::default(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             server_keys,
             short_ids,
             user_locks: UserLocks::new(256),

@@ -102,6 +102,11 @@ impl Stream {
         self.position.subscribe()
     }
 
+    /// How many long-polls wait for a new position now.
+    pub fn waiters(&self) -> usize {
+        self.position.receiver_count()
+    }
+
     /// Records a change of `user`'s at `position` (call it from a
     /// `written` closure, before the position is published).
     pub(crate) fn mark_user(&self, user: &str, position: u64) {

@@ -273,6 +273,7 @@ impl Services {
             // The members of the state the join came with.
             state_memberships: &memberships,
         })?;
+        self.metrics.event(true);
         if let Ok(user) = <&UserId>::try_from(pdu.sender.as_str()) {
             self.drop_remote_invite(user, room_id)?;
         }

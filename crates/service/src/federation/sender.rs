@@ -35,6 +35,9 @@ const PDU_TEXTS_KEPT: usize = 256;
 struct DestinationState {
     running: bool,
     failures: u32,
+    /// Why the last transaction failed: repeats of the same reason are
+    /// logged at debug, so a server that is down makes one warning.
+    last_error: Option<String>,
     wake: Arc<Notify>,
     edus: VecDeque<JsonValue>,
     /// Queue positions below these were delivered: scans start there, not
@@ -196,21 +199,40 @@ impl Services {
                     if let Err(e) = self.delete_delivered(&destination, &pdus, &stored_edus) {
                         tracing::error!(%destination, "cannot update the federation queue: {e}");
                     }
-                    self.set_failures(&destination, 0);
+                    let failed = self.clear_failures(&destination);
+                    if failed > 0 {
+                        tracing::info!(
+                            %destination,
+                            "federation works again after {failed} failed transactions"
+                        );
+                    }
                 }
                 Err(FedError::Denied(_)) => {
                     // Federation with it was turned off: what waits is dropped.
                     let _ = self.delete_delivered(&destination, &pdus, &stored_edus);
                 }
                 Err(e) => {
-                    let failures = self.record_failure(&destination, edus);
+                    self.metrics.federation_failure(destination.as_str());
+                    let reason = e.to_string();
+                    let (failures, new_reason) = self.record_failure(&destination, edus, &reason);
                     let backoff = Duration::from_secs(1u64 << failures.min(17)).min(MAX_BACKOFF);
-                    tracing::info!(
-                        %destination,
-                        pdus = pdus.len(),
-                        retry_in_s = backoff.as_secs(),
-                        "federation transaction failed: {e}"
-                    );
+                    if new_reason {
+                        tracing::warn!(
+                            %destination,
+                            pdus = pdus.len(),
+                            failures,
+                            retry_in_s = backoff.as_secs(),
+                            "federation transaction failed: {reason}"
+                        );
+                    } else {
+                        tracing::debug!(
+                            %destination,
+                            pdus = pdus.len(),
+                            failures,
+                            retry_in_s = backoff.as_secs(),
+                            "federation transaction failed again: {reason}"
+                        );
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = wake.notified() => {}
@@ -315,16 +337,25 @@ impl Services {
         }
     }
 
-    fn set_failures(&self, destination: &ServerName, failures: u32) {
-        if let Some(state) =
-            utils::locked(&self.federation.sender.destinations).get_mut(destination)
-        {
-            state.failures = failures;
+    /// Forgets the failures of a destination that took a transaction; how many there were.
+    fn clear_failures(&self, destination: &ServerName) -> u32 {
+        match utils::locked(&self.federation.sender.destinations).get_mut(destination) {
+            Some(state) => {
+                state.last_error = None;
+                std::mem::take(&mut state.failures)
+            }
+            None => 0,
         }
     }
 
-    /// Counts a failure and puts the EDUs back in front; the new count.
-    fn record_failure(&self, destination: &ServerName, edus: Vec<JsonValue>) -> u32 {
+    /// Counts a failure and puts the EDUs back in front; the new count,
+    /// and whether `reason` differs from the last failure's.
+    fn record_failure(
+        &self,
+        destination: &ServerName,
+        edus: Vec<JsonValue>,
+        reason: &str,
+    ) -> (u32, bool) {
         let mut destinations = utils::locked(&self.federation.sender.destinations);
         let state = destinations.entry(destination.to_owned()).or_default();
         for edu in edus.into_iter().rev() {
@@ -333,7 +364,11 @@ impl Services {
             }
         }
         state.failures = state.failures.saturating_add(1);
-        state.failures
+        let new_reason = state.last_error.as_deref() != Some(reason);
+        if new_reason {
+            state.last_error = Some(reason.to_owned());
+        }
+        (state.failures, new_reason)
     }
 
     fn delete_delivered(

@@ -227,6 +227,7 @@ impl Services {
             transaction,
             state_memberships: &[],
         })?;
+        self.metrics.event(true);
         for destination in &destinations {
             self.wake_sender(destination);
         }

@@ -407,6 +407,7 @@ impl Services {
             transaction: None,
             state_memberships: &memberships,
         })?;
+        self.metrics.event(false);
         Ok(())
     }
 
