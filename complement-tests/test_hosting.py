@@ -1,10 +1,13 @@
 """What an admin watches the server with: the health check and /metrics."""
 
 import re
+import subprocess
+import threading
+import time
 
 import requests
 
-from conftest import free_port, unique
+from conftest import binary, free_port, unique
 
 CS = "/_matrix/client/v3"
 
@@ -69,3 +72,75 @@ def test_metrics_after_a_workload_on_their_own_port_only(make_server):
 def test_metrics_are_off_by_default(server):
     assert "serving metrics" not in server.log()
     assert server.request("GET", "/metrics").status_code == 404
+
+
+def run_cli(env: dict, cwd, *words) -> subprocess.CompletedProcess:
+    return subprocess.run([str(binary()), *words], env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_backup_while_a_writer_sends_then_restore(make_server, tmp_path):
+    server = make_server()
+    token = server.register(unique())["access_token"]
+    room = server.request("POST", f"{CS}/createRoom", token=token, json={}).json()["room_id"]
+    picture = b"not really a picture " * 100
+    r = server.request("POST", "/_matrix/media/v3/upload", token=token, data=picture,
+                       headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 200, r.text
+    mxc = r.json()["content_uri"]
+
+    acknowledged: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            r = server.request("PUT", f"{CS}/rooms/{room}/send/m.room.message/w{i}", token=token,
+                               json={"msgtype": "m.text", "body": f"message {i}"})
+            assert r.status_code == 200, r.text
+            acknowledged.append((time.monotonic(), r.json()["event_id"]))
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    backup = tmp_path / "backup"
+    result = run_cli(server.env, server.data_dir, "db", "backup", str(backup))
+    time.sleep(0.5)
+    stop.set()
+    thread.join()
+    assert result.returncode == 0, result.stderr
+    assert "backup written" in result.stdout
+    before = [event for at, event in acknowledged if at < started]
+    assert len(before) > 5, "the writer was sending"
+    # A second backup into the same directory is refused, changing nothing.
+    again = run_cli(server.env, server.data_dir, "db", "backup", str(backup))
+    assert again.returncode != 0 and "not empty" in again.stderr
+
+    restored_dir = tmp_path / "restored"
+    restored_dir.mkdir()
+    restored = make_server({"CONDUIT_DATABASE_PATH": str(restored_dir / "db")}, start=False, data_dir=restored_dir)
+    result = run_cli(restored.env, restored_dir, "db", "restore", str(backup))
+    assert result.returncode == 0, result.stderr
+    # Restoring over a database is refused.
+    again = run_cli(restored.env, restored_dir, "db", "restore", str(backup))
+    assert again.returncode != 0 and "already exists" in again.stderr
+    restored.start()
+
+    for event in before:
+        r = restored.request("GET", f"{CS}/rooms/{room}/event/{event}", token=token)
+        assert r.status_code == 200, (event, r.text)
+    media = mxc.removeprefix("mxc://")
+    r = restored.request("GET", f"/_matrix/client/v1/media/download/{media}", token=token)
+    assert r.status_code == 200 and r.content == picture
+
+
+def test_backup_of_a_stopped_server(make_server, tmp_path):
+    server = make_server()
+    token = server.register(unique())["access_token"]
+    server.stop()
+    result = run_cli(server.env, server.data_dir, "db", "backup", str(tmp_path / "b"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "b" / "db" / "CURRENT").exists()
+    server.start()
+    assert server.request("GET", f"{CS}/account/whoami", token=token).status_code == 200

@@ -48,6 +48,22 @@ pub fn answer(services: &Services, words: Vec<String>) -> (bool, String) {
 
 /// Listens on the socket for as long as the server runs. A server that
 /// cannot make it still serves (the CLI then says it cannot reach it).
+/// The socket's own request besides admin commands: a backup of the
+/// running server (only its OS user can reach the socket, unlike the
+/// admin room, so only it may name a directory to write).
+pub const BACKUP: &str = "db-backup";
+
+fn answer_socket(services: &Services, words: Vec<String>) -> (bool, String) {
+    match words.as_slice() {
+        [first, dir] if first == BACKUP => {
+            let done =
+                crate::backup::backup(&services.db, &services.config.media_dir(), Path::new(dir));
+            (done.is_ok(), done.unwrap_or_else(|e| e))
+        }
+        _ => answer(services, words),
+    }
+}
+
 pub fn listen(services: Arc<Services>) {
     if let Err(e) = bind_and_serve(services.clone()) {
         tracing::warn!(
@@ -86,7 +102,7 @@ fn bind_and_serve(services: Arc<Services>) -> std::io::Result<()> {
                 let (ok, output) = match serde_json::from_str::<Vec<String>>(&line) {
                     Ok(words) => {
                         let services = services.clone();
-                        tokio::task::spawn_blocking(move || answer(&services, words))
+                        tokio::task::spawn_blocking(move || answer_socket(&services, words))
                             .await
                             .unwrap_or_else(|_| (false, "the command failed".to_owned()))
                     }
@@ -101,10 +117,14 @@ fn bind_and_serve(services: Arc<Services>) -> std::io::Result<()> {
 }
 
 /// Sends a command to a running server: `None` when none listens here.
-pub fn send(database_path: &Path, words: &[String]) -> Option<Result<(bool, String), String>> {
+pub fn send(
+    database_path: &Path,
+    words: &[String],
+    timeout: Duration,
+) -> Option<Result<(bool, String), String>> {
     let stream = UnixStream::connect(path(database_path)).ok()?;
     let exchange = || -> std::io::Result<(bool, String)> {
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        stream.set_read_timeout(Some(timeout))?;
         let mut writer = &stream;
         writer.write_all(format!("{}\n", json!(words)).as_bytes())?;
         let mut line = String::new();

@@ -2,7 +2,7 @@
 //! and invites, on a running or a stopped server) and `db` for looking
 //! into a stopped server's database.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 use conduit_service::{Config, Services, admin_commands::AdminCommand, config::Loaded};
@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run the homeserver (the default).
     Serve,
-    /// Look into the database of a stopped server.
+    /// Look into the database of a stopped server; back it up or restore it.
     #[command(subcommand)]
     Db(DbCommand),
     /// Admin commands (`conduit admin token create --uses 1`, `conduit admin
@@ -51,6 +51,12 @@ enum DbCommand {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Back up the database and media into DIR (new or empty), while the
+    /// server runs or not.
+    Backup { dir: PathBuf },
+    /// Restore a backup made by `db backup` into this config's (new, empty)
+    /// database_path and media directory.
+    Restore { from: PathBuf },
 }
 
 pub fn run() -> ExitCode {
@@ -69,6 +75,11 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// How long `conduit admin` waits for the running server's answer.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `conduit db backup` waits for it (media files may be copied).
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
 fn admin(config: Config, words: Vec<String>) -> ExitCode {
     // Usage errors and --help are answered here, without a server.
     if let Err((is_help, text)) = AdminCommand::parse(&words) {
@@ -79,7 +90,7 @@ fn admin(config: Config, words: Vec<String>) -> ExitCode {
         eprint!("{text}");
         return ExitCode::FAILURE;
     }
-    let (ok, output) = match admin_socket::send(&config.database_path, &words) {
+    let (ok, output) = match admin_socket::send(&config.database_path, &words, ADMIN_TIMEOUT) {
         Some(Ok(reply)) => reply,
         Some(Err(e)) => (false, e),
         // No server here: work on its database, which must exist (a wrong
@@ -259,6 +270,46 @@ async fn shutdown_signal() {
 }
 
 fn db(config: Config, command: DbCommand) -> ExitCode {
+    let result = match command {
+        DbCommand::Backup { dir } => db_backup(&config, dir),
+        DbCommand::Restore { from } => {
+            crate::backup::restore(&from, &config.database_path, &config.media_dir())
+        }
+        command => return db_inspect(config, command),
+    };
+    match result {
+        Ok(done) => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("conduit: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A backup by the running server, or of the stopped server's database.
+fn db_backup(config: &Config, dir: PathBuf) -> Result<String, String> {
+    // The server's working directory is not ours.
+    let dir = std::path::absolute(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let words = [admin_socket::BACKUP.to_owned(), dir.display().to_string()];
+    match admin_socket::send(&config.database_path, &words, BACKUP_TIMEOUT) {
+        Some(Ok((true, done))) => Ok(done),
+        Some(Ok((false, e)) | Err(e)) => Err(e),
+        None if !config.database_path.join("CURRENT").exists() => Err(format!(
+            "there is no database at {}",
+            config.database_path.display()
+        )),
+        None => {
+            let db = Database::open(&config.database_path, conduit_service::tables::ALL, 8 << 20)
+                .map_err(|e| e.to_string())?;
+            crate::backup::backup(&db, &config.media_dir(), &dir)
+        }
+    }
+}
+
+fn db_inspect(config: Config, command: DbCommand) -> ExitCode {
     let cache = 8 << 20;
     let db = match Database::open(&config.database_path, conduit_service::tables::ALL, cache) {
         Ok(db) => db,
@@ -274,6 +325,7 @@ fn db(config: Config, command: DbCommand) -> ExitCode {
             Ok(())
         }),
         DbCommand::Scan { table, limit } => scan(&db, &table, limit),
+        DbCommand::Backup { .. } | DbCommand::Restore { .. } => unreachable!("handled in db()"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

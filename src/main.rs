@@ -1,6 +1,7 @@
 //! `conduit`: a small, fast Matrix homeserver. With no arguments it serves.
 
 mod admin_socket;
+mod backup;
 mod cli;
 
 use std::process::ExitCode;
