@@ -1,13 +1,19 @@
-"""What an admin watches the server with: the health check and /metrics."""
+"""Hosting: the health check, /metrics, backups, HTTPS with no reverse
+proxy (and certificate renewal), JSON logs."""
 
+import json
+import os
 import re
+import shutil
+import ssl
 import subprocess
 import threading
 import time
 
 import requests
 
-from conftest import binary, free_port, unique
+from conftest import ARTIFACTS, binary, free_port, unique
+from federation import make_certificate
 
 CS = "/_matrix/client/v3"
 
@@ -144,3 +150,89 @@ def test_backup_of_a_stopped_server(make_server, tmp_path):
     assert (tmp_path / "b" / "db" / "CURRENT").exists()
     server.start()
     assert server.request("GET", f"{CS}/account/whoami", token=token).status_code == 200
+
+
+def served_certificate(port: int) -> str:
+    return ssl.get_server_certificate(("127.0.0.1", port), timeout=5)
+
+
+def test_https_with_only_server_name_tls_and_ports(tmp_path):
+    """The config an admin writes for a server with no reverse proxy: both
+    APIs over HTTPS from one listener, and a renewed certificate served
+    without a restart."""
+    cert, key = make_certificate(tmp_path / "tls")
+    port, tls_port = free_port(), free_port()
+    config = tmp_path / "conduit.toml"
+    config.write_text(
+        "[global]\n"
+        f'server_name = "127.0.0.1:{tls_port}"\n'
+        f"port = {port}\n"
+        f"federation_port = {tls_port}\n"
+        f'tls = {{ certs = "{cert}", key = "{key}" }}\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+    log_path = ARTIFACTS / "test_https_with_only_server_name_tls_and_ports.log"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(binary()), "--config", str(config)], env=env, cwd=tmp_path,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"https://127.0.0.1:{tls_port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                r = requests.get(f"{base}/_matrix/client/versions", verify=str(cert), timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+        assert r.status_code == 200 and "v1.11" in r.json()["versions"]
+        r = requests.get(f"{base}/_matrix/federation/v1/version", verify=str(cert), timeout=5)
+        assert r.status_code == 200 and r.json()["server"]["name"]
+        r = requests.get(f"{base}/_matrix/key/v2/server", verify=str(cert), timeout=5)
+        assert r.json()["server_name"] == f"127.0.0.1:{tls_port}"
+        assert requests.get(f"{base}/_conduit/health", verify=str(cert), timeout=5).json()["status"] == "ok"
+        # A real client call over HTTPS: the first account, with the token the log offers.
+        token = re.search(r"registration token (\S+?);", log_path.read_text()).group(1)
+        body = {"username": "admin", "password": "correct horse battery",
+                "auth": {"type": "m.login.registration_token", "token": token}}
+        r = requests.post(f"{base}{CS}/register", json=body, verify=str(cert), timeout=30)
+        if r.status_code == 401:
+            body["auth"]["session"] = r.json()["session"]
+            r = requests.post(f"{base}{CS}/register", json=body, verify=str(cert), timeout=30)
+        assert r.status_code == 200, r.text
+        r = requests.get(f"{base}{CS}/account/whoami", verify=str(cert), timeout=5,
+                         headers={"Authorization": f"Bearer {r.json()['access_token']}"})
+        assert r.json()["user_id"] == f"@admin:127.0.0.1:{tls_port}"
+
+        # Renewal: new files in place, served within a few seconds, no restart.
+        before = served_certificate(tls_port)
+        new_cert, new_key = make_certificate(tmp_path / "renewed")
+        shutil.copy(new_key, key)
+        shutil.copy(new_cert, cert)
+        deadline = time.monotonic() + 20
+        while served_certificate(tls_port) == before:
+            assert time.monotonic() < deadline, "the renewed certificate was not served:\n" + log_path.read_text()
+            time.sleep(0.5)
+        assert ssl.PEM_cert_to_DER_cert(served_certificate(tls_port)) == \
+            ssl.PEM_cert_to_DER_cert(new_cert.read_text())
+        assert "TLS certificate reloaded" in log_path.read_text()
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_json_logs_one_object_per_line(make_server):
+    server = make_server({"CONDUIT_LOG_FORMAT": "json"}, start=False)
+    # The log is appended to: lines of an earlier run are not this one's.
+    server.log_path.unlink(missing_ok=True)
+    server.start()
+    assert server.request("GET", "/_matrix/client/versions").status_code == 200
+    server.stop()
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert all({"timestamp", "level", "fields"} <= record.keys() for record in records)
+    requests_logged = [r for r in records if r.get("target") == "conduit::request"]
+    assert any("GET /_matrix/client/versions 200" in r["fields"]["message"] for r in requests_logged), lines

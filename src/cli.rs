@@ -5,7 +5,11 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
-use conduit_service::{Config, Services, admin_commands::AdminCommand, config::Loaded};
+use conduit_service::{
+    Config, Services,
+    admin_commands::AdminCommand,
+    config::{Loaded, LogFormat},
+};
 
 use crate::admin_socket;
 use conduit_storage::Database;
@@ -27,9 +31,23 @@ struct Cli {
 enum Command {
     /// Run the homeserver (the default).
     Serve,
+    /// First-run setup: write a commented conduit.toml for DOMAIN (the
+    /// --config path, default ./conduit.toml; an existing one is kept), then
+    /// check DNS, federation discovery, port 8448 and the client API and
+    /// say what is missing.
+    Init {
+        /// The server name: users will be @name:DOMAIN.
+        domain: String,
+        /// Where the database goes. Default: conduit-data beside the config.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
     /// Look into the database of a stopped server; back it up or restore it.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Exit 0 when the server of this config answers its health check on
+    /// its client port (for Docker's HEALTHCHECK: no curl needed).
+    Health,
     /// Admin commands (`conduit admin token create --uses 1`, `conduit admin
     /// invite`; `conduit admin --help` lists them). Sent to the running
     /// server through its admin socket, or run on the database when it is
@@ -61,6 +79,10 @@ enum DbCommand {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    // `init` writes the config the others read.
+    if let Some(Command::Init { domain, data }) = cli.command {
+        return crate::init::run(&domain, cli.config, data);
+    }
     let Loaded { config, warnings } = match Config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -71,7 +93,44 @@ pub fn run() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config, warnings),
         Command::Db(command) => db(config, command),
+        Command::Health => health(&config),
+        Command::Init { .. } => unreachable!("run before the config is loaded"),
         Command::Admin { words } => admin(config, words),
+    }
+}
+
+/// Asks the server on this config's client port for `/_conduit/health`.
+fn health(config: &Config) -> ExitCode {
+    use std::io::{Read, Write};
+    let host = match config.address {
+        std::net::IpAddr::V4(a) if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(a) if a.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        address => address,
+    };
+    let address = std::net::SocketAddr::new(host, config.port);
+    let ask = || -> std::io::Result<String> {
+        let timeout = Duration::from_secs(5);
+        let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /_conduit/health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut reply = String::new();
+        stream.take(64 * 1024).read_to_string(&mut reply)?;
+        Ok(reply)
+    };
+    match ask() {
+        Ok(reply) if reply.split(' ').nth(1) == Some("200") => {
+            println!("healthy");
+            ExitCode::SUCCESS
+        }
+        Ok(reply) => {
+            let body = reply.split("\r\n\r\n").nth(1).unwrap_or_default();
+            eprintln!("conduit: unhealthy: {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("conduit: no answer from http://{address}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -132,10 +191,11 @@ fn serve(config: Config, warnings: Vec<String>) -> ExitCode {
     };
     // Colours only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(ansi).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     for warning in warnings {
         tracing::warn!("{warning}");
     }
@@ -179,15 +239,13 @@ async fn serve_async(config: Config) -> Result<(), String> {
         Some(tls) => {
             let config = conduit_api::tls::server_config(&tls.certs, &tls.key)?;
             let port = services.config.federation_port;
-            let tcp = tokio::net::TcpListener::bind((services.config.address, port))
+            let address = tls.address.unwrap_or(services.config.address);
+            let tcp = tokio::net::TcpListener::bind((address, port))
                 .await
-                .map_err(|e| format!("cannot listen on {}:{port}: {e}", services.config.address))?;
+                .map_err(|e| format!("cannot listen on {address}:{port}: {e}"))?;
             let listener = conduit_api::tls::TlsListener::new(tcp, config)
                 .map_err(|e| format!("cannot listen for TLS: {e}"))?;
-            tracing::info!(
-                "serving federation over TLS on https://{}:{port}",
-                services.config.address
-            );
+            tracing::info!("serving federation over TLS on https://{address}:{port}");
             Some(listener)
         }
         None => None,
@@ -275,11 +333,17 @@ fn db(config: Config, command: DbCommand) -> ExitCode {
         DbCommand::Restore { from } => {
             crate::backup::restore(&from, &config.database_path, &config.media_dir())
         }
-        command => return db_inspect(config, command),
+        // These print as they go.
+        DbCommand::Tables => open_db(&config).and_then(|db| printed(tables(&db))),
+        DbCommand::Scan { table, limit } => {
+            open_db(&config).and_then(|db| printed(scan(&db, &table, limit)))
+        }
     };
     match result {
         Ok(done) => {
-            println!("{done}");
+            if !done.is_empty() {
+                println!("{done}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -301,41 +365,31 @@ fn db_backup(config: &Config, dir: PathBuf) -> Result<String, String> {
             "there is no database at {}",
             config.database_path.display()
         )),
-        None => {
-            let db = Database::open(&config.database_path, conduit_service::tables::ALL, 8 << 20)
-                .map_err(|e| e.to_string())?;
-            crate::backup::backup(&db, &config.media_dir(), &dir)
-        }
+        None => crate::backup::backup(&open_db(config)?, &config.media_dir(), &dir),
     }
 }
 
-fn db_inspect(config: Config, command: DbCommand) -> ExitCode {
-    let cache = 8 << 20;
-    let db = match Database::open(&config.database_path, conduit_service::tables::ALL, cache) {
-        Ok(db) => db,
-        Err(e) => {
-            eprintln!("conduit: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = match command {
-        DbCommand::Tables => db.tables().try_for_each(|table| {
-            let rows = db.property(table.name, "rocksdb.estimate-num-keys")?;
-            println!("{}\t{}", table.name, rows.unwrap_or(0));
-            Ok(())
-        }),
-        DbCommand::Scan { table, limit } => scan(&db, &table, limit),
-        DbCommand::Backup { .. } | DbCommand::Restore { .. } => unreachable!("handled in db()"),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("conduit: {e}");
-            ExitCode::FAILURE
-        }
-    }
+/// The stopped server's database, for looking into.
+fn open_db(config: &Config) -> Result<Database, String> {
+    Database::open(&config.database_path, conduit_service::tables::ALL, 8 << 20)
+        .map_err(|e| e.to_string())
 }
 
+/// A command that printed its output: nothing more to say.
+fn printed(result: conduit_storage::Result<()>) -> Result<String, String> {
+    result.map(|()| String::new()).map_err(|e| e.to_string())
+}
+
+/// Prints each table with its estimated row count.
+fn tables(db: &Database) -> conduit_storage::Result<()> {
+    for table in db.tables() {
+        let rows = db.property(table.name, "rocksdb.estimate-num-keys")?;
+        println!("{}\t{}", table.name, rows.unwrap_or(0));
+    }
+    Ok(())
+}
+
+/// Prints a table's first rows as JSON lines.
 fn scan(db: &Database, name: &str, limit: usize) -> conduit_storage::Result<()> {
     let table = db
         .tables()

@@ -3,6 +3,7 @@
 mod admin_socket;
 mod backup;
 mod cli;
+mod init;
 
 use std::process::ExitCode;
 

@@ -81,6 +81,8 @@ pub struct Config {
     /// Whether other servers may list this server's room directory.
     pub allow_public_rooms_over_federation: bool,
     pub log: String,
+    /// `text` (one readable line per event) or `json` (one object per line).
+    pub log_format: LogFormat,
     /// Where `/metrics` is served (e.g. `127.0.0.1:9090`); off when unset,
     /// and never on the client or federation port.
     pub metrics_address: Option<std::net::SocketAddr>,
@@ -118,6 +120,19 @@ pub struct Config {
 pub struct TlsConfig {
     pub certs: PathBuf,
     pub key: PathBuf,
+    /// Where the TLS listener listens, when not on `address`: a server
+    /// without a reverse proxy keeps plain HTTP on loopback and serves TLS
+    /// to the world.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -176,6 +191,7 @@ impl Config {
             federation_timeout: 60,
             allow_public_rooms_over_federation: false,
             log: "info".into(),
+            log_format: LogFormat::Text,
             metrics_address: None,
             refreshable_access_token_lifetime: 300,
             to_device_queue_limit: 10_000,
@@ -203,8 +219,11 @@ impl Config {
     }
 
     /// Loads the config from `path` (if any), then `CONDUIT_*` variables.
+    /// Without a file and without `CONDUIT_SERVER_NAME` it is a development
+    /// server; with the variable it is configured by the environment alone
+    /// (a container), and as closed as one configured by a file.
     pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
-        let development = path.is_none();
+        let development = path.is_none() && std::env::var_os("CONDUIT_SERVER_NAME").is_none();
         let mut figment = Figment::from(Serialized::defaults(Self::defaults(development)));
         if let Some(path) = path {
             if !path.exists() {
@@ -244,7 +263,7 @@ impl Config {
         }
         if development {
             warnings.push(format!(
-                "no config file given: serving a development homeserver '{}' on {}:{} \
+                "no config file or CONDUIT_SERVER_NAME given: serving a development homeserver '{}' on {}:{} \
                  with OPEN registration (pass --config or CONDUIT_CONFIG for production)",
                 config.server_name, config.address, config.port
             ));
@@ -440,7 +459,7 @@ mod tests {
                 "conduit.toml.example does not document `{key}`"
             );
         }
-        for key in ["client", "server", "certs", "key"] {
+        for key in ["client", "server", "certs", "key", "address"] {
             assert!(
                 example.contains(&format!("#{key} = ")),
                 "well_known.{key} undocumented"

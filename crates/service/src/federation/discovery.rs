@@ -94,6 +94,19 @@ pub fn well_known_ttl(cache_control: Option<&str>) -> Duration {
     }
 }
 
+/// Which step of discovery gave the destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// An IP literal or an explicit port: no look-up.
+    Direct,
+    /// `/.well-known/matrix/server` delegated to this name.
+    WellKnown(OwnedServerName),
+    /// An SRV record (`_matrix-fed._tcp` or the legacy `_matrix._tcp`).
+    Srv(&'static str),
+    /// Nothing found: the name itself on port 8448.
+    DefaultPort,
+}
+
 /// Resolves server names, caching each answer for as long as it holds.
 pub struct Discovery {
     /// A client without our resolver overrides, for `/.well-known`.
@@ -128,7 +141,7 @@ impl Discovery {
         {
             return destination.clone();
         }
-        let (destination, ttl) = self.look_up(name).await;
+        let (destination, ttl, _) = self.look_up(name).await;
         tracing::debug!(server = %name, ?destination, "resolved server");
         utils::locked(&self.cache)
             .insert(name.to_owned(), (destination.clone(), Instant::now() + ttl));
@@ -144,17 +157,33 @@ impl Discovery {
             .and_then(|(d, _)| d.connect_host.clone())
     }
 
-    async fn look_up(&self, name: &ServerName) -> (Destination, Duration) {
+    /// Where `name` is reached and which step said so, looked up afresh
+    /// (`conduit init`'s report); the answer is cached as by [`Self::resolve`].
+    pub async fn explain(&self, name: &ServerName) -> (Destination, Route) {
+        if let Some(destination) = without_lookup(name) {
+            return (destination, Route::Direct);
+        }
+        let (destination, ttl, route) = self.look_up(name).await;
+        utils::locked(&self.cache)
+            .insert(name.to_owned(), (destination.clone(), Instant::now() + ttl));
+        (destination, route)
+    }
+
+    async fn look_up(&self, name: &ServerName) -> (Destination, Duration, Route) {
         let host = name.host();
         match self.well_known(host).await {
             Some((delegated, ttl)) => {
+                let route = Route::WellKnown(delegated.clone());
                 if let Some(destination) = without_lookup(&delegated) {
-                    return (destination, ttl);
+                    return (destination, ttl, route);
                 }
-                let destination = self.srv_or_default(delegated.host()).await;
-                (destination, ttl)
+                let (destination, _) = self.srv_or_default(delegated.host()).await;
+                (destination, ttl, route)
             }
-            None => (self.srv_or_default(host).await, FAILURE_TTL),
+            None => {
+                let (destination, route) = self.srv_or_default(host).await;
+                (destination, FAILURE_TTL, route)
+            }
         }
     }
 
@@ -186,7 +215,7 @@ impl Discovery {
 
     /// SRV `_matrix-fed._tcp`, then `_matrix._tcp`, else port 8448; the
     /// `Host` header and TLS name stay `host`.
-    async fn srv_or_default(&self, host: &str) -> Destination {
+    async fn srv_or_default(&self, host: &str) -> (Destination, Route) {
         if let Some(dns) = &self.dns {
             for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
                 let Ok(lookup) = dns.srv_lookup(format!("{service}.{host}.")).await else {
@@ -202,16 +231,20 @@ impl Discovery {
                     .min_by_key(|srv| (srv.priority, std::cmp::Reverse(srv.weight)));
                 if let Some(srv) = best {
                     let target = srv.target.to_utf8();
-                    return Destination {
+                    let destination = Destination {
                         tls_name: host.to_owned(),
                         port: srv.port,
                         host_header: host.to_owned(),
                         connect_host: Some(target.trim_end_matches('.').to_owned()),
                     };
+                    return (destination, Route::Srv(service));
                 }
             }
         }
-        Destination::direct(host, DEFAULT_PORT, host.to_owned())
+        (
+            Destination::direct(host, DEFAULT_PORT, host.to_owned()),
+            Route::DefaultPort,
+        )
     }
 }
 

@@ -24,6 +24,7 @@ pub mod join_status;
 pub mod keys;
 pub mod knock;
 pub mod queries;
+pub mod reachability;
 pub mod request_auth;
 pub mod sender;
 pub mod serve;
