@@ -38,6 +38,13 @@ def binary() -> Path:
     return Path(target) / "debug" / "conduit"
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without CONDUIT_* settings (nor an
+    SSL_CERT_FILE a test may set), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_") and k != "SSL_CERT_FILE"}
+    return {**env, **extra}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -54,7 +61,7 @@ class Server:
         self.server_name = env.get("CONDUIT_SERVER_NAME", "localhost")
         self.log_path = ARTIFACTS / f"{name}.log"
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")},
+            **clean_env(),
             "CONDUIT_PORT": str(self.port),
             "CONDUIT_DATABASE_PATH": str(data_dir / "db"),
             "CONDUIT_ALLOW_REGISTRATION": "true",

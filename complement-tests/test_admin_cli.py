@@ -5,7 +5,7 @@ import os
 import stat
 import subprocess
 
-from conftest import binary, unique
+from conftest import binary, clean_env, unique
 from test_registration_tokens import refused, register_with_token, valid
 
 
@@ -91,7 +91,7 @@ def test_admin_commands_on_a_stopped_server(make_server):
 
 def test_admin_commands_refuse_a_missing_database(tmp_path):
     """A wrong path must not quietly create a new server's database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+    env = clean_env()
     env["CONDUIT_DATABASE_PATH"] = str(tmp_path / "nothing-here")
     result = subprocess.run([str(binary()), "admin", "token", "list"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "there is no database there" in result.stderr

@@ -1,15 +1,14 @@
 """The binary's command line and configuration handling."""
 
-import os
 import subprocess
 
 import requests
 
-from conftest import binary, free_port, unique
+from conftest import binary, clean_env, free_port, unique
 
 
 def run(args, env=None, cwd=None, timeout=60):
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+    base = clean_env()
     return subprocess.run([str(binary()), *args], env={**base, **(env or {})}, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 

@@ -2,7 +2,6 @@
 it in step with what can run, namely scripts/, the config loader, the docs
 and the binary run the way the image runs it."""
 
-import os
 import re
 import subprocess
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from conftest import binary, free_port
+from conftest import binary, clean_env, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Continued lines joined: each instruction on one line.
@@ -75,7 +74,7 @@ def test_the_binary_runs_as_the_image_runs_it(tmp_path):
     and `conduit health` (the HEALTHCHECK) passes."""
     port = free_port()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")},
+        **clean_env(),
         **image_env(),
         "CONDUIT_DATABASE_PATH": str(tmp_path / "db"),
         "CONDUIT_ADDRESS": "127.0.0.1",

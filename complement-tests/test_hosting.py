@@ -2,7 +2,6 @@
 proxy (and certificate renewal), JSON logs."""
 
 import json
-import os
 import re
 import shutil
 import ssl
@@ -12,7 +11,7 @@ import time
 
 import requests
 
-from conftest import ARTIFACTS, binary, free_port, unique
+from conftest import ARTIFACTS, binary, clean_env, free_port, unique
 from federation import make_certificate
 
 CS = "/_matrix/client/v3"
@@ -170,7 +169,7 @@ def test_https_with_only_server_name_tls_and_ports(tmp_path):
         f"federation_port = {tls_port}\n"
         f'tls = {{ certs = "{cert}", key = "{key}" }}\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_")}
+    env = clean_env()
     log_path = ARTIFACTS / "test_https_with_only_server_name_tls_and_ports.log"
     ARTIFACTS.mkdir(exist_ok=True)
     with open(log_path, "wb") as log:

@@ -2,21 +2,15 @@
 closed server, and its checks say what the world is missing, one sentence
 per problem."""
 
-import os
 import re
 import subprocess
 
 import requests
 
-from conftest import ARTIFACTS, binary, free_port
+from conftest import ARTIFACTS, binary, clean_env, free_port
 from federation import federation_env
 
 CS = "/_matrix/client/v3"
-
-
-def clean_env(**extra) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_") and k != "SSL_CERT_FILE"}
-    return {**env, **extra}
 
 
 def init(cwd, *args, **env) -> subprocess.CompletedProcess:

@@ -5,10 +5,11 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
+use conduit_api::tls::TlsListener;
 use conduit_service::{
     Config, Services,
     admin_commands::AdminCommand,
-    config::{Loaded, LogFormat},
+    config::{CertSource, Loaded, LogFormat},
 };
 
 use crate::admin_socket;
@@ -41,6 +42,10 @@ enum Command {
         /// Where the database goes. Default: conduit-data beside the config.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// No reverse proxy: serve TLS on ports 443 and 8448 with a
+        /// certificate from Let's Encrypt, obtained and renewed by the server.
+        #[arg(long)]
+        acme: bool,
     },
     /// Look into the database of a stopped server; back it up or restore it.
     #[command(subcommand)]
@@ -80,8 +85,8 @@ enum DbCommand {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     // `init` writes the config the others read.
-    if let Some(Command::Init { domain, data }) = cli.command {
-        return crate::init::run(&domain, cli.config, data);
+    if let Some(Command::Init { domain, data, acme }) = cli.command {
+        return crate::init::run(&domain, cli.config, data, acme);
     }
     let Loaded { config, warnings } = match Config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
@@ -234,22 +239,7 @@ async fn serve_async(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| format!("cannot listen on {}:{}: {e}", address.0, address.1))?;
-    // Federation over TLS on its own port, when a certificate is configured.
-    let tls = match &services.config.tls {
-        Some(tls) => {
-            let config = conduit_api::tls::server_config(&tls.certs, &tls.key)?;
-            let port = services.config.federation_port;
-            let address = tls.address.unwrap_or(services.config.address);
-            let tcp = tokio::net::TcpListener::bind((address, port))
-                .await
-                .map_err(|e| format!("cannot listen on {address}:{port}: {e}"))?;
-            let listener = conduit_api::tls::TlsListener::new(tcp, config)
-                .map_err(|e| format!("cannot listen for TLS: {e}"))?;
-            tracing::info!("serving federation over TLS on https://{address}:{port}");
-            Some(listener)
-        }
-        None => None,
-    };
+    let tls = tls_listeners(&services).await?;
     services
         .start_federation_sender()
         .map_err(|e| format!("cannot read the federation queue: {e}"))?;
@@ -279,16 +269,19 @@ async fn serve_async(config: Config) -> Result<(), String> {
             },
         ))
     });
-    let tls_task = tls.map(|listener| {
-        let mut stopped = stopped.clone();
-        tokio::spawn(conduit_api::serve_tls(
-            services.clone(),
-            listener,
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            },
-        ))
-    });
+    let tls_tasks: Vec<_> = tls
+        .into_iter()
+        .map(|listener| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(conduit_api::serve_tls(
+                services.clone(),
+                listener,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ))
+        })
+        .collect();
     let stopping = services.clone();
     conduit_api::serve(services, listener, async move {
         shutdown_signal().await;
@@ -300,11 +293,52 @@ async fn serve_async(config: Config) -> Result<(), String> {
     })
     .await
     .map_err(|e| format!("server error: {e}"))?;
-    for task in [tls_task, metrics_task].into_iter().flatten() {
+    for task in tls_tasks.into_iter().chain(metrics_task) {
         let _ = task.await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The TLS listeners, when `[global.tls]` is configured: federation on
+/// `federation_port` and apps on `https_port`, one certificate for both,
+/// from files or from ACME.
+async fn tls_listeners(services: &Services) -> Result<Vec<TlsListener>, String> {
+    let config = &services.config;
+    let Some(tls) = &config.tls else {
+        return Ok(Vec::new());
+    };
+    let certificates = Arc::new(conduit_api::tls::Certificates::default());
+    match tls.source() {
+        CertSource::Files { certs, key } => {
+            conduit_api::tls::files::serve_from(&certificates, certs, key)?;
+        }
+        CertSource::Acme => conduit_api::tls::acme::start(
+            certificates.clone(),
+            conduit_api::tls::acme::AcmeSettings {
+                host: config.server_name.host().to_owned(),
+                directory: tls.acme_directory.clone(),
+                contact: tls.acme_contact.clone(),
+                ca_certificate: tls.acme_ca_certificate.clone(),
+                state_dir: config.database_path.join("acme"),
+            },
+        )?,
+    }
+    let server_config = Arc::new(conduit_api::tls::server_config(certificates));
+    let address = tls.address.unwrap_or(config.address);
+    let ports = std::iter::once(("federation", config.federation_port))
+        .chain(tls.https_port().map(|port| ("apps and federation", port)));
+    let mut listeners = Vec::new();
+    for (serving, port) in ports {
+        let tcp = tokio::net::TcpListener::bind((address, port))
+            .await
+            .map_err(|e| format!("cannot listen on {address}:{port}: {e}"))?;
+        let listener = TlsListener::new(tcp, server_config.clone())
+            .map_err(|e| format!("cannot listen for TLS: {e}"))?;
+        tracing::info!("serving {serving} over TLS on https://{address}:{port}");
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 async fn shutdown_signal() {

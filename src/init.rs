@@ -18,7 +18,22 @@ use ruma::OwnedServerName;
 /// Where certbot keeps a domain's certificate: used when it is there.
 const CERTBOT_LIVE: &str = "/etc/letsencrypt/live";
 
-pub fn run(domain: &str, config_path: Option<PathBuf>, data: Option<PathBuf>) -> ExitCode {
+/// How the new server gets its TLS.
+enum Tls<'a> {
+    /// A reverse proxy in front does it (the config has TLS commented out).
+    Proxy,
+    /// certbot's files for the name, found in this directory.
+    Certbot(&'a Path),
+    /// ACME, by the server itself on ports 443 and 8448.
+    Acme,
+}
+
+pub fn run(
+    domain: &str,
+    config_path: Option<PathBuf>,
+    data: Option<PathBuf>,
+    acme: bool,
+) -> ExitCode {
     let name = match OwnedServerName::try_from(domain) {
         Ok(name) => name,
         Err(e) => {
@@ -27,7 +42,7 @@ pub fn run(domain: &str, config_path: Option<PathBuf>, data: Option<PathBuf>) ->
         }
     };
     let path = config_path.unwrap_or_else(|| PathBuf::from("conduit.toml"));
-    match write_config(&name, &path, data) {
+    match write_config(&name, &path, data, acme) {
         Ok(written) => println!("{written}"),
         Err(e) => {
             eprintln!("conduit: {e}");
@@ -79,6 +94,7 @@ fn write_config(
     name: &OwnedServerName,
     path: &Path,
     data: Option<PathBuf>,
+    acme: bool,
 ) -> Result<String, String> {
     let shown = path.display();
     if path.exists() {
@@ -101,8 +117,14 @@ fn write_config(
         None => config_dir.join("conduit-data"),
     };
     let certs = Path::new(CERTBOT_LIVE).join(name.host());
-    let certbot = certs.join("fullchain.pem").exists() && certs.join("privkey.pem").exists();
-    let text = config_text(name, &data, certbot.then_some(certs.as_path()));
+    let tls = if acme {
+        Tls::Acme
+    } else if certs.join("fullchain.pem").exists() && certs.join("privkey.pem").exists() {
+        Tls::Certbot(&certs)
+    } else {
+        Tls::Proxy
+    };
+    let text = config_text(name, &data, &tls);
     // `create_new`: a file that appeared meanwhile is not overwritten.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -111,10 +133,12 @@ fn write_config(
         .map_err(|e| format!("cannot write {shown}: {e}"))?;
     std::io::Write::write_all(&mut file, text.as_bytes())
         .map_err(|e| format!("cannot write {shown}: {e}"))?;
-    let tls = if certbot {
-        format!(", TLS with certbot's certificate in {}", certs.display())
-    } else {
-        String::new()
+    let tls = match tls {
+        Tls::Proxy => {
+            ", for a reverse proxy that does TLS; without one, run `conduit init --acme`".to_owned()
+        }
+        Tls::Certbot(dir) => format!(", TLS with certbot's certificate in {}", dir.display()),
+        Tls::Acme => ", TLS on ports 443 and 8448 with a certificate from Let's Encrypt".to_owned(),
     };
     Ok(format!(
         "Wrote {shown} for {name} (database in {}{tls}).",
@@ -123,11 +147,11 @@ fn write_config(
 }
 
 /// The config file: only what a new server needs, each key explained.
-fn config_text(name: &OwnedServerName, data: &Path, certbot: Option<&Path>) -> String {
+fn config_text(name: &OwnedServerName, data: &Path, tls: &Tls<'_>) -> String {
     let host = name.host();
     let data = toml_string(&data.display().to_string());
-    let tls = match certbot {
-        Some(dir) => format!(
+    let tls = match tls {
+        Tls::Certbot(dir) => format!(
             "[global.tls]\n\
              certs = {}\n\
              key = {}\n\
@@ -136,11 +160,22 @@ fn config_text(name: &OwnedServerName, data: &Path, certbot: Option<&Path>) -> S
             toml_string(&dir.join("fullchain.pem").display().to_string()),
             toml_string(&dir.join("privkey.pem").display().to_string()),
         ),
-        None => format!(
-            "# Without a reverse proxy, give this server a certificate for {host} and\n\
-             # it serves federation (and apps) over TLS on federation_port itself;\n\
-             # the files are read again when they change (a renewal needs no restart).\n\
+        Tls::Acme => "# TLS by the server itself: a certificate for the name from Let's Encrypt\n\
+             # (validated on port 443, renewed 30 days before it expires, kept in\n\
+             # the database directory), served on 443 (apps) and 8448 (servers).\n\
+             [global.tls]\n\
+             acme = true\n\
+             # Where the CA sends expiry warnings. Default: none.\n\
+             #acme_contact = \"admin@example.org\"\n\
+             # TLS for the world; plain HTTP stays on loopback.\n\
+             address = \"::\"\n"
+            .to_owned(),
+        Tls::Proxy => format!(
+            "# Without a reverse proxy: `acme = true` gets a certificate from Let's\n\
+             # Encrypt and serves TLS on 443 and 8448; or name certificate files\n\
+             # (read again when they change).\n\
              #[global.tls]\n\
+             #acme = true\n\
              #certs = \"/etc/letsencrypt/live/{host}/fullchain.pem\"\n\
              #key = \"/etc/letsencrypt/live/{host}/privkey.pem\"\n\
              #address = \"::\"\n"
@@ -194,30 +229,41 @@ fn toml_string(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use conduit_service::config::TlsConfig;
+
     use super::*;
 
     #[test]
     fn written_config_loads_as_a_closed_server() {
         let dir = tempfile::tempdir().unwrap();
         let name = OwnedServerName::try_from("chat.example.org").unwrap();
-        for certbot in [
-            None,
-            Some(Path::new("/etc/letsencrypt/live/chat.example.org")),
-        ] {
+        let certbot = Path::new("/etc/letsencrypt/live/chat.example.org");
+        for tls in [Tls::Proxy, Tls::Certbot(certbot), Tls::Acme] {
             let path = dir.path().join("conduit.toml");
             let _ = std::fs::remove_file(&path);
             let data = dir.path().join("data \"quoted\"");
-            std::fs::write(&path, config_text(&name, &data, certbot)).unwrap();
+            std::fs::write(&path, config_text(&name, &data, &tls)).unwrap();
             let loaded = Config::load(Some(&path)).unwrap();
             assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
             let config = loaded.config;
             assert_eq!(config.server_name, name);
             assert_eq!(config.database_path, data);
             assert!(config.registration_requires_token);
-            assert_eq!(config.tls.is_some(), certbot.is_some());
-            if let Some(tls) = config.tls {
-                assert_eq!(tls.address, Some("::".parse().unwrap()));
-                assert!(tls.certs.ends_with("chat.example.org/fullchain.pem"));
+            match (tls, config.tls) {
+                (Tls::Proxy, None) => {}
+                (Tls::Certbot(_), Some(read)) => {
+                    assert_eq!(read.address, Some("::".parse().unwrap()));
+                    assert!(!read.acme);
+                    assert_eq!(read.certs, Some(certbot.join("fullchain.pem")));
+                    assert_eq!(read.https_port(), None);
+                }
+                (Tls::Acme, Some(read)) => {
+                    assert_eq!(read.address, Some("::".parse().unwrap()));
+                    assert!(read.acme && read.certs.is_none());
+                    assert_eq!(read.https_port(), Some(443));
+                    assert_eq!(read.acme_directory, TlsConfig::LETSENCRYPT);
+                }
+                (_, read) => panic!("unexpected TLS config {read:?}"),
             }
         }
     }

@@ -115,16 +115,81 @@ pub struct Config {
     pub development: bool,
 }
 
-/// The certificate chain and private key the federation listener presents.
+/// The TLS listeners' certificate: PEM files, or obtained by ACME.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct TlsConfig {
-    pub certs: PathBuf,
-    pub key: PathBuf,
-    /// Where the TLS listener listens, when not on `address`: a server
+    /// The PEM certificate chain (not with `acme`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certs: Option<PathBuf>,
+    /// The PEM private key (not with `acme`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Where the TLS listeners listen, when not on `address`: a server
     /// without a reverse proxy keeps plain HTTP on loopback and serves TLS
     /// to the world.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<std::net::IpAddr>,
+    /// A second TLS listener besides `federation_port`, for apps at
+    /// `https://server_name` (and ACME's validation, which comes to 443).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_port: Option<u16>,
+    /// Certificates for the server name from an ACME CA (Let's Encrypt),
+    /// by the TLS-ALPN-01 challenge, renewed before they expire.
+    #[serde(default)]
+    pub acme: bool,
+    /// A contact for the CA's expiry and policy notices, e.g. an e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme_contact: Option<String>,
+    /// The CA's directory URL.
+    #[serde(default = "TlsConfig::letsencrypt")]
+    pub acme_directory: String,
+    /// A PEM CA certificate the directory's HTTPS is checked against
+    /// (a private or test CA); the public roots otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme_ca_certificate: Option<PathBuf>,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum CertSource<'a> {
+    Files { certs: &'a Path, key: &'a Path },
+    Acme,
+}
+
+impl TlsConfig {
+    /// Let's Encrypt's production directory.
+    pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+    fn letsencrypt() -> String {
+        Self::LETSENCRYPT.to_owned()
+    }
+
+    /// The certificate's source: ACME, or both files (checked at load).
+    pub fn source(&self) -> CertSource<'_> {
+        match (&self.certs, &self.key) {
+            (Some(certs), Some(key)) if !self.acme => CertSource::Files { certs, key },
+            _ => CertSource::Acme,
+        }
+    }
+
+    /// The second listener's port: 443 with ACME unless set.
+    pub fn https_port(&self) -> Option<u16> {
+        self.https_port.or(self.acme.then_some(443))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match (self.acme, &self.certs, &self.key) {
+            (true, None, None) => Ok(()),
+            (true, _, _) => Err(
+                "[global.tls]: `acme = true` gets the certificate itself: remove `certs` and `key`"
+                    .into(),
+            ),
+            (false, Some(_), Some(_)) => Ok(()),
+            (false, _, _) => {
+                Err("[global.tls] needs `certs` and `key` (PEM files), or `acme = true`".into())
+            }
+        }
+    }
 }
 
 /// How log lines are written.
@@ -283,6 +348,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.tls {
+            tls.validate().map_err(ConfigError::Invalid)?;
+        }
         if self.database_backend != "rocksdb" {
             return Err(ConfigError::Invalid(format!(
                 "database_backend = \"{}\": only \"rocksdb\" is supported",
@@ -459,7 +527,18 @@ mod tests {
                 "conduit.toml.example does not document `{key}`"
             );
         }
-        for key in ["client", "server", "certs", "key", "address"] {
+        for key in [
+            "client",
+            "server",
+            "certs",
+            "key",
+            "address",
+            "acme",
+            "acme_contact",
+            "acme_directory",
+            "acme_ca_certificate",
+            "https_port",
+        ] {
             assert!(
                 example.contains(&format!("#{key} = ")),
                 "well_known.{key} undocumented"

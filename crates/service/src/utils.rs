@@ -135,3 +135,10 @@ impl<V: Clone> BoundedCache<V> {
         }
     }
 }
+
+/// Makes ring the process's rustls provider, once; later calls do nothing.
+/// reqwest and rustls builders need one, and every TLS client and server
+/// here is built after this.
+pub fn use_ring_for_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

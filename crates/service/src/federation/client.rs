@@ -64,7 +64,7 @@ pub(crate) fn build_client(
     verify_certificates: bool,
     resolver: Option<std::sync::Arc<dyn reqwest::dns::Resolve>>,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::utils::use_ring_for_tls();
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))

@@ -191,7 +191,7 @@ impl Previews {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::utils::use_ring_for_tls();
         let client = reqwest::Client::builder()
             // A proxy from the environment would connect where the resolver
             // never looked.

@@ -39,7 +39,7 @@ impl HttpClient {
     pub fn new() -> Result<Self, reqwest::Error> {
         // reqwest is built without a default crypto provider (aws-lc costs a
         // minute of C build); ring is installed once per process.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::utils::use_ring_for_tls();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
