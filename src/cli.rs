@@ -243,6 +243,9 @@ async fn serve_async(config: Config) -> Result<(), String> {
     services
         .start_federation_sender()
         .map_err(|e| format!("cannot read the federation queue: {e}"))?;
+    services
+        .start_push_sender()
+        .map_err(|e| format!("cannot read the push queue: {e}"))?;
     tracing::info!(
         "serving {} on http://{}",
         services.config.server_name,

@@ -39,6 +39,7 @@ impl Services {
     pub async fn deactivate(&self, user_id: &UserId) -> Result<()> {
         let _lock = self.user_locks.lock(user_id).await;
         let removed = self.users.deactivate(user_id, &self.devices)?;
+        self.remove_pushers(user_id, |_| true)?;
         self.oauth_forget_codes(user_id);
         self.announce_removed_devices(self.db.batch(), user_id, &removed)?;
         tracing::info!(%user_id, "account deactivated");
@@ -93,6 +94,10 @@ impl Services {
         for device in removed {
             self.to_device_pending_forget(user_id.as_str(), device);
         }
+        // A device's pushers go with it (a logged-out phone must stop ringing).
+        self.remove_pushers(user_id, |p| {
+            p.device_id.as_ref().is_some_and(|d| removed.contains(d))
+        })?;
         if removed.is_empty() {
             return Ok(self.db.write(batch)?);
         }

@@ -264,7 +264,7 @@ impl Config {
             unauthenticated_media_before: 0,
             media_uploads_per_minute: 60,
             url_preview_enabled: false,
-            url_preview_ip_range_denylist: crate::media::preview::DEFAULT_DENYLIST
+            url_preview_ip_range_denylist: crate::outbound::DEFAULT_DENYLIST
                 .iter()
                 .map(|r| (*r).to_owned())
                 .collect(),
@@ -389,12 +389,18 @@ impl Config {
                 "federation_timeout must be at least 1 second".into(),
             ));
         }
-        crate::media::preview::IpPolicy::new(
+        self.ip_policy()
+            .map_err(|e| ConfigError::Invalid(format!("url_preview_ip_range_*: {e}")))?;
+        Ok(())
+    }
+
+    /// The IP ranges requests to addresses users choose (previews, push
+    /// gateways, SSO avatars) may reach.
+    pub fn ip_policy(&self) -> Result<crate::outbound::IpPolicy, String> {
+        crate::outbound::IpPolicy::new(
             &self.url_preview_ip_range_denylist,
             &self.url_preview_ip_range_allowlist,
         )
-        .map_err(|e| ConfigError::Invalid(format!("url_preview_ip_range_*: {e}")))?;
-        Ok(())
     }
 
     /// Whether this server federates with `server` (federation on, and the

@@ -17,7 +17,9 @@ pub mod media;
 pub mod metrics;
 pub mod oauth;
 pub mod openid;
+pub mod outbound;
 pub mod presence;
+pub mod push;
 pub mod rate_limit;
 pub mod registration;
 pub mod registration_tokens;
@@ -92,6 +94,8 @@ pub struct Services {
     pub stream: Arc<Stream>,
     pub typing: Typing,
     pub push_cache: PushCache,
+    /// Pushers and the workers pushing to their gateways.
+    pub pushers: push::Pushers,
     pub member_summaries: MemberSummaries,
     pub auth_events_cache: AuthEventsCache,
     pub presence: Presence,
@@ -174,13 +178,10 @@ impl Services {
             ),
             thumbnail_slots: tokio::sync::Semaphore::new(2),
             device_list_resyncs: std::sync::Mutex::default(),
+            pushers: push::Pushers::load(&db).map_err(|e| StartError::Load(e.to_string()))?,
             previews: match config.url_preview_enabled {
                 true => Some(media::preview::Previews::new(
-                    media::preview::IpPolicy::new(
-                        &config.url_preview_ip_range_denylist,
-                        &config.url_preview_ip_range_allowlist,
-                    )
-                    .map_err(StartError::Load)?,
+                    config.ip_policy().map_err(StartError::Load)?,
                 )),
                 false => None,
             },

@@ -74,6 +74,16 @@ pub const RECEIPT_LATEST: Table<(U64, Str, Str), Json<(u64, u64)>> = Table::new(
 /// and that their receipts do not cover yet: the unread counts.
 pub const NOTIFICATIONS: Table<(Str, U64, U64), Json<crate::rooms::push::Notification>> =
     Table::new("notifications");
+/// (user id, event position) -> an event that notified the user, read or
+/// not, for `GET /notifications` and the pushes (kept 30 days).
+pub const NOTIFICATION_LOG: Table<(Str, U64), Json<crate::push::history::LoggedNotification>> =
+    Table::new("notification_log");
+/// (user id, app id, pushkey) -> a pusher: where the user's notifications
+/// are pushed.
+pub const PUSHERS: Table<(Str, Str, Str), Json<crate::push::PusherRecord>> = Table::new("pushers");
+/// (pusher id, event position) -> a notification waiting to be pushed;
+/// written in the event's own batch, deleted once the gateway took it.
+pub const PUSH_QUEUE: Table<(U64, U64), Json<bool>> = Table::new("push_queue");
 /// (user id, position) -> (room id or "", type) of account data changed
 /// then; incremental sync reads the rows after its token.
 pub const ACCOUNT_DATA_CHANGES: Table<(Str, U64), Json<(String, String)>> =
@@ -230,6 +240,9 @@ pub const ALL: &[TableDef] = &[
     RECEIPTS.def(),
     RECEIPT_LATEST.def(),
     NOTIFICATIONS.def(),
+    NOTIFICATION_LOG.def(),
+    PUSHERS.def(),
+    PUSH_QUEUE.def(),
     ACCOUNT_DATA_CHANGES.def(),
     ACCOUNT_DATA_POSITIONS.def(),
     RELATIONS.def(),

@@ -18,6 +18,7 @@ mod openid;
 mod presence;
 mod profile;
 mod push_rules;
+mod pushers;
 mod receipts;
 mod redact;
 mod register;
@@ -98,6 +99,10 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(push_rules::set_enabled)
         .ruma_route(push_rules::get_actions)
         .ruma_route(push_rules::set_actions)
+        .ruma_route(pushers::list)
+        .ruma_route(pushers::notifications)
+        .route("/_matrix/client/v3/pushers/set", post(pushers::set))
+        .route("/_matrix/client/r0/pushers/set", post(pushers::set))
         .ruma_route(room::create_room)
         .ruma_route(room::joined_rooms)
         .ruma_route(room::get_event)

@@ -274,6 +274,7 @@ impl Services {
             state_memberships: &memberships,
         })?;
         self.metrics.event(true);
+        self.wake_pushers(&notifications);
         if let Ok(user) = <&UserId>::try_from(pdu.sender.as_str()) {
             self.drop_remote_invite(user, room_id)?;
         }

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use ruma::ServerName;
 
-use crate::media::preview::{DEFAULT_DENYLIST, IpPolicy};
+use crate::outbound::{DEFAULT_DENYLIST, IpPolicy};
 
 use super::{
     client::build_client,

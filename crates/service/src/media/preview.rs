@@ -7,146 +7,17 @@
 //! default) before a connection is made. Answers are bounded in size and
 //! time, and kept an hour.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use ruma::UserId;
 use serde_json::{Map, Value as JsonValue};
 
 use super::UploadInfo;
-use crate::{Error, ErrorCode, Result, Services, utils};
-
-/// An IP range, `addr/prefix`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IpRange {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpRange {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP range like 10.0.0.0/8"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?} has a bad prefix length"))?,
-            None => max,
-        };
-        Ok(Self { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            // An IPv4 address written as IPv6 is judged as IPv4.
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(range), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(range) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(range), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(range) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Denied unless the config says otherwise: every range that is not the
-/// public internet (Synapse's list).
-pub const DEFAULT_DENYLIST: &[&str] = &[
-    "127.0.0.0/8",
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "192.0.0.0/24",
-    "169.254.0.0/16",
-    "192.88.99.0/24",
-    "198.18.0.0/15",
-    "192.0.2.0/24",
-    "198.51.100.0/24",
-    "203.0.113.0/24",
-    "224.0.0.0/4",
-    "0.0.0.0/8",
-    "240.0.0.0/4",
-    "::1/128",
-    "::/128",
-    "fe80::/10",
-    "fc00::/7",
-    "2001:db8::/32",
-    "ff00::/8",
-    "fec0::/10",
-];
-
-/// The ranges a preview may reach.
-#[derive(Clone, Debug)]
-pub struct IpPolicy {
-    deny: Vec<IpRange>,
-    allow: Vec<IpRange>,
-}
-
-impl IpPolicy {
-    pub fn new(deny: &[String], allow: &[String]) -> Result<Self, String> {
-        let parse = |list: &[String]| {
-            list.iter()
-                .map(|r| IpRange::parse(r))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        Ok(Self {
-            deny: parse(deny)?,
-            allow: parse(allow)?,
-        })
-    }
-
-    /// An allowed range wins over a denied one.
-    pub fn permits(&self, ip: IpAddr) -> bool {
-        self.allow.iter().any(|r| r.contains(ip)) || !self.deny.iter().any(|r| r.contains(ip))
-    }
-}
-
-/// A resolver for the preview client that hands out only permitted
-/// addresses: a name with none of them cannot be connected to.
-struct CheckedResolver(IpPolicy);
-
-impl reqwest::dns::Resolve for CheckedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.0.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|addr| policy.permits(addr.ip()))
-                .collect();
-            if found.is_empty() {
-                return Err(format!("{host} resolves to no address previews may reach").into());
-            }
-            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
+use crate::{
+    Error, ErrorCode, Result, Services,
+    outbound::{self, IpPolicy},
+    utils,
+};
 
 /// The client, the policy and what was fetched lately.
 pub struct Previews {
@@ -191,21 +62,7 @@ impl Previews {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        crate::utils::use_ring_for_tls();
-        let client = reqwest::Client::builder()
-            // A proxy from the environment would connect where the resolver
-            // never looked.
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(CheckedResolver(self.policy.clone())))
-            .connect_timeout(TIMEOUT)
-            .timeout(TIMEOUT)
-            .user_agent(concat!(
-                "conduit/",
-                env!("CARGO_PKG_VERSION"),
-                " (URL preview)"
-            ))
-            .build()
+        let client = outbound::checked_client(&self.policy, "URL preview", TIMEOUT)
             .map_err(Error::internal)?;
         Ok(self.client.get_or_init(|| client))
     }
@@ -218,20 +75,9 @@ impl Previews {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(refused("only http and https are fetched"));
             }
-            // The resolver sees names only: addresses written in the URL are
-            // checked here.
-            match url.host() {
-                Some(url::Host::Ipv4(ip)) if !self.policy.permits(IpAddr::V4(ip)) => {
-                    return Err(refused("the address is in a denied range"));
-                }
-                Some(url::Host::Ipv6(ip)) if !self.policy.permits(IpAddr::V6(ip)) => {
-                    return Err(refused("the address is in a denied range"));
-                }
-                None => return Err(refused("the URL has no host")),
-                _ => {}
-            }
+            self.policy.check_url_host(&url).map_err(refused)?;
             let mut response = self.client()?.get(url.clone()).send().await.map_err(|e| {
-                if format!("{e:?}").contains("no address previews may reach") {
+                if outbound::is_denied_name(&e) {
                     refused("the name resolves to a denied range")
                 } else {
                     unreachable(crate::federation::client::describe(&e))
@@ -430,35 +276,6 @@ impl Services {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_contain_what_they_should() {
-        let policy = IpPolicy::new(
-            &DEFAULT_DENYLIST
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-            &["127.0.0.2/32".to_owned()],
-        )
-        .unwrap();
-        for denied in [
-            "127.0.0.1",
-            "10.0.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "224.0.0.1",
-        ] {
-            assert!(!policy.permits(denied.parse().unwrap()), "{denied}");
-        }
-        for allowed in ["127.0.0.2", "93.184.215.14", "2606:4700::1"] {
-            assert!(policy.permits(allowed.parse().unwrap()), "{allowed}");
-        }
-        assert!(IpRange::parse("10.0.0.0/33").is_err());
-        assert!(IpRange::parse("nonsense").is_err());
-    }
 
     #[test]
     fn tags_come_from_opengraph_else_the_title() {

@@ -142,12 +142,11 @@ impl Services {
             levels.extend(overrides);
         }
 
+        // The creator's join carries their profile, as every join does.
+        let mut join = json!({ "membership": "join" });
+        self.add_profile(&mut join, creator)?;
         let mut events: Vec<(String, String, JsonValue)> = vec![
-            (
-                "m.room.member".into(),
-                creator.to_string(),
-                json!({ "membership": "join" }),
-            ),
+            ("m.room.member".into(), creator.to_string(), join),
             ("m.room.power_levels".into(), String::new(), power_levels),
         ];
         if let Some(alias) = &alias {

@@ -22,6 +22,16 @@ pub enum Change {
 }
 
 impl Services {
+    /// Adds the user's display name and avatar to a member event's content.
+    pub(crate) fn add_profile(&self, content: &mut JsonValue, user: &UserId) -> Result<()> {
+        for field in ["displayname", "avatar_url"] {
+            if let Some(value) = self.users.profile_field(user, field)? {
+                content[field] = value;
+            }
+        }
+        Ok(())
+    }
+
     /// Changes `target`'s membership as `sender` asks; the auth rules decide.
     pub async fn change_membership(
         &self,
@@ -69,11 +79,7 @@ impl Services {
         // Clients show names from member events: joins (and knocks, which
         // moderators look at) carry the profile.
         if matches!(change, Change::Join | Change::Knock) {
-            for field in ["displayname", "avatar_url"] {
-                if let Some(value) = self.users.profile_field(target, field)? {
-                    content[field] = value;
-                }
-            }
+            self.add_profile(&mut content, target)?;
         }
         if change == Change::Invite && remote_target {
             // The invitee's server countersigns the invite first.

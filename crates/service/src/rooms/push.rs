@@ -35,6 +35,21 @@ pub struct Notification {
     pub thread: Option<String>,
 }
 
+/// Whom an event notifies, and how.
+#[derive(Clone, Debug)]
+pub struct Notified {
+    pub user: OwnedUserId,
+    pub notification: Notification,
+    /// The actions of the rule that matched (for `/notifications` and the
+    /// tweaks of a push).
+    pub actions: Vec<Action>,
+    /// Counted in the user's unread counts: a joined member. An invitee is
+    /// told (log and pushes) but has no counts in a room they are not in.
+    pub counted: bool,
+    /// The user's pushers, each of which gets a push.
+    pub pushers: Vec<u64>,
+}
+
 /// What evaluating the rules of a room's members needs, for one room state.
 struct RoomContext {
     snapshot: Option<u64>,
@@ -78,9 +93,10 @@ impl Services {
         snapshot: Option<u64>,
         state: &StateMap,
         pdu: &Pdu,
-    ) -> Result<Vec<(OwnedUserId, Notification)>> {
+    ) -> Result<Vec<Notified>> {
         let context = self.push_context(room_id, room, snapshot, state)?;
-        if context.members.iter().all(|(user, _)| user == &pdu.sender) {
+        let invitee = self.local_invitee(pdu, &context);
+        if invitee.is_none() && context.members.iter().all(|(user, _)| user == &pdu.sender) {
             return Ok(Vec::new());
         }
         let room_id = OwnedRoomId::try_from(room_id).map_err(Error::internal)?;
@@ -99,13 +115,15 @@ impl Services {
         }
         let thread = thread_of(pdu);
         let mut notified = Vec::new();
-        for (user, display_name) in &context.members {
+        let members = context.members.iter().map(|(u, n)| (u, n.as_str(), true));
+        let invitee = invitee.as_ref().map(|user| (user, "", false));
+        for (user, display_name, counted) in members.chain(invitee) {
             if user == &pdu.sender {
                 continue;
             }
             let rules = self.push_rules_cached(user)?;
             ctx.user_id.clone_from(user);
-            ctx.user_display_name.clone_from(display_name);
+            display_name.clone_into(&mut ctx.user_display_name);
             let mut actions: &[Action] = &[];
             for rule in &*rules {
                 if rule.applies(&event, &ctx).await {
@@ -114,16 +132,32 @@ impl Services {
                 }
             }
             if actions.iter().any(Action::should_notify) {
-                notified.push((
-                    user.clone(),
-                    Notification {
+                notified.push(Notified {
+                    user: user.clone(),
+                    notification: Notification {
                         highlight: actions.iter().any(Action::is_highlight),
                         thread: thread.clone(),
                     },
-                ));
+                    actions: actions.to_vec(),
+                    counted,
+                    pushers: self.pushers.ids_of(user),
+                });
             }
         }
         Ok(notified)
+    }
+
+    /// The local user an invite is for, when they are not a member yet:
+    /// their `.m.rule.invite_for_me` decides whether their phone rings.
+    fn local_invitee(&self, pdu: &Pdu, context: &RoomContext) -> Option<OwnedUserId> {
+        if pdu.kind != "m.room.member"
+            || pdu.content.get("membership").and_then(|m| m.as_str()) != Some("invite")
+        {
+            return None;
+        }
+        let user = OwnedUserId::try_from(pdu.state_key.as_deref()?).ok()?;
+        (self.users.is_local(&user) && !context.members.iter().any(|(m, _)| m == &user))
+            .then_some(user)
     }
 
     fn push_rules_cached(&self, user_id: &UserId) -> Result<Arc<Ruleset>> {

@@ -106,6 +106,7 @@ impl Services {
         };
         self.stream
             .write(&self.db, batch, Some(room.short), fill, |_| {})?;
+        self.push_badge(user_id);
         if kind == READ {
             self.send_receipt_edu(room_id, user_id, event_id, thread, record.ts)?;
         }

@@ -228,6 +228,7 @@ impl Services {
             state_memberships: &[],
         })?;
         self.metrics.event(true);
+        self.wake_pushers(&notifications);
         for destination in &destinations {
             self.wake_sender(destination);
         }

@@ -56,7 +56,7 @@ pub(crate) struct Append<'a> {
     /// federation: they are not sent on).
     pub destinations: &'a [ruma::OwnedServerName],
     /// Whom the event notifies.
-    pub notifications: &'a [(ruma::OwnedUserId, super::push::Notification)],
+    pub notifications: &'a [super::push::Notified],
     /// The relation index rows, when the event relates to another.
     pub relation: Option<RelationRows>,
     /// The client transaction that sent it: remembered in the event's own
@@ -279,12 +279,8 @@ impl Rooms {
                     (pdu.sender.as_str(), room.short, *count),
                 )?;
             }
-            for (user, notification) in notifications {
-                batch.put(
-                    &tables::NOTIFICATIONS,
-                    (user.as_str(), room.short, count),
-                    notification,
-                )?;
+            for notified in notifications {
+                crate::push::history::write(batch, room_id, room.short, pdu, count, notified)?;
             }
             Ok(())
         };

@@ -761,10 +761,7 @@ impl Services {
                 let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
                 let host = parsed.host_str().ok_or("no host")?.trim_matches(['[', ']']);
                 let port = parsed.port_or_known_default().unwrap_or(443);
-                let policy = crate::media::preview::IpPolicy::new(
-                    &self.config.url_preview_ip_range_denylist,
-                    &self.config.url_preview_ip_range_allowlist,
-                )?;
+                let policy = self.config.ip_policy()?;
                 let addresses: Vec<_> = tokio::net::lookup_host((host, port))
                     .await
                     .map_err(|e| e.to_string())?

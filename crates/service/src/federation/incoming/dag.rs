@@ -408,6 +408,7 @@ impl Services {
             state_memberships: &memberships,
         })?;
         self.metrics.event(false);
+        self.wake_pushers(&notifications);
         Ok(())
     }
 
