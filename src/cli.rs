@@ -144,7 +144,21 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `conduit db backup` waits for it (media files may be copied).
 const BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-fn admin(config: Config, words: Vec<String>) -> ExitCode {
+fn admin(config: Config, mut words: Vec<String>) -> ExitCode {
+    // A registration is read here, by the admin who names the file, and
+    // sent as text: the server may not be allowed to read it.
+    if let [first, second, file] = &mut words[..]
+        && first == "appservice"
+        && second == "register"
+    {
+        match std::fs::read_to_string(&*file) {
+            Ok(text) => *file = text,
+            Err(e) => {
+                eprintln!("conduit: cannot read {file}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // Usage errors and --help are answered here, without a server.
     if let Err((is_help, text)) = AdminCommand::parse(&words) {
         if is_help {
@@ -246,6 +260,7 @@ async fn serve_async(config: Config) -> Result<(), String> {
     services
         .start_push_sender()
         .map_err(|e| format!("cannot read the push queue: {e}"))?;
+    services.start_appservice_sender();
     tracing::info!(
         "serving {} on http://{}",
         services.config.server_name,

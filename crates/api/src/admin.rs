@@ -243,7 +243,7 @@ async fn user(
         "shadow_banned": false,
         "creation_ts": account.created_at / 1000,
         "user_type": null,
-        "appservice_id": null,
+        "appservice_id": account.appservice_id,
         "threepids": [],
         "external_ids": external_ids,
     })))

@@ -32,6 +32,11 @@ pub enum Policy {
     Required,
     /// A token, if present, must be valid.
     Optional,
+    /// Only an appservice's `as_token` is looked at (registration and
+    /// login): any other token is left for the handler to judge.
+    Appservice,
+    /// An appservice's `as_token` is required.
+    AppserviceRequired,
     /// Tokens are not looked at.
     Ignored,
 }
@@ -48,9 +53,11 @@ impl TokenPolicy for auth_scheme::NoAuthentication {
 impl TokenPolicy for auth_scheme::NoAccessToken {
     const POLICY: Policy = Policy::Ignored;
 }
-// No application services exist yet, so their tokens open nothing.
 impl TokenPolicy for auth_scheme::AppserviceTokenOptional {
-    const POLICY: Policy = Policy::Ignored;
+    const POLICY: Policy = Policy::Appservice;
+}
+impl TokenPolicy for auth_scheme::AppserviceToken {
+    const POLICY: Policy = Policy::AppserviceRequired;
 }
 
 /// A parsed, authenticated request. `GUEST` says whether guest accounts may
@@ -144,15 +151,22 @@ fn authenticate(
             .ok()
             .flatten();
     let session = match (policy, token) {
-        (Policy::Ignored, _) | (Policy::Optional, None) => None,
-        (Policy::Required, None) => {
+        (Policy::Ignored, _) | (Policy::Optional | Policy::Appservice, None) => None,
+        (Policy::Required | Policy::AppserviceRequired, None) => {
             return Err(Error::new(ErrorCode::MissingToken, "Missing access token.").into());
         }
-        (Policy::Required | Policy::Optional, Some(token)) => {
-            let session = services.devices.authenticate(&token)?;
-            services.devices.mark_seen(&session, &token, client_ip);
-            Some(session)
-        }
+        (policy, Some(token)) => match services.appservice_session(&token, parts.uri.query())? {
+            Some(session) => Some(session),
+            None if matches!(policy, Policy::Appservice) => None,
+            None if matches!(policy, Policy::AppserviceRequired) => {
+                return Err(Error::unknown_token(false).into());
+            }
+            None => {
+                let session = services.devices.authenticate(&token)?;
+                services.devices.mark_seen(&session, &token, client_ip);
+                Some(session)
+            }
+        },
     };
     if !guests && session.as_ref().is_some_and(|s| s.is_guest) {
         return Err(Error::new(

@@ -35,6 +35,9 @@ pub enum Admin {
     /// Rooms: how far remote joins are.
     #[command(subcommand)]
     Rooms(RoomsCommand),
+    /// Application services (bridges, bots): register, list, unregister.
+    #[command(subcommand)]
+    Appservice(AppserviceCommand),
     /// Make a registration token for inviting people (one use, a week, by
     /// default) and print it.
     Invite {
@@ -61,6 +64,19 @@ pub enum UserCommand {
     /// Remove a user's identities at one single sign-on provider (they no
     /// longer log in to this account; a new sign-in there is a new identity).
     Unlink { user: String, provider: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppserviceCommand {
+    /// Register an appservice: its registration YAML (`conduit admin` reads
+    /// it from the file named; in the admin room it follows the command,
+    /// in a code block).
+    Register { registration: String },
+    /// The registered appservices and what waits for each.
+    List,
+    /// Remove an appservice registered by `register` (those of
+    /// `appservice_registration_files` go by editing the config).
+    Unregister { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +284,44 @@ impl Services {
         }
     }
 
+    fn run_appservice_command(&self, command: AppserviceCommand) -> Result<String> {
+        match command {
+            AppserviceCommand::Register { registration } => {
+                let appservice = self.register_appservice(&registration)?;
+                Ok(format!(
+                    "Registered the appservice {:?}; it acts as {}.",
+                    appservice.id(),
+                    appservice.sender
+                ))
+            }
+            AppserviceCommand::Unregister { id } => {
+                self.unregister_appservice(&id)?;
+                Ok(format!("Unregistered the appservice {id:?}."))
+            }
+            AppserviceCommand::List => {
+                let registry = self.appservices.registry();
+                if registry.all().is_empty() {
+                    return Ok("No appservice is registered.".to_owned());
+                }
+                let mut lines = Vec::new();
+                for appservice in registry.all() {
+                    let from = match self.appservices.source(appservice.id()) {
+                        Some(crate::appservice::Source::File) => "from the config",
+                        _ => "registered by command",
+                    };
+                    lines.push(format!(
+                        "{}: {}, {}, {from}, {} events queued",
+                        appservice.id(),
+                        appservice.sender,
+                        appservice.registration.url.as_deref().unwrap_or("no url"),
+                        self.appservice_queue_len(appservice.id())?,
+                    ));
+                }
+                Ok(lines.join("\n"))
+            }
+        }
+    }
+
     fn run_media_command(&self, command: MediaCommand, by: &str) -> Result<String> {
         let parse = |uri: &str| -> Result<(String, String)> {
             let rest = uri.strip_prefix("mxc://").unwrap_or(uri);
@@ -347,6 +401,7 @@ impl Services {
             Admin::User(command) => self.run_user_command(command),
             Admin::Media(command) => self.run_media_command(command, by),
             Admin::Rooms(RoomsCommand::JoinStatus) => Ok(self.federation.joins.describe()),
+            Admin::Appservice(command) => self.run_appservice_command(command),
             Admin::Invite {
                 uses,
                 expires,

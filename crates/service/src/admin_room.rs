@@ -151,7 +151,7 @@ impl Services {
         let answer = if !is_admin {
             "Only server admins may run admin commands.".to_owned()
         } else {
-            match split_words(rest)
+            match command_words(rest)
                 .and_then(|words| AdminCommand::parse(words).map_err(|(_, text)| text))
             {
                 Ok(command) => self
@@ -181,6 +181,24 @@ impl Services {
     }
 }
 
+/// The words of a command message: its first line split into words, and
+/// for `appservice register` the lines after it as one word (the
+/// registration, in a code block or not).
+fn command_words(rest: &str) -> Result<Vec<String>, String> {
+    let (line, more) = rest.split_once('\n').unwrap_or((rest, ""));
+    let mut words = split_words(line)?;
+    if words.len() == 2 && words[0] == "appservice" && words[1] == "register" {
+        let text = more.trim();
+        let text = text
+            .strip_prefix("```")
+            .map(|t| t.split_once('\n').map_or("", |(_, body)| body))
+            .and_then(|t| t.trim_end().strip_suffix("```"))
+            .map_or(text, str::trim);
+        words.push(text.to_owned());
+    }
+    Ok(words)
+}
+
 fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -199,5 +217,14 @@ mod tests {
         );
         assert_eq!(split_words("a 'b c' \"\"").unwrap(), ["a", "b c", ""]);
         assert!(split_words("a \"b").is_err());
+    }
+
+    #[test]
+    fn a_registration_follows_its_command() {
+        let words =
+            command_words(" appservice register\n```yaml\nid: x\nurl: null\n```\n").unwrap();
+        assert_eq!(words, ["appservice", "register", "id: x\nurl: null"]);
+        let words = command_words(" appservice register\nid: y\n").unwrap();
+        assert_eq!(words[2], "id: y");
     }
 }

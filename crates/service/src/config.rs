@@ -107,6 +107,8 @@ pub struct Config {
     pub url_preview_ip_range_denylist: Vec<String>,
     /// IP ranges previews may connect to even when denied above.
     pub url_preview_ip_range_allowlist: Vec<String>,
+    /// Application-service registration files (YAML), read at start.
+    pub appservice_registration_files: Vec<PathBuf>,
     pub well_known: WellKnown,
     /// Single sign-on: identity providers and password login.
     pub sso: crate::sso::config::SsoConfig,
@@ -269,6 +271,7 @@ impl Config {
                 .map(|r| (*r).to_owned())
                 .collect(),
             url_preview_ip_range_allowlist: Vec::new(),
+            appservice_registration_files: Vec::new(),
             uiaa_session_timeout: 15 * 60,
             well_known: WellKnown::default(),
             sso: Default::default(),

@@ -47,6 +47,18 @@ pub enum ErrorCode {
     UnableToAuthoriseJoin,
     /// A sliding sync `pos` the server does not know (any more).
     UnknownPos,
+    /// A user id or alias an application service claims exclusively.
+    Exclusive,
+    /// An appservice's token where the endpoint takes none of its kind.
+    AppserviceLoginUnsupported,
+    /// An appservice ping: the appservice has no `url`.
+    UrlNotSet,
+    /// An appservice ping: it answered with an error status.
+    BadStatus,
+    /// An appservice ping: it could not be reached.
+    ConnectionFailed,
+    /// An appservice ping: it did not answer in time.
+    ConnectionTimeout,
     Unknown,
 }
 
@@ -82,6 +94,12 @@ impl ErrorCode {
             Self::UnableToGrantJoin => "M_UNABLE_TO_GRANT_JOIN",
             Self::UnableToAuthoriseJoin => "M_UNABLE_TO_AUTHORISE_JOIN",
             Self::UnknownPos => "M_UNKNOWN_POS",
+            Self::Exclusive => "M_EXCLUSIVE",
+            Self::AppserviceLoginUnsupported => "M_APPSERVICE_LOGIN_UNSUPPORTED",
+            Self::UrlNotSet => "M_URL_NOT_SET",
+            Self::BadStatus => "M_BAD_STATUS",
+            Self::ConnectionFailed => "M_CONNECTION_FAILED",
+            Self::ConnectionTimeout => "M_CONNECTION_TIMEOUT",
             Self::Unknown => "M_UNKNOWN",
         }
     }

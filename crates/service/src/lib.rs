@@ -6,6 +6,7 @@ pub mod account_data;
 pub mod account_page;
 pub mod admin_commands;
 pub mod admin_room;
+pub mod appservice;
 pub mod config;
 mod counter;
 pub mod e2ee;
@@ -71,6 +72,9 @@ pub enum StartError {
     Load(String),
     #[error("{0}")]
     Http(String),
+    /// A registration file that does not parse or clashes with another.
+    #[error("{0}")]
+    Appservice(String),
 }
 
 pub struct Services {
@@ -96,6 +100,8 @@ pub struct Services {
     pub push_cache: PushCache,
     /// Pushers and the workers pushing to their gateways.
     pub pushers: push::Pushers,
+    /// Registered application services and their transaction workers.
+    pub appservices: appservice::Appservices,
     pub member_summaries: MemberSummaries,
     pub auth_events_cache: AuthEventsCache,
     pub presence: Presence,
@@ -179,6 +185,12 @@ impl Services {
             thumbnail_slots: tokio::sync::Semaphore::new(2),
             device_list_resyncs: std::sync::Mutex::default(),
             pushers: push::Pushers::load(&db).map_err(|e| StartError::Load(e.to_string()))?,
+            appservices: appservice::Appservices::load(
+                &db,
+                &config.appservice_registration_files,
+                config.server_name.as_str(),
+            )
+            .map_err(StartError::Appservice)?,
             previews: match config.url_preview_enabled {
                 true => Some(media::preview::Previews::new(
                     config.ip_policy().map_err(StartError::Load)?,
@@ -194,6 +206,11 @@ impl Services {
             .map_err(|e| StartError::Load(e.to_string()))?;
         if orphans > 0 {
             tracing::info!(orphans, "removed media files no media refers to");
+        }
+        for appservice in services.appservices.registry().all() {
+            services
+                .ensure_appservice_sender(appservice)
+                .map_err(|e| StartError::Load(e.to_string()))?;
         }
         Ok(services)
     }

@@ -140,7 +140,7 @@ impl Services {
                 "The desired user ID is already taken.",
             ));
         }
-        Ok(())
+        self.check_user_namespace(&user_id, None)
     }
 
     pub async fn register(&self, request: Registration<'_>) -> Result<Registered> {

@@ -65,7 +65,11 @@ impl Services {
     }
 
     /// A new device (or a new token for a named one) after a login.
-    fn open_session(&self, user_id: &UserId, device: LoginDevice<'_>) -> Result<NewSession> {
+    pub(crate) fn open_session(
+        &self,
+        user_id: &UserId,
+        device: LoginDevice<'_>,
+    ) -> Result<NewSession> {
         let is_guest = self.users.account(user_id)?.is_some_and(|a| a.is_guest);
         let session = self.devices.create_session(SessionRequest {
             user_id,

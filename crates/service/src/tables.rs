@@ -84,6 +84,17 @@ pub const PUSHERS: Table<(Str, Str, Str), Json<crate::push::PusherRecord>> = Tab
 /// (pusher id, event position) -> a notification waiting to be pushed;
 /// written in the event's own batch, deleted once the gateway took it.
 pub const PUSH_QUEUE: Table<(U64, U64), Json<bool>> = Table::new("push_queue");
+/// Appservice id -> its registration (YAML) as `appservice register` was
+/// given it; the config's registration files are not copied here.
+pub const APPSERVICES: Table<Str, Json<String>> = Table::new("appservices");
+/// (appservice id, stream position) -> an event (short id) waiting to be
+/// sent to the appservice; written in the event's own batch, deleted once
+/// the appservice took the transaction holding it.
+pub const APPSERVICE_QUEUE: Table<(Str, U64), U64> = Table::new("appservice_queue");
+/// Appservice id -> the position of the last event of the transaction
+/// being sent: its id, so a retry (after a restart too) is the same
+/// transaction with the same events.
+pub const APPSERVICE_TXNS: Table<Str, U64> = Table::new("appservice_txns");
 /// (user id, position) -> (room id or "", type) of account data changed
 /// then; incremental sync reads the rows after its token.
 pub const ACCOUNT_DATA_CHANGES: Table<(Str, U64), Json<(String, String)>> =
@@ -243,6 +254,9 @@ pub const ALL: &[TableDef] = &[
     NOTIFICATION_LOG.def(),
     PUSHERS.def(),
     PUSH_QUEUE.def(),
+    APPSERVICES.def(),
+    APPSERVICE_QUEUE.def(),
+    APPSERVICE_TXNS.def(),
     ACCOUNT_DATA_CHANGES.def(),
     ACCOUNT_DATA_POSITIONS.def(),
     RELATIONS.def(),

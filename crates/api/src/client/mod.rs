@@ -3,6 +3,7 @@
 mod account;
 mod account_data;
 mod alias;
+mod appservice;
 mod backup;
 mod dehydrated;
 mod devices;
@@ -99,6 +100,7 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(push_rules::set_enabled)
         .ruma_route(push_rules::get_actions)
         .ruma_route(push_rules::set_actions)
+        .ruma_route(appservice::ping)
         .ruma_route(pushers::list)
         .ruma_route(pushers::notifications)
         .route("/_matrix/client/v3/pushers/set", post(pushers::set))

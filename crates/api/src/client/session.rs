@@ -45,6 +45,9 @@ pub async fn login_types(State(services): State<Arc<Services>>) -> Json<JsonValu
         flows.push(json!({"type": "m.login.sso", "identity_providers": providers}));
         flows.push(json!({"type": "m.login.token"}));
     }
+    if !services.appservices.registry().all().is_empty() {
+        flows.push(json!({"type": "m.login.application_service"}));
+    }
     Json(json!({ "flows": flows }))
 }
 
@@ -70,6 +73,18 @@ pub async fn login(
                 .await?
         }
         LoginInfo::Token(token) => services.login_with_token(&token.token, device).await?,
+        LoginInfo::ApplicationService(login) => {
+            let Some(appservice) = req.session.as_ref().and_then(|s| s.appservice.as_deref())
+            else {
+                return Err(Error::new(
+                    conduit_service::ErrorCode::UnknownToken,
+                    "m.login.application_service needs an application service's as_token.",
+                )
+                .into());
+            };
+            let user = appservice_login_user(login)?;
+            services.login_as_appservice_user(appservice, user, device)?
+        }
         _ => {
             return Err(Error::new(
                 conduit_service::ErrorCode::Unknown,
@@ -88,9 +103,22 @@ pub async fn login(
 /// Who a password login names: an `m.id.user` identifier or the legacy `user`.
 #[allow(deprecated)] // the legacy `user` field is still sent by older clients
 fn password_login_user(password: &login::v3::Password) -> Result<&str, ApiError> {
-    Ok(match (&password.identifier, &password.user) {
+    named_user(password.identifier.as_ref(), password.user.as_deref())
+}
+
+/// Who an appservice login names, in the same two ways.
+#[allow(deprecated)] // the legacy `user` field is still sent by older bridges
+fn appservice_login_user(login: &login::v3::ApplicationService) -> Result<&str, ApiError> {
+    named_user(login.identifier.as_ref(), login.user.as_deref())
+}
+
+fn named_user<'a>(
+    identifier: Option<&'a UserIdentifier>,
+    user: Option<&'a str>,
+) -> Result<&'a str, ApiError> {
+    Ok(match (identifier, user) {
         (Some(UserIdentifier::Matrix(id)), _) => id.user.as_str(),
-        (None, Some(user)) => user.as_str(),
+        (None, Some(user)) => user,
         (Some(_), _) => {
             return Err(Error::new(
                 conduit_service::ErrorCode::Unknown,

@@ -256,6 +256,7 @@ impl Services {
             self.rooms.insert_room(room_id, &record)?;
         }
         let memberships = self.memberships_of(&state, None, pdu.short)?;
+        let appservices = self.appservices_for(room_id, record.short, Some(before_id), &pdu)?;
         self.rooms.append(Append {
             room_id,
             room: &record,
@@ -268,6 +269,7 @@ impl Services {
             pdu: &pdu,
             destinations: &[],
             notifications: &notifications,
+            appservices: &appservices,
             relation: RelationRows::prepare(&self.db, &self.short_ids, record.short, &pdu)?,
             transaction: None,
             // The members of the state the join came with.
@@ -275,6 +277,7 @@ impl Services {
         })?;
         self.metrics.event(true);
         self.wake_pushers(&notifications);
+        self.wake_appservices(&appservices);
         if let Ok(user) = <&UserId>::try_from(pdu.sender.as_str()) {
             self.drop_remote_invite(user, room_id)?;
         }

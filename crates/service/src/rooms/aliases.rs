@@ -47,6 +47,7 @@ impl Services {
     /// `PUT /directory/room/{alias}`: joined members may name a room.
     pub fn create_alias(&self, sender: &UserId, alias: &str, room_id: &str) -> Result<()> {
         self.local_alias(alias)?;
+        self.check_alias_namespace(alias, sender)?;
         if self.rooms.room(room_id)?.is_none() {
             return Err(Error::not_found("Unknown room."));
         }

@@ -76,7 +76,11 @@ impl Services {
             ));
         }
         let alias = match new.alias_localpart {
-            Some(localpart) => Some(self.check_new_alias(localpart)?),
+            Some(localpart) => {
+                let alias = self.check_new_alias(localpart)?;
+                self.check_alias_namespace(&alias, creator)?;
+                Some(alias)
+            }
             None => None,
         };
         let v12 = version == "12";

@@ -211,6 +211,7 @@ impl Services {
             .notifications_for(room_id, room, head.state, state, &pdu)
             .await?;
         let destinations = self.destinations_for(room.short, new_state.or(head.state), &pdu)?;
+        let appservices = self.appservices_for(room_id, room.short, head.state, &pdu)?;
         self.rooms.append(Append {
             room_id,
             room,
@@ -223,12 +224,14 @@ impl Services {
             pdu: &pdu,
             destinations: &destinations,
             notifications: &notifications,
+            appservices: &appservices,
             relation: RelationRows::prepare(&self.db, &self.short_ids, room.short, &pdu)?,
             transaction,
             state_memberships: &[],
         })?;
         self.metrics.event(true);
         self.wake_pushers(&notifications);
+        self.wake_appservices(&appservices);
         for destination in &destinations {
             self.wake_sender(destination);
         }

@@ -57,6 +57,8 @@ pub(crate) struct Append<'a> {
     pub destinations: &'a [ruma::OwnedServerName],
     /// Whom the event notifies.
     pub notifications: &'a [super::push::Notified],
+    /// The appservices it is queued for.
+    pub appservices: &'a [std::sync::Arc<crate::appservice::Appservice>],
     /// The relation index rows, when the event relates to another.
     pub relation: Option<RelationRows>,
     /// The client transaction that sent it: remembered in the event's own
@@ -197,6 +199,7 @@ impl Rooms {
             pdu,
             destinations,
             notifications,
+            appservices,
             relation,
             transaction,
             state_memberships,
@@ -268,6 +271,13 @@ impl Rooms {
                 batch.put(
                     &tables::FEDERATION_QUEUE,
                     (destination.as_str(), count),
+                    pdu.short,
+                )?;
+            }
+            for appservice in appservices {
+                batch.put(
+                    &tables::APPSERVICE_QUEUE,
+                    (appservice.id(), count),
                     pdu.short,
                 )?;
             }

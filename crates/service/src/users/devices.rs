@@ -58,6 +58,8 @@ pub struct Session {
     pub user_id: OwnedUserId,
     pub device_id: OwnedDeviceId,
     pub is_guest: bool,
+    /// The appservice whose `as_token` made the request.
+    pub appservice: Option<std::sync::Arc<crate::appservice::Appservice>>,
 }
 
 /// Tokens handed to a client at login, registration or refresh.
@@ -189,6 +191,7 @@ impl Devices {
             user_id: record.user_id,
             device_id: record.device_id,
             is_guest: record.is_guest,
+            appservice: None,
         })
     }
 

@@ -28,6 +28,9 @@ pub struct AccountRecord {
     pub is_guest: bool,
     #[serde(default)]
     pub is_admin: bool,
+    /// The appservice that registered the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appservice_id: Option<String>,
 }
 
 /// Local accounts.

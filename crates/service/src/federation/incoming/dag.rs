@@ -391,6 +391,8 @@ impl Services {
         let notifications = self
             .notifications_for(&room.room_id, &room.record, Some(before_id), &before, pdu)
             .await?;
+        let appservices =
+            self.appservices_for(&room.room_id, room.record.short, Some(before_id), pdu)?;
         self.rooms.append(Append {
             room_id: &room.room_id,
             room: &room.record,
@@ -403,12 +405,14 @@ impl Services {
             pdu,
             destinations: &[],
             notifications: &notifications,
+            appservices: &appservices,
             relation: RelationRows::prepare(&self.db, &self.short_ids, room.record.short, pdu)?,
             transaction: None,
             state_memberships: &memberships,
         })?;
         self.metrics.event(false);
         self.wake_pushers(&notifications);
+        self.wake_appservices(&appservices);
         Ok(())
     }
 

@@ -1,0 +1,378 @@
+"""Application services: a registration file gives an appservice its
+namespace; it registers and logs in puppets with
+`m.login.application_service`, acts as them with `?user_id=`, and is
+refused outside its namespace; others are refused its exclusive names
+(`M_EXCLUSIVE`); it receives every event of its rooms by transaction, in
+order and once, with its hs_token, across its own downtime and a `kill -9`
+of the server; it pings and is pinged; `conduit admin appservice`
+registers, lists and unregisters."""
+
+import json
+import queue
+import re
+import subprocess
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import binary, free_port, unique
+
+AS_TOKEN = "as-token-" + uuid.uuid4().hex
+HS_TOKEN = "hs-token-" + uuid.uuid4().hex
+TXN_PATH = re.compile(r"^/_matrix/app/v1/transactions/([^/?]+)$")
+
+
+class Bridge:
+    """The appservice's HTTP side on 127.0.0.1: records transactions (by
+    id, as an appservice dedupes them), refuses a wrong hs_token, and
+    answers 500 `fail` times (`lose` times after taking the events, as if
+    the answer got lost)."""
+
+    def __init__(self, port: int | None = None):
+        self.transactions: list[tuple[str, list[dict]]] = []
+        self.seen_txns: dict[str, list[str]] = {}
+        self.events: "queue.Queue[dict]" = queue.Queue()
+        self.pings: "queue.Queue[dict]" = queue.Queue()
+        self.wrong_tokens = 0
+        self.fail = 0
+        self.lose = 0
+        self.lock = threading.Lock()
+        bridge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self, status: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def body(self) -> dict:
+                return json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+
+            def authorized(self) -> bool:
+                if self.headers.get("Authorization") != f"Bearer {HS_TOKEN}":
+                    bridge.wrong_tokens += 1
+                    self.answer(403, {"errcode": "M_FORBIDDEN"})
+                    return False
+                return True
+
+            def do_PUT(self):
+                match = TXN_PATH.match(self.path)
+                body = self.body()
+                if not match:
+                    return self.answer(404, {"errcode": "M_UNRECOGNIZED"})
+                if not self.authorized():
+                    return
+                txn_id = match.group(1)
+                with bridge.lock:
+                    if bridge.fail > 0:
+                        bridge.fail -= 1
+                        return self.answer(500, {})
+                    ids = [e["event_id"] for e in body["events"]]
+                    bridge.transactions.append((txn_id, ids))
+                    if txn_id in bridge.seen_txns:
+                        # A retry must be the same transaction.
+                        assert bridge.seen_txns[txn_id] == ids
+                    else:
+                        bridge.seen_txns[txn_id] = ids
+                        for event in body["events"]:
+                            bridge.events.put(event)
+                    if bridge.lose > 0:
+                        bridge.lose -= 1
+                        return self.answer(500, {})
+                self.answer(200, {})
+
+            def do_POST(self):
+                body = self.body()
+                if self.path != "/_matrix/app/v1/ping":
+                    return self.answer(404, {"errcode": "M_UNRECOGNIZED"})
+                if not self.authorized():
+                    return
+                bridge.pings.put(body)
+                self.answer(200, {})
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", port or free_port()), Handler)
+        self.port = self.http.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def wait_for(self, event_id: str, timeout: float = 20) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
+            if event["event_id"] == event_id:
+                return event
+
+    def drain(self, timeout: float = 20, until: str | None = None) -> list[dict]:
+        """Every event received until `until` arrives."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while True:
+            event = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
+            got.append(event)
+            if event["event_id"] == until:
+                return got
+
+    def close(self):
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def registration(url: str | None, as_id: str = "bridge", as_token: str = AS_TOKEN,
+                 hs_token: str = HS_TOKEN, prefix: str = "bridge_", sender: str = "bridgebot") -> str:
+    return f"""
+id: {as_id}
+url: {json.dumps(url)}
+as_token: {as_token}
+hs_token: {hs_token}
+sender_localpart: {sender}
+rate_limited: false
+namespaces:
+  users:
+    - exclusive: true
+      regex: "@{prefix}.*:localhost"
+  aliases:
+    - exclusive: true
+      regex: "#{prefix}.*:localhost"
+  rooms: []
+"""
+
+
+@pytest.fixture
+def bridge():
+    b = Bridge()
+    yield b
+    b.close()
+
+
+def server_with(make_server, tmp_path, bridge_url: str | None, **kwargs):
+    path = tmp_path / f"registration-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(registration(bridge_url, **kwargs))
+    return make_server({"CONDUIT_APPSERVICE_REGISTRATION_FILES": json.dumps([str(path)])})
+
+
+def as_request(server, method: str, path: str, user_id: str | None = None, token: str = AS_TOKEN, **kwargs):
+    params = kwargs.pop("params", {})
+    if user_id:
+        params["user_id"] = user_id
+    return server.request(method, path, token, params=params, **kwargs)
+
+
+def register_puppet(server, localpart: str, token: str = AS_TOKEN, **extra):
+    return as_request(server, "POST", "/_matrix/client/v3/register", token=token,
+                      json={"type": "m.login.application_service", "username": localpart, **extra})
+
+
+def send(server, room_id: str, body: str, token: str, user_id: str | None = None) -> str:
+    r = as_request(server, "PUT", f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{uuid.uuid4().hex}",
+                   user_id, token=token, json={"msgtype": "m.text", "body": body})
+    assert r.status_code == 200, r.text
+    return r.json()["event_id"]
+
+
+def test_puppets_are_registered_and_act_inside_the_namespace_only(make_server, tmp_path, bridge):
+    server = server_with(make_server, tmp_path, bridge.url)
+    # The appservice's own user exists from the start.
+    r = as_request(server, "GET", "/_matrix/client/v3/account/whoami")
+    assert r.status_code == 200 and r.json()["user_id"] == "@bridgebot:localhost", r.text
+    # The login flows say appservices may log in.
+    flows = [f["type"] for f in server.request("GET", "/_matrix/client/v3/login").json()["flows"]]
+    assert "m.login.application_service" in flows
+
+    # Puppets: registered without a password, with or without a session.
+    puppet = "@bridge_alice:localhost"
+    r = register_puppet(server, "bridge_alice")
+    assert r.status_code == 200, r.text
+    assert r.json()["user_id"] == puppet and r.json()["access_token"]
+    quiet = register_puppet(server, "bridge_quiet", inhibit_login=True).json()
+    assert quiet["user_id"] == "@bridge_quiet:localhost" and "access_token" not in quiet
+    assert register_puppet(server, "bridge_alice").json()["errcode"] == "M_USER_IN_USE"
+    r = register_puppet(server, "mallory")
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_EXCLUSIVE")
+    r = register_puppet(server, "bridge_x", token="not-a-token")
+    assert (r.status_code, r.json()["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+    # An appservice's token does not register ordinary accounts.
+    r = as_request(server, "POST", "/_matrix/client/v3/register",
+                   json={"username": "bridge_pw", "password": "secret secret", "auth": {"type": "m.login.dummy"}})
+    assert r.json()["errcode"] == "M_APPSERVICE_LOGIN_UNSUPPORTED", r.text
+
+    # Acting as a puppet.
+    r = as_request(server, "GET", "/_matrix/client/v3/account/whoami", puppet)
+    assert r.json()["user_id"] == puppet, r.text
+    human = server.register(unique("human"))
+    for outside in [human["user_id"], "@bridge_nobody:localhost", "@bridge_alice:elsewhere.example"]:
+        r = as_request(server, "GET", "/_matrix/client/v3/account/whoami", outside)
+        assert (r.status_code, r.json()["errcode"]) == (403, "M_FORBIDDEN"), (outside, r.text)
+    r = as_request(server, "GET", "/_matrix/client/v3/account/whoami", token="wrong-as-token")
+    assert (r.status_code, r.json()["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+
+    # A puppet logs in for a device of its own (end-to-end encryption).
+    r = as_request(server, "POST", "/_matrix/client/v3/login",
+                   json={"type": "m.login.application_service",
+                         "identifier": {"type": "m.id.user", "user": "bridge_alice"}})
+    assert r.status_code == 200 and r.json()["user_id"] == puppet, r.text
+    device_id = r.json()["device_id"]
+    r = as_request(server, "GET", "/_matrix/client/v3/account/whoami", puppet, params={"device_id": device_id})
+    assert r.json()["device_id"] == device_id, r.text
+    r = as_request(server, "GET", "/_matrix/client/v3/account/whoami", puppet, params={"device_id": "NOPE"})
+    assert r.status_code == 403, r.text
+    r = server.request("POST", "/_matrix/client/v3/login",
+                       json={"type": "m.login.application_service",
+                             "identifier": {"type": "m.id.user", "user": "bridge_alice"}})
+    assert r.status_code == 401, r.text
+    r = as_request(server, "POST", "/_matrix/client/v3/login",
+                   json={"type": "m.login.application_service",
+                         "identifier": {"type": "m.id.user", "user": human["user_id"]}})
+    assert r.status_code == 403, r.text
+
+    # Others are refused the exclusive namespaces.
+    r = server.request("POST", "/_matrix/client/v3/register",
+                       json={"username": "bridge_bob", "password": "correct horse battery",
+                             "auth": {"type": "m.login.dummy"}})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_EXCLUSIVE"), r.text
+    r = server.request("GET", "/_matrix/client/v3/register/available", params={"username": "bridge_bob"})
+    assert r.json()["errcode"] == "M_EXCLUSIVE"
+    r = server.request("POST", "/_matrix/client/v3/createRoom", human["access_token"],
+                       json={"room_alias_name": "bridge_chat"})
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_EXCLUSIVE"), r.text
+    # The puppet may take the alias.
+    r = as_request(server, "POST", "/_matrix/client/v3/createRoom", puppet, json={"room_alias_name": "bridge_chat"})
+    assert r.status_code == 200, r.text
+    r = server.request("PUT", "/_matrix/client/v3/directory/room/%23bridge_other:localhost",
+                       human["access_token"], json={"room_id": r.json()["room_id"]})
+    assert r.json()["errcode"] in ("M_EXCLUSIVE", "M_FORBIDDEN"), r.text
+
+
+def test_transactions_carry_every_event_in_order_once(make_server, tmp_path, bridge):
+    server = server_with(make_server, tmp_path, bridge.url)
+    human = server.register(unique("human"))
+    puppet = "@bridge_carol:localhost"
+    assert register_puppet(server, "bridge_carol").status_code == 200
+
+    # A room of humans only is none of the appservice's business...
+    r = server.request("POST", "/_matrix/client/v3/createRoom", human["access_token"], json={})
+    private = r.json()["room_id"]
+    secret = send(server, private, "not for bridges", human["access_token"])
+    # ... until a puppet is invited: the invite, and all after, go to it.
+    r = server.request("POST", "/_matrix/client/v3/createRoom", human["access_token"],
+                       json={"invite": [puppet], "preset": "private_chat"})
+    room_id = r.json()["room_id"]
+    r = as_request(server, "POST", f"/_matrix/client/v3/join/{room_id}", puppet, json={})
+    assert r.status_code == 200, r.text
+    sent = [send(server, room_id, f"message {i}", human["access_token"]) for i in range(30)]
+    from_puppet = send(server, room_id, "from the bridge", AS_TOKEN, puppet)
+    got = bridge.drain(until=from_puppet)
+    ids = [e["event_id"] for e in got]
+    assert secret not in ids
+    assert ids[-31:] == sent + [from_puppet]
+    kinds = [(e["type"], e.get("state_key")) for e in got]
+    assert ("m.room.member", puppet) in kinds
+    invite = next(e for e in got if e["type"] == "m.room.member" and e["content"]["membership"] == "invite")
+    assert invite["state_key"] == puppet and invite["room_id"] == room_id
+    assert got[-1]["sender"] == puppet and got[-1]["content"]["body"] == "from the bridge"
+    # Each event came once, and the server never used a wrong hs_token.
+    assert len(ids) == len(set(ids))
+    assert bridge.wrong_tokens == 0
+    assert all(re.fullmatch(r"[A-Za-z0-9._~-]+", txn) for txn, _ in bridge.transactions)
+
+
+def test_a_failing_appservice_gets_every_event_once_after_a_restart(make_server, tmp_path, bridge):
+    server = server_with(make_server, tmp_path, bridge.url)
+    human = server.register(unique("human"))
+    puppet = "@bridge_dave:localhost"
+    register_puppet(server, "bridge_dave")
+    r = server.request("POST", "/_matrix/client/v3/createRoom", human["access_token"], json={"invite": [puppet]})
+    room_id = r.json()["room_id"]
+    as_request(server, "POST", f"/_matrix/client/v3/join/{room_id}", puppet, json={})
+    first = send(server, room_id, "warm up", human["access_token"])
+    bridge.drain(until=first)
+
+    # The appservice takes a transaction but its answer is lost: the retry
+    # is the same transaction (the bridge asserts it), counted once.
+    bridge.lose = 1
+    lost = send(server, room_id, "answer lost", human["access_token"])
+    bridge.wait_for(lost)
+    deadline = time.monotonic() + 20
+    while sum(1 for _, ids in bridge.transactions if lost in ids) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    retried = [txn for txn, ids in bridge.transactions if lost in ids]
+    assert len(retried) == 2 and retried[0] == retried[1]
+
+    # Down for a while, and the server killed meanwhile: nothing is lost.
+    bridge.fail = 10**6
+    during = [send(server, room_id, f"while down {i}", human["access_token"]) for i in range(5)]
+    time.sleep(1)
+    server.kill()
+    server.start()
+    after = send(server, room_id, "after the restart", human["access_token"])
+    bridge.fail = 0
+    got = [e["event_id"] for e in bridge.drain(timeout=40, until=after)]
+    assert got == during + [after]
+    assert "transaction failed" in server.log()
+
+
+def test_ping_both_ways(make_server, tmp_path, bridge):
+    server = server_with(make_server, tmp_path, bridge.url)
+    r = as_request(server, "POST", "/_matrix/client/v1/appservice/bridge/ping", json={"transaction_id": "ping-1"})
+    assert r.status_code == 200, r.text
+    assert isinstance(r.json()["duration_ms"], int)
+    assert bridge.pings.get(timeout=5) == {"transaction_id": "ping-1"}
+    r = as_request(server, "POST", "/_matrix/client/v1/appservice/other/ping", json={})
+    assert r.status_code == 403, r.text
+    human = server.register(unique("human"))
+    r = server.request("POST", "/_matrix/client/v1/appservice/bridge/ping", human["access_token"], json={})
+    assert (r.status_code, r.json()["errcode"]) == (401, "M_UNKNOWN_TOKEN"), r.text
+    bridge.close()
+    r = as_request(server, "POST", "/_matrix/client/v1/appservice/bridge/ping", json={})
+    assert (r.status_code, r.json()["errcode"]) == (502, "M_CONNECTION_FAILED"), r.text
+
+
+def test_a_bad_registration_file_stops_the_start_saying_why(make_server, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(registration("http://127.0.0.1:9", hs_token=AS_TOKEN))
+    server = make_server({"CONDUIT_APPSERVICE_REGISTRATION_FILES": json.dumps([str(path)])}, start=False)
+    server.start(wait=False)
+    assert server.proc.wait(timeout=30) != 0
+    assert "bad.yaml" in server.log() and "must differ" in server.log()
+
+
+def admin(server, *words):
+    return subprocess.run([str(binary()), "admin", *words], env=server.env, capture_output=True,
+                          text=True, timeout=60, cwd=server.data_dir)
+
+
+def test_admin_commands_register_list_and_unregister(make_server, tmp_path, bridge):
+    server = make_server()
+    token = "as-" + uuid.uuid4().hex
+    path = tmp_path / "bot.yaml"
+    path.write_text(registration(bridge.url, as_id="bot", as_token=token, hs_token=HS_TOKEN,
+                                 prefix="bot_", sender="thebot"))
+    result = admin(server, "appservice", "register", str(path))
+    assert result.returncode == 0 and "@thebot:localhost" in result.stdout, result.stderr
+    # Working at once, without a restart.
+    r = as_request(server, "GET", "/_matrix/client/v3/account/whoami", token=token)
+    assert r.json()["user_id"] == "@thebot:localhost", r.text
+    assert register_puppet(server, "bot_one", token=token).status_code == 200
+    listed = admin(server, "appservice", "list").stdout
+    assert "bot: @thebot:localhost" in listed and bridge.url in listed
+    again = admin(server, "appservice", "register", str(path))
+    assert again.returncode != 0 and "already" in again.stderr
+
+    # Kept across a restart.
+    server.stop()
+    server.start()
+    assert as_request(server, "GET", "/_matrix/client/v3/account/whoami", token=token).status_code == 200
+
+    result = admin(server, "appservice", "unregister", "bot")
+    assert result.returncode == 0, result.stderr
+    r = as_request(server, "GET", "/_matrix/client/v3/account/whoami", token=token)
+    assert (r.status_code, r.json()["errcode"]) == (401, "M_UNKNOWN_TOKEN")
+    assert "No appservice" in admin(server, "appservice", "list").stdout
