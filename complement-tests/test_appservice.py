@@ -376,3 +376,50 @@ def test_admin_commands_register_list_and_unregister(make_server, tmp_path, brid
     r = as_request(server, "GET", "/_matrix/client/v3/account/whoami", token=token)
     assert (r.status_code, r.json()["errcode"]) == (401, "M_UNKNOWN_TOKEN")
     assert "No appservice" in admin(server, "appservice", "list").stdout
+
+
+def test_a_mautrix_python_bridge_works_against_the_server(make_server, tmp_path):
+    """mautrix-python's appservice library (what the mautrix bridges are
+    built on) as the appservice: it pings itself through the server,
+    registers a puppet, creates a room, sends, and receives a human's
+    message by transaction."""
+    import asyncio
+
+    from mautrix.appservice import AppService
+    from mautrix.types import EventType, UserID
+
+    port = free_port()
+    server = server_with(make_server, tmp_path, f"http://127.0.0.1:{port}")
+    human = server.register(unique("human"))
+
+    async def run():
+        received: asyncio.Queue = asyncio.Queue()
+        appservice = AppService(server=server.url, domain="localhost", as_token=AS_TOKEN, hs_token=HS_TOKEN,
+                                bot_localpart="bridgebot", id="bridge")
+
+        async def on_event(event):
+            await received.put(event)
+
+        appservice.matrix_event_handler(on_event)
+        await appservice.start(host="127.0.0.1", port=port)
+        try:
+            assert await appservice.ping_self() >= 0
+            intent = appservice.intent.user(UserID("@bridge_erin:localhost"))
+            await intent.ensure_registered()
+            room_id = await intent.create_room(invitees=[human["user_id"]])
+            sent = await intent.send_text(room_id, "hello from mautrix")
+            r = await asyncio.to_thread(server.request, "POST", f"/_matrix/client/v3/join/{room_id}",
+                                        human["access_token"], json={})
+            assert r.status_code == 200, r.text
+            reply = await asyncio.to_thread(send, server, room_id, "hello bridge", human["access_token"])
+            seen = []
+            while reply not in seen:
+                event = await asyncio.wait_for(received.get(), timeout=20)
+                seen.append(event.event_id)
+                if event.event_id == reply:
+                    assert event.type == EventType.ROOM_MESSAGE and event.content.body == "hello bridge"
+            assert sent in seen
+        finally:
+            await appservice.stop()
+
+    asyncio.run(run())

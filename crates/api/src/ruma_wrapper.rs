@@ -155,7 +155,11 @@ fn authenticate(
         (Policy::Required | Policy::AppserviceRequired, None) => {
             return Err(Error::new(ErrorCode::MissingToken, "Missing access token.").into());
         }
-        (policy, Some(token)) => match services.appservice_session(&token, parts.uri.query())? {
+        (policy, Some(token)) => match services.appservice_session(
+            &token,
+            parts.uri.query(),
+            !matches!(policy, Policy::Appservice),
+        )? {
             Some(session) => Some(session),
             None if matches!(policy, Policy::Appservice) => None,
             None if matches!(policy, Policy::AppserviceRequired) => {

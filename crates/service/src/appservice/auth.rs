@@ -17,14 +17,22 @@ pub const NO_DEVICE: &str = "_appservice";
 impl Services {
     /// The session of a request whose token is an appservice's `as_token`;
     /// `None` when it is no appservice's. `query` is the request's query
-    /// string (`user_id`, `device_id`).
-    pub fn appservice_session(&self, token: &str, query: Option<&str>) -> Result<Option<Session>> {
+    /// string (`user_id`, `device_id`), read only when `masquerade` (the
+    /// registration and login endpoints name a user who may not exist yet
+    /// and act as the appservice itself; bridges send `user_id` there too).
+    pub fn appservice_session(
+        &self,
+        token: &str,
+        query: Option<&str>,
+        masquerade: bool,
+    ) -> Result<Option<Session>> {
         let registry = self.appservices.registry();
         let Some(appservice) = registry.by_as_token(token) else {
             return Ok(None);
         };
         let mut user_id = None;
         let mut device_id = None;
+        let query = if masquerade { query } else { None };
         for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match &*key {
                 "user_id" => user_id = Some(value.into_owned()),
