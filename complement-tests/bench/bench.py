@@ -132,10 +132,10 @@ def sliding_sync_figures(user: "Client", rooms: list[str], samples: int) -> dict
 
 
 @contextmanager
-def running_server(section: str):
+def running_server(section: str, env: dict | None = None):
     """A fresh server over a fresh temporary database, stopped (SIGTERM) at the end."""
     with tempfile.TemporaryDirectory(prefix=f"conduit-bench-{section}-") as data_dir:
-        server = Server(Path(data_dir), {}, f"bench-{section}")
+        server = Server(Path(data_dir), env or {}, f"bench-{section}")
         server.log_path.unlink(missing_ok=True)
         server.start()
         try:
@@ -402,6 +402,144 @@ def send_cpu_ms(server: Server, user: Client, room: str, sends: int, delivered) 
     return measure(server, sends, work)["cpu_ms_per_event"]
 
 
+class Receiver:
+    """An HTTP endpoint on loopback counting what it is sent: pushes (one
+    per POST) or appservice events (those of each PUT transaction). It
+    answers 500 while `down`."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.count = 0
+        self.transactions = 0
+        self.down = False
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def handle_body(self, events: int) -> None:
+                if receiver.down:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                receiver.count += events
+                receiver.transactions += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.handle_body(1)
+
+            def do_PUT(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self.handle_body(len(body["events"]))
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_port}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def wait_for(self, count: int, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"received {self.count} of {count}")
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def bench_pushes(args) -> dict:
+    members, sends = 100, args.push_sends
+    receiver = Receiver()
+    env = {"CONDUIT_URL_PREVIEW_IP_RANGE_ALLOWLIST": '["127.0.0.1/32"]'}
+    try:
+        with running_server("pushes", env) as server, ThreadPoolExecutor(4) as pool:
+            sender = Client.register(server, "sender")
+            room = sender.create_room(preset="public_chat")
+
+            def member(i: int) -> None:
+                user = Client.register(server, f"member{i}")
+                user.call("POST", "/_matrix/client/v3/pushers/set", {
+                    "kind": "http", "app_id": "bench", "pushkey": f"key{i}", "app_display_name": "bench",
+                    "device_display_name": "bench", "lang": "en",
+                    "data": {"url": receiver.url + "/_matrix/push/v1/notify"},
+                })
+                user.join(room)
+
+            list(pool.map(member, range(members - 1)))
+            expected = sends * (members - 1)
+
+            def work():
+                for i in range(sends):
+                    sender.send(room, f"message {i}")
+                receiver.wait_for(expected)
+
+            figures = measure(server, sends, work)
+            return {"members": members, "pushes": receiver.count, **figures}
+    finally:
+        receiver.close()
+
+
+def bench_appservice(args) -> dict:
+    events = args.as_events
+    receiver = Receiver()
+    with tempfile.TemporaryDirectory(prefix="conduit-bench-as-") as tmp:
+        registration = Path(tmp) / "bridge.yaml"
+        registration.write_text(f"""id: bench
+url: {receiver.url}
+as_token: bench-as-token
+hs_token: bench-hs-token
+sender_localpart: benchbot
+namespaces:
+  users: [{{exclusive: true, regex: "@bench_.*:localhost"}}]
+""")
+        env = {"CONDUIT_APPSERVICE_REGISTRATION_FILES": json.dumps([str(registration)])}
+        try:
+            with running_server("appservice", env) as server:
+                bridge = Client(server, "bench-as-token")
+                bridge.call("POST", "/_matrix/client/v3/register",
+                            {"type": "m.login.application_service", "username": "bench_puppet"})
+                puppet = "@bench_puppet:localhost"
+                human = Client.register(server, "human")
+                room = human.create_room(invite=[puppet])
+                bridge.call("POST", f"/_matrix/client/v3/join/{quote(room, safe='')}", {}, user_id=puppet)
+                receiver.wait_for(1)
+                # The appservice is down while the events are sent: they
+                # wait in its queue, and the clock runs from the restart
+                # (which resumes the queue at once) to the last one taken.
+                receiver.down = True
+                for i in range(events):
+                    human.send(room, f"message {i}")
+                server.stop()
+                receiver.down = False
+                before = receiver.count
+                transactions = receiver.transactions
+                start = time.perf_counter()
+                server.start()
+                cpu0, _ = sample(server)
+                receiver.wait_for(before + events)
+                seconds = time.perf_counter() - start
+                cpu1, rss = sample(server)
+                return {
+                    "events": events,
+                    "transactions": receiver.transactions - transactions,
+                    "seconds": seconds,
+                    "events_per_s": events / seconds,
+                    "cpu_ms_per_event": (cpu1 - cpu0) * 1000 / events,
+                    "rss_mib": rss,
+                }
+        finally:
+            receiver.close()
+
+
 def bench_big_rooms(args) -> dict:
     import urllib3
     urllib3.disable_warnings()
@@ -626,11 +764,16 @@ SECTIONS = {
     "e2ee": ("E2EE keys", bench_e2ee),
     "media": ("media", bench_media),
     "bigrooms": ("big rooms", bench_big_rooms),
+    "pushes": ("pushes", bench_pushes),
+    "appservice": ("appservice", bench_appservice),
 }
 
 LABELS = {
     "idle_rss_mib": ("RSS, one user, after 2 s idle", "MiB"),
     "rss_mib": ("RSS after", "MiB"),
+    "members": ("room members, each with a pusher", ""),
+    "pushes": ("pushes the gateway took", ""),
+    "transactions": ("transactions", ""),
     "events": ("events", ""),
     "seconds": ("time", "s"),
     "events_per_s": ("events/s", ""),
@@ -719,6 +862,7 @@ def main() -> None:
         (320, 100, 50, 20, 300, 200) if args.quick else (1000, 1000, 200, 100, None, 2000)
     )
     args.media_mb = 5 if args.quick else 50
+    args.push_sends, args.as_events = (20, 500) if args.quick else (200, 5000)
     args.big_rooms, args.big_sends = ((1000,), 50) if args.quick else ((1000, 10_000, 30_000), 200)
     args.queries, args.claims, args.fanouts, args.fanout_devices = (
         (20, 5, 5, 200) if args.quick else (300, 50, 50, 1000)
