@@ -92,3 +92,23 @@ def test_non_admins_in_the_admin_room_and_the_bot_name(admin):
     assert (r.status_code, r.json()["errcode"]) == (400, "M_USER_IN_USE")
     r = server.request("POST", f"{CS}/register", json={"username": "conduit", "password": "pw"})
     assert (r.status_code, r.json()["errcode"]) == (400, "M_USER_IN_USE")
+
+
+def test_appservices_registered_from_the_admin_room(admin):
+    server, boss = admin
+    room = server.request("GET", f"{CS}/joined_rooms", token=boss).json()["joined_rooms"][0]
+    registration = (
+        "id: roombot\nurl: null\nas_token: roombot-as-token\nhs_token: roombot-hs-token\n"
+        "sender_localpart: roombot\nnamespaces:\n  users:\n    - exclusive: true\n      regex: \"@roombot_.*:localhost\"\n"
+    )
+    asked = send(server, boss, room, f"!admin appservice register\n```yaml\n{registration}```")
+    assert "@roombot:localhost" in bot_answer(server, boss, room, asked)
+    whoami = server.request("GET", f"{CS}/account/whoami", token="roombot-as-token").json()
+    assert whoami["user_id"] == "@roombot:localhost"
+    listed = bot_answer(server, boss, room, send(server, boss, room, "!admin appservice list"))
+    assert "roombot: @roombot:localhost, no url, registered by command" in listed
+    broken = bot_answer(server, boss, room, send(server, boss, room, "!admin appservice register\nid: [unclosed"))
+    assert broken.startswith("Error:")
+    gone = bot_answer(server, boss, room, send(server, boss, room, "!admin appservice unregister roombot"))
+    assert "Unregistered" in gone
+    assert server.request("GET", f"{CS}/account/whoami", token="roombot-as-token").status_code == 401
