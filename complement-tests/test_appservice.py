@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 import pytest
 
@@ -37,6 +38,8 @@ class Bridge:
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.pings: "queue.Queue[dict]" = queue.Queue()
         self.wrong_tokens = 0
+        self.alias_queries: list[str] = []
+        self.server = None
         self.fail = 0
         self.lose = 0
         self.lock = threading.Lock()
@@ -86,6 +89,19 @@ class Bridge:
                         bridge.lose -= 1
                         return self.answer(500, {})
                 self.answer(200, {})
+
+            def do_GET(self):
+                # Alias queries: `#bridge_lobby` is made on demand.
+                prefix = "/_matrix/app/v1/rooms/"
+                if not self.path.startswith(prefix) or not self.authorized():
+                    return self.answer(404, {"errcode": "M_NOT_FOUND"})
+                alias = unquote(self.path[len(prefix):])
+                bridge.alias_queries.append(alias)
+                if alias != "#bridge_lobby:localhost" or bridge.server is None:
+                    return self.answer(404, {"errcode": "M_NOT_FOUND"})
+                r = as_request(bridge.server, "POST", "/_matrix/client/v3/createRoom",
+                               json={"room_alias_name": "bridge_lobby", "preset": "public_chat"})
+                self.answer(200 if r.status_code == 200 else 500, {})
 
             def do_POST(self):
                 body = self.body()
@@ -333,6 +349,22 @@ def test_ping_both_ways(make_server, tmp_path, bridge):
     bridge.close()
     r = as_request(server, "POST", "/_matrix/client/v1/appservice/bridge/ping", json={})
     assert (r.status_code, r.json()["errcode"]) == (502, "M_CONNECTION_FAILED"), r.text
+
+
+def test_unknown_aliases_of_the_namespace_are_asked_of_the_appservice(make_server, tmp_path, bridge):
+    server = server_with(make_server, tmp_path, bridge.url)
+    bridge.server = server
+    human = server.register(unique("human"))
+    r = server.request("GET", "/_matrix/client/v3/directory/room/%23bridge_lobby:localhost", human["access_token"])
+    assert r.status_code == 200, r.text
+    room_id = r.json()["room_id"]
+    r = server.request("POST", "/_matrix/client/v3/join/%23bridge_lobby:localhost", human["access_token"], json={})
+    assert r.status_code == 200 and r.json()["room_id"] == room_id, r.text
+    r = server.request("GET", "/_matrix/client/v3/directory/room/%23bridge_none:localhost", human["access_token"])
+    assert (r.status_code, r.json()["errcode"]) == (404, "M_NOT_FOUND")
+    # Outside the namespace the appservice is not asked.
+    server.request("GET", "/_matrix/client/v3/directory/room/%23other:localhost", human["access_token"])
+    assert bridge.alias_queries == ["#bridge_lobby:localhost", "#bridge_none:localhost"]
 
 
 def test_a_bad_registration_file_stops_the_start_saying_why(make_server, tmp_path):

@@ -32,7 +32,8 @@ pub async fn get(
     req: Ruma<get_alias::v3::Request, true>,
 ) -> Result<RumaResponse<get_alias::v3::Response>, ApiError> {
     let room_id = services
-        .alias(req.body.room_alias.as_str())?
+        .local_alias_asking_appservices(req.body.room_alias.as_str())
+        .await?
         .ok_or_else(|| Error::not_found("No room has this alias on this server."))?;
     let room_id = OwnedRoomId::try_from(room_id).map_err(Error::internal)?;
     let servers = vec![services.config.server_name.clone()];

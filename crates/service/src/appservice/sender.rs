@@ -318,3 +318,41 @@ impl Services {
         }
     }
 }
+
+impl Services {
+    /// The room a local alias names; when none does and an appservice's
+    /// alias namespace holds it, that appservice is asked first
+    /// (`GET /_matrix/app/v1/rooms/{alias}`): a bridge creates such rooms
+    /// on demand (`#irc_#matrix:server`).
+    pub async fn local_alias_asking_appservices(&self, alias: &str) -> Result<Option<String>> {
+        if let Some(room) = self.alias(alias)? {
+            return Ok(Some(room));
+        }
+        let registry = self.appservices.registry();
+        for appservice in registry.all().iter().filter(|a| a.is_alias(alias)) {
+            let path = format!(
+                "/_matrix/app/v1/rooms/{}",
+                url::form_urlencoded::byte_serialize(alias.as_bytes()).collect::<String>()
+            );
+            match self
+                .call_appservice(appservice, http::Method::GET, &path, None)
+                .await
+            {
+                Ok((status, _)) if status.is_success() => {
+                    if let Some(room) = self.alias(alias)? {
+                        return Ok(Some(room));
+                    }
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    tracing::info!(
+                        appservice = appservice.id(),
+                        alias,
+                        "alias query failed: {reason}"
+                    );
+                }
+            }
+        }
+        Ok(None)
+    }
+}

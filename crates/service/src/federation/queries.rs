@@ -18,7 +18,8 @@ impl Services {
             .ok_or_else(|| Error::invalid_param("Invalid room alias."))?;
         if server == self.config.server_name {
             let room = self
-                .alias(alias)?
+                .local_alias_asking_appservices(alias)
+                .await?
                 .ok_or_else(|| Error::not_found("No room has this alias on this server."))?;
             return Ok((room, Vec::new()));
         }
