@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import pytest
 
@@ -23,6 +23,13 @@ from conftest import binary, free_port, unique
 
 AS_TOKEN = "as-token-" + uuid.uuid4().hex
 HS_TOKEN = "hs-token-" + uuid.uuid4().hex
+IRC_PROTOCOL = {
+    "user_fields": ["network", "nickname"], "location_fields": ["network", "channel"], "icon": "mxc://example.org/irc",
+    "field_types": {"network": {"regexp": "[a-z.]+", "placeholder": "irc.example.org"},
+                    "nickname": {"regexp": ".+", "placeholder": "alice"},
+                    "channel": {"regexp": "#.+", "placeholder": "#matrix"}},
+    "instances": [{"desc": "Example IRC", "fields": {"network": "irc.example.org"}, "network_id": "example"}],
+}
 TXN_PATH = re.compile(r"^/_matrix/app/v1/transactions/([^/?]+)$")
 
 
@@ -39,6 +46,7 @@ class Bridge:
         self.pings: "queue.Queue[dict]" = queue.Queue()
         self.wrong_tokens = 0
         self.alias_queries: list[str] = []
+        self.thirdparty_queries: list[tuple[str, str]] = []
         self.server = None
         self.fail = 0
         self.lose = 0
@@ -91,6 +99,8 @@ class Bridge:
                 self.answer(200, {})
 
             def do_GET(self):
+                if self.path.startswith("/_matrix/app/v1/thirdparty/"):
+                    return self.thirdparty()
                 # Alias queries: `#bridge_lobby` is made on demand.
                 prefix = "/_matrix/app/v1/rooms/"
                 if not self.path.startswith(prefix) or not self.authorized():
@@ -102,6 +112,21 @@ class Bridge:
                 r = as_request(bridge.server, "POST", "/_matrix/client/v3/createRoom",
                                json={"room_alias_name": "bridge_lobby", "preset": "public_chat"})
                 self.answer(200 if r.status_code == 200 else 500, {})
+
+            def thirdparty(self):
+                if not self.authorized():
+                    return
+                path, _, query = self.path[len("/_matrix/app/v1/thirdparty/"):].partition("?")
+                bridge.thirdparty_queries.append((path, query))
+                if path == "protocol/irc":
+                    return self.answer(200, IRC_PROTOCOL)
+                if path == "location/irc":
+                    return self.answer(200, [{"alias": "#bridge_lobby:localhost", "protocol": "irc",
+                                              "fields": dict(parse_qsl(query))}])
+                if path == "user":
+                    return self.answer(200, [{"userid": dict(parse_qsl(query))["userid"], "protocol": "irc",
+                                              "fields": {"nick": "alice"}}])
+                self.answer(404, {"errcode": "M_NOT_FOUND"})
 
             def do_POST(self):
                 body = self.body()
@@ -151,6 +176,7 @@ as_token: {as_token}
 hs_token: {hs_token}
 sender_localpart: {sender}
 rate_limited: false
+protocols: [irc]
 namespaces:
   users:
     - exclusive: true
@@ -365,6 +391,26 @@ def test_unknown_aliases_of_the_namespace_are_asked_of_the_appservice(make_serve
     # Outside the namespace the appservice is not asked.
     server.request("GET", "/_matrix/client/v3/directory/room/%23other:localhost", human["access_token"])
     assert bridge.alias_queries == ["#bridge_lobby:localhost", "#bridge_none:localhost"]
+
+
+def test_thirdparty_lookups_pass_through_to_the_bridge(make_server, tmp_path, bridge):
+    server = server_with(make_server, tmp_path, bridge.url)
+    token = server.register(unique("human"))["access_token"]
+    r = server.request("GET", "/_matrix/client/v3/thirdparty/protocols", token)
+    assert r.status_code == 200 and r.json() == {"irc": IRC_PROTOCOL}, r.text
+    assert server.request("GET", "/_matrix/client/v3/thirdparty/protocol/irc", token).json() == IRC_PROTOCOL
+    r = server.request("GET", "/_matrix/client/v3/thirdparty/protocol/xmpp", token)
+    assert (r.status_code, r.json()["errcode"]) == (404, "M_NOT_FOUND")
+    r = server.request("GET", "/_matrix/client/v3/thirdparty/location/irc", token,
+                       params={"network": "irc.example.org", "channel": "#matrix"})
+    assert r.json() == [{"alias": "#bridge_lobby:localhost", "protocol": "irc",
+                         "fields": {"network": "irc.example.org", "channel": "#matrix"}}], r.text
+    r = server.request("GET", "/_matrix/client/v3/thirdparty/user", token, params={"userid": "@bridge_alice:localhost"})
+    assert r.json()[0]["userid"] == "@bridge_alice:localhost", r.text
+    r = server.request("GET", "/_matrix/client/v3/thirdparty/location", token)
+    assert (r.status_code, r.json()["errcode"]) == (400, "M_MISSING_PARAM")
+    assert server.request("GET", "/_matrix/client/v3/thirdparty/protocols").status_code == 401
+    assert bridge.wrong_tokens == 0
 
 
 def test_a_bad_registration_file_stops_the_start_saying_why(make_server, tmp_path):

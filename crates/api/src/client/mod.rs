@@ -101,6 +101,22 @@ pub fn routes(router: Router<Arc<Services>>) -> Router<Arc<Services>> {
         .ruma_route(push_rules::get_actions)
         .ruma_route(push_rules::set_actions)
         .ruma_route(appservice::ping)
+        .route(
+            "/_matrix/client/v3/thirdparty/protocols",
+            get(appservice::thirdparty_protocols),
+        )
+        .route(
+            "/_matrix/client/v3/thirdparty/protocol/{protocol}",
+            get(appservice::thirdparty_protocol),
+        )
+        .route(
+            "/_matrix/client/v3/thirdparty/{kind}/{protocol}",
+            get(appservice::thirdparty_by_protocol),
+        )
+        .route(
+            "/_matrix/client/v3/thirdparty/{kind}",
+            get(appservice::thirdparty_reverse),
+        )
         .ruma_route(pushers::list)
         .ruma_route(pushers::notifications)
         .route("/_matrix/client/v3/pushers/set", post(pushers::set))

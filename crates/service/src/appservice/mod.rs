@@ -12,6 +12,7 @@ mod accounts;
 mod auth;
 mod interest;
 mod sender;
+mod thirdparty;
 
 pub use auth::NO_DEVICE;
 
