@@ -47,6 +47,7 @@ class Bridge:
         self.wrong_tokens = 0
         self.alias_queries: list[str] = []
         self.thirdparty_queries: list[tuple[str, str]] = []
+        self.user_queries: list[str] = []
         self.server = None
         self.fail = 0
         self.lose = 0
@@ -101,6 +102,8 @@ class Bridge:
             def do_GET(self):
                 if self.path.startswith("/_matrix/app/v1/thirdparty/"):
                     return self.thirdparty()
+                if self.path.startswith("/_matrix/app/v1/users/"):
+                    return self.user_query(unquote(self.path[len("/_matrix/app/v1/users/"):]))
                 # Alias queries: `#bridge_lobby` is made on demand.
                 prefix = "/_matrix/app/v1/rooms/"
                 if not self.path.startswith(prefix) or not self.authorized():
@@ -111,6 +114,16 @@ class Bridge:
                     return self.answer(404, {"errcode": "M_NOT_FOUND"})
                 r = as_request(bridge.server, "POST", "/_matrix/client/v3/createRoom",
                                json={"room_alias_name": "bridge_lobby", "preset": "public_chat"})
+                self.answer(200 if r.status_code == 200 else 500, {})
+
+            def user_query(self, user_id: str):
+                # Puppets called `@bridge_made_*` are made when asked for.
+                if not self.authorized():
+                    return
+                bridge.user_queries.append(user_id)
+                if not user_id.startswith("@bridge_made_") or bridge.server is None:
+                    return self.answer(404, {"errcode": "M_NOT_FOUND"})
+                r = register_puppet(bridge.server, user_id[1:].split(":")[0])
                 self.answer(200 if r.status_code == 200 else 500, {})
 
             def thirdparty(self):
@@ -391,6 +404,29 @@ def test_unknown_aliases_of_the_namespace_are_asked_of_the_appservice(make_serve
     # Outside the namespace the appservice is not asked.
     server.request("GET", "/_matrix/client/v3/directory/room/%23other:localhost", human["access_token"])
     assert bridge.alias_queries == ["#bridge_lobby:localhost", "#bridge_none:localhost"]
+
+
+def test_unknown_users_of_the_namespace_are_asked_of_the_appservice(make_server, tmp_path, bridge):
+    server = server_with(make_server, tmp_path, bridge.url)
+    bridge.server = server
+    human = server.register(unique("human"))
+    token = human["access_token"]
+    r = server.request("GET", "/_matrix/client/v3/profile/@bridge_made_frank:localhost", token)
+    assert r.status_code == 200 and r.json()["displayname"] == "bridge_made_frank", r.text
+    r = server.request("GET", "/_matrix/client/v3/profile/@bridge_ghost:localhost", token)
+    assert (r.status_code, r.json()["errcode"]) == (404, "M_NOT_FOUND")
+    # Invited before it exists: the bridge makes it, and it can join.
+    room_id = server.request("POST", "/_matrix/client/v3/createRoom", token, json={}).json()["room_id"]
+    r = server.request("POST", f"/_matrix/client/v3/rooms/{room_id}/invite", token,
+                       json={"user_id": "@bridge_made_gina:localhost"})
+    assert r.status_code == 200, r.text
+    r = as_request(server, "POST", f"/_matrix/client/v3/join/{room_id}", "@bridge_made_gina:localhost", json={})
+    assert r.status_code == 200, r.text
+    # Existing users and users outside the namespace are not asked about.
+    server.request("GET", f"/_matrix/client/v3/profile/{human['user_id']}", token)
+    server.request("GET", "/_matrix/client/v3/profile/@nobody:localhost", token)
+    assert bridge.user_queries == ["@bridge_made_frank:localhost", "@bridge_ghost:localhost",
+                                   "@bridge_made_gina:localhost"]
 
 
 def test_thirdparty_lookups_pass_through_to_the_bridge(make_server, tmp_path, bridge):

@@ -124,6 +124,10 @@ pub async fn invite(
             Error::invalid_param("Third-party invites are not supported by this server.").into(),
         );
     };
+    // A bridge's puppet may come into being on being invited.
+    services
+        .local_user_asking_appservices(&recipient.user_id)
+        .await?;
     services
         .change_membership(
             req.body.room_id.as_str(),

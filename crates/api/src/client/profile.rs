@@ -18,8 +18,9 @@ use crate::{Ruma, RumaResponse, error::ApiError};
 /// The spec's limit on a whole profile, in bytes of JSON.
 const MAX_PROFILE_BYTES: usize = 64 * 1024;
 
-fn known_user(services: &Services, user_id: &UserId) -> Result<(), ApiError> {
-    let found = services.users.is_local(user_id)
+async fn known_user(services: &Services, user_id: &UserId) -> Result<(), ApiError> {
+    // An appservice may make the user on being asked.
+    let found = services.local_user_asking_appservices(user_id).await?
         && services
             .users
             .account(user_id)?
@@ -45,7 +46,7 @@ pub async fn get_profile(
 ) -> Result<RumaResponse<get_profile::v3::Response>, ApiError> {
     let user = &req.body.user_id;
     let fields = if services.users.is_local(user) {
-        known_user(&services, user)?;
+        known_user(&services, user).await?;
         services.users.profile(user)?
     } else {
         services
@@ -65,7 +66,7 @@ pub async fn get_field(
     let user = &req.body.user_id;
     let field = req.body.field.as_str();
     let value = if services.users.is_local(user) {
-        known_user(&services, user)?;
+        known_user(&services, user).await?;
         services.users.profile_field(user, field)?
     } else {
         services

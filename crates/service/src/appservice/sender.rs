@@ -356,3 +356,39 @@ impl Services {
         Ok(None)
     }
 }
+
+impl Services {
+    /// Whether a local user exists; when not and an appservice's user
+    /// namespace holds the id, that appservice is asked first
+    /// (`GET /_matrix/app/v1/users/{userId}`): a bridge makes its puppets
+    /// when someone looks them up or invites them.
+    pub async fn local_user_asking_appservices(&self, user_id: &ruma::UserId) -> Result<bool> {
+        if self.users.exists(user_id)? {
+            return Ok(true);
+        }
+        if !self.users.is_local(user_id) {
+            return Ok(false);
+        }
+        let registry = self.appservices.registry();
+        for appservice in registry.all().iter().filter(|a| a.is_user(user_id)) {
+            let path = format!(
+                "/_matrix/app/v1/users/{}",
+                url::form_urlencoded::byte_serialize(user_id.as_str().as_bytes())
+                    .collect::<String>()
+            );
+            match self
+                .call_appservice(appservice, http::Method::GET, &path, None)
+                .await
+            {
+                Ok((status, _)) if status.is_success() && self.users.exists(user_id)? => {
+                    return Ok(true);
+                }
+                Ok(_) => {}
+                Err(reason) => {
+                    tracing::info!(appservice = appservice.id(), %user_id, "user query failed: {reason}");
+                }
+            }
+        }
+        Ok(false)
+    }
+}
