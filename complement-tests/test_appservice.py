@@ -44,6 +44,7 @@ class Bridge:
         self.seen_txns: dict[str, list[str]] = {}
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.pings: "queue.Queue[dict]" = queue.Queue()
+        self.ephemeral: "queue.Queue[dict]" = queue.Queue()
         self.wrong_tokens = 0
         self.alias_queries: list[str] = []
         self.thirdparty_queries: list[tuple[str, str]] = []
@@ -94,6 +95,9 @@ class Bridge:
                         bridge.seen_txns[txn_id] = ids
                         for event in body["events"]:
                             bridge.events.put(event)
+                        for event in body.get("ephemeral", []):
+                            bridge.ephemeral.put(event)
+                        assert body.get("ephemeral") == body.get("de.sorunome.msc2409.ephemeral")
                     if bridge.lose > 0:
                         bridge.lose -= 1
                         return self.answer(500, {})
@@ -181,8 +185,10 @@ class Bridge:
 
 
 def registration(url: str | None, as_id: str = "bridge", as_token: str = AS_TOKEN,
-                 hs_token: str = HS_TOKEN, prefix: str = "bridge_", sender: str = "bridgebot") -> str:
+                 hs_token: str = HS_TOKEN, prefix: str = "bridge_", sender: str = "bridgebot",
+                 ephemeral: bool = False) -> str:
     return f"""
+receive_ephemeral: {json.dumps(ephemeral)}
 id: {as_id}
 url: {json.dumps(url)}
 as_token: {as_token}
@@ -372,6 +378,66 @@ def test_a_failing_appservice_gets_every_event_once_after_a_restart(make_server,
     got = [e["event_id"] for e in bridge.drain(timeout=40, until=after)]
     assert got == during + [after]
     assert "transaction failed" in server.log()
+
+
+def next_ephemeral(bridge, kind: str, timeout: float = 15) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        event = bridge.ephemeral.get(timeout=max(0.1, deadline - time.monotonic()))
+        if event["type"] == kind:
+            return event
+
+
+def test_typing_and_receipts_reach_an_appservice_that_asks(make_server, tmp_path, bridge):
+    server = server_with(make_server, tmp_path, bridge.url, ephemeral=True)
+    human = server.register(unique("human"))
+    token = human["access_token"]
+    puppet = "@bridge_ivy:localhost"
+    register_puppet(server, "bridge_ivy")
+    room_id = server.request("POST", "/_matrix/client/v3/createRoom", token, json={"invite": [puppet]}).json()["room_id"]
+    as_request(server, "POST", f"/_matrix/client/v3/join/{room_id}", puppet, json={})
+    # Typing, and its end.
+    r = server.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/typing/{human['user_id']}", token,
+                       json={"typing": True, "timeout": 30000})
+    assert r.status_code == 200, r.text
+    typing = next_ephemeral(bridge, "m.typing")
+    assert typing == {"type": "m.typing", "room_id": room_id, "content": {"user_ids": [human["user_id"]]}}
+    server.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/typing/{human['user_id']}", token, json={"typing": False})
+    assert next_ephemeral(bridge, "m.typing")["content"]["user_ids"] == []
+    # A read receipt; a private one is nobody's business.
+    event_id = send(server, room_id, "from the bridge", AS_TOKEN, puppet)
+    bridge.wait_for(event_id)
+    r = server.request("POST", f"/_matrix/client/v3/rooms/{room_id}/receipt/m.read.private/{event_id}", token, json={})
+    assert r.status_code == 200, r.text
+    r = server.request("POST", f"/_matrix/client/v3/rooms/{room_id}/receipt/m.read/{event_id}", token, json={})
+    assert r.status_code == 200, r.text
+    receipt = next_ephemeral(bridge, "m.receipt")
+    assert receipt["room_id"] == room_id
+    assert list(receipt["content"]) == [event_id]
+    assert list(receipt["content"][event_id]) == ["m.read"]
+    assert human["user_id"] in receipt["content"][event_id]["m.read"]
+    # Typing in a room without the appservice's users is not sent.
+    other = server.request("POST", "/_matrix/client/v3/createRoom", token, json={}).json()["room_id"]
+    server.request("PUT", f"/_matrix/client/v3/rooms/{other}/typing/{human['user_id']}", token,
+                   json={"typing": True, "timeout": 30000})
+    time.sleep(1)
+    while not bridge.ephemeral.empty():
+        assert bridge.ephemeral.get()["room_id"] != other
+
+
+def test_no_ephemeral_events_unless_asked(make_server, tmp_path, bridge):
+    server = server_with(make_server, tmp_path, bridge.url)
+    human = server.register(unique("human"))
+    token = human["access_token"]
+    register_puppet(server, "bridge_jay")
+    room_id = server.request("POST", "/_matrix/client/v3/createRoom", token,
+                             json={"invite": ["@bridge_jay:localhost"]}).json()["room_id"]
+    as_request(server, "POST", f"/_matrix/client/v3/join/{room_id}", "@bridge_jay:localhost", json={})
+    server.request("PUT", f"/_matrix/client/v3/rooms/{room_id}/typing/{human['user_id']}", token,
+                   json={"typing": True, "timeout": 30000})
+    last = send(server, room_id, "after typing", token)
+    bridge.wait_for(last)
+    assert bridge.ephemeral.empty()
 
 
 def test_ping_both_ways(make_server, tmp_path, bridge):

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ruma::UserId;
 
 use super::Appservice;
-use crate::{Result, Services, rooms::pdu::Pdu};
+use crate::{Result, Services, rooms::members::MemberSummary, rooms::pdu::Pdu};
 
 impl Services {
     /// The appservices interested in `pdu`, appended to room `room` whose
@@ -35,7 +35,7 @@ impl Services {
             Some(snapshot) => Some(self.member_summary(room, snapshot)?),
             None => None,
         };
-        let mut aliases: Option<Vec<String>> = None;
+        let mut aliases = None;
         let mut interested = Vec::new();
         // An appservice without a url only sends.
         for appservice in registry
@@ -43,23 +43,43 @@ impl Services {
             .iter()
             .filter(|a| a.registration.url.is_some())
         {
-            let mut wants = appservice.is_room(room_id)
-                || sender.is_some_and(|u| appservice.is_user(u))
+            let wants = sender.is_some_and(|u| appservice.is_user(u))
                 || target.is_some_and(|u| appservice.is_user(u))
-                || members
-                    .as_ref()
-                    .is_some_and(|m| m.local_joined.keys().any(|user| appservice.is_user(user)));
-            if !wants && appservice.has_alias_namespaces() {
-                let aliases = match &aliases {
-                    Some(aliases) => aliases,
-                    None => aliases.insert(self.room_aliases(room_id)?),
-                };
-                wants = aliases.iter().any(|alias| appservice.is_alias(alias));
-            }
+                || self.interested_in_room(
+                    appservice,
+                    room_id,
+                    members.as_deref(),
+                    &mut aliases,
+                )?;
             if wants {
                 interested.push(appservice.clone());
             }
         }
         Ok(interested)
+    }
+
+    /// Whether the appservice is interested in everything of a room: its
+    /// id, a local joined member (of `members`) or a local alias in its
+    /// namespaces. `aliases` caches the room's aliases across appservices.
+    pub(super) fn interested_in_room(
+        &self,
+        appservice: &Appservice,
+        room_id: &str,
+        members: Option<&MemberSummary>,
+        aliases: &mut Option<Vec<String>>,
+    ) -> Result<bool> {
+        if appservice.is_room(room_id)
+            || members.is_some_and(|m| m.local_joined.keys().any(|user| appservice.is_user(user)))
+        {
+            return Ok(true);
+        }
+        if !appservice.has_alias_namespaces() {
+            return Ok(false);
+        }
+        let aliases = match aliases {
+            Some(aliases) => aliases,
+            None => aliases.insert(self.room_aliases(room_id)?),
+        };
+        Ok(aliases.iter().any(|alias| appservice.is_alias(alias)))
     }
 }

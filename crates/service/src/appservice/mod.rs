@@ -10,6 +10,7 @@
 
 mod accounts;
 mod auth;
+mod ephemeral;
 mod interest;
 mod sender;
 mod thirdparty;
@@ -45,6 +46,9 @@ pub struct Registration {
     pub rate_limited: Option<bool>,
     #[serde(default)]
     pub protocols: Vec<String>,
+    /// Send it the typing and receipts of its rooms (MSC2409).
+    #[serde(default, alias = "de.sorunome.msc2409.push_ephemeral")]
+    pub receive_ephemeral: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -248,6 +252,9 @@ pub struct Appservices {
     workers: Mutex<HashSet<String>>,
     services: OnceLock<Weak<crate::Services>>,
     client: OnceLock<reqwest::Client>,
+    /// Ephemeral events waiting, per appservice (`ephemeral.rs`).
+    ephemeral: Mutex<HashMap<String, std::collections::VecDeque<serde_json::Value>>>,
+    ephemeral_txns: std::sync::atomic::AtomicU64,
 }
 
 impl Appservices {
@@ -288,6 +295,8 @@ impl Appservices {
             workers: Mutex::default(),
             services: OnceLock::new(),
             client: OnceLock::new(),
+            ephemeral: Mutex::default(),
+            ephemeral_txns: std::sync::atomic::AtomicU64::new(utils::now_ms()),
         })
     }
 

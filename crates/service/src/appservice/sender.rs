@@ -44,7 +44,7 @@ impl Services {
     }
 
     /// Makes sure a worker delivers what waits for appservice `id`.
-    fn wake_appservice(&self, id: &str) {
+    pub(super) fn wake_appservice(&self, id: &str) {
         let Some(services) = self.appservices.services.get().and_then(Weak::upgrade) else {
             return;
         };
@@ -60,6 +60,9 @@ impl Services {
         let mut backoff = FIRST_BACKOFF;
         let mut failing_since: Option<Instant> = None;
         let mut last_error = String::new();
+        // The ephemeral transaction being sent, if any: its retries are the
+        // same transaction.
+        let mut ephemeral: Option<(String, Vec<JsonValue>)> = None;
         loop {
             let Some(appservice) = self.appservices.registry().get(&id).cloned() else {
                 // Unregistered: its rows went with it.
@@ -73,16 +76,35 @@ impl Services {
                     Vec::new()
                 }
             };
-            let Some(&(txn_id, _)) = rows.last() else {
-                if self.finish_appservice_worker(&id) {
-                    return;
+            let sent = if let Some(&(txn_id, _)) = rows.last() {
+                match self.transaction_events(&rows) {
+                    Ok(events) => {
+                        let body = json!({ "events": events });
+                        self.put_transaction(&appservice, &txn_id.to_string(), &body)
+                            .await
+                    }
+                    Err(e) => Err(e),
                 }
-                continue;
+            } else {
+                // No event waits: typing and receipts, in a transaction of
+                // their own (kept in memory only: they are of the moment).
+                if ephemeral.is_none() {
+                    ephemeral = self.appservices.take_ephemeral(&id);
+                }
+                let Some((txn_id, events)) = &ephemeral else {
+                    if self.finish_appservice_worker(&id) {
+                        return;
+                    }
+                    continue;
+                };
+                let body = json!({
+                    "events": [],
+                    "ephemeral": events,
+                    "de.sorunome.msc2409.ephemeral": events,
+                });
+                self.put_transaction(&appservice, txn_id, &body).await
             };
-            match self
-                .send_appservice_transaction(&appservice, txn_id, &rows)
-                .await
-            {
+            match sent {
                 Ok(()) => {
                     if let Some(since) = failing_since.take() {
                         tracing::info!(
@@ -91,7 +113,9 @@ impl Services {
                             "the appservice takes transactions again"
                         );
                     }
-                    if let Err(e) = self.transaction_sent(&id, &rows) {
+                    if rows.is_empty() {
+                        ephemeral = None;
+                    } else if let Err(e) = self.transaction_sent(&id, &rows) {
                         tracing::error!(appservice = id, "cannot update the appservice queue: {e}");
                     }
                     backoff = FIRST_BACKOFF;
@@ -176,20 +200,16 @@ impl Services {
             .scan_prefix(&tables::APPSERVICE_QUEUE, &prefix)
             .map(|mut rows| rows.next().is_some())
             .unwrap_or(false);
-        if waiting {
+        if waiting || self.appservices.has_ephemeral(id) {
             return false;
         }
         workers.remove(id);
         true
     }
 
-    /// PUTs one transaction; errors are reasons for the log.
-    async fn send_appservice_transaction(
-        &self,
-        appservice: &Appservice,
-        txn_id: u64,
-        rows: &[(u64, u64)],
-    ) -> Result<(), String> {
+    /// The events of a transaction in the client format, `room_id` always
+    /// there (a v12 create event has none of its own).
+    fn transaction_events(&self, rows: &[(u64, u64)]) -> Result<Vec<JsonValue>, String> {
         let mut events = Vec::with_capacity(rows.len());
         for &(_, short) in rows {
             // An event that is gone (purged) has nothing left to say.
@@ -203,14 +223,24 @@ impl Services {
                 events.push(event);
             }
         }
-        let body = json!({ "events": events });
+        Ok(events)
+    }
+
+    /// PUTs one transaction; errors are reasons for the log.
+    async fn put_transaction(
+        &self,
+        appservice: &Appservice,
+        txn_id: &str,
+        body: &JsonValue,
+    ) -> Result<(), String> {
         let path = format!("/_matrix/app/v1/transactions/{txn_id}");
-        let response = self
-            .call_appservice(appservice, http::Method::PUT, &path, Some(&body))
+        let (status, _) = self
+            .call_appservice(appservice, http::Method::PUT, &path, Some(body))
             .await?;
-        match response.0 {
-            status if status.is_success() => Ok(()),
-            status => Err(format!("HTTP {status}")),
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("HTTP {status}"))
         }
     }
 

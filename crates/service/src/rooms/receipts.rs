@@ -108,6 +108,16 @@ impl Services {
             .write(&self.db, batch, Some(room.short), fill, |_| {})?;
         self.push_badge(user_id);
         if kind == READ {
+            self.queue_ephemeral(room_id, room.short, || {
+                let mut entry = json!({ "ts": record.ts });
+                if let Some(thread) = thread {
+                    entry["thread_id"] = thread.into();
+                }
+                Ok(json!({
+                    "type": "m.receipt",
+                    "content": { event_id: { READ: { user_id.as_str(): entry } } },
+                }))
+            });
             self.send_receipt_edu(room_id, user_id, event_id, thread, record.ts)?;
         }
         Ok(())

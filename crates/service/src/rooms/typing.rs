@@ -94,16 +94,17 @@ impl Services {
         let timeout = timeout.map(|t| t.min(MAX_TYPING_TIMEOUT));
         let until = timeout.map(|t| Instant::now() + t);
         if self.typing.apply(room.short, user_id.as_str(), until) {
-            self.announce_typing(room.short)?;
+            self.announce_typing(room_id, room.short)?;
             self.send_typing_edu(room_id, user_id, until.is_some())?;
         }
         if let Some(until) = until {
             let services = Arc::downgrade(self);
+            let room_id = room_id.to_owned();
             tokio::spawn(async move {
                 tokio::time::sleep_until(until).await;
                 if let Some(services) = services.upgrade()
                     && services.typing.expire(room.short)
-                    && let Err(e) = services.announce_typing(room.short)
+                    && let Err(e) = services.announce_typing(&room_id, room.short)
                 {
                     tracing::warn!("cannot announce the end of typing: {e}");
                 }
@@ -112,10 +113,14 @@ impl Services {
         Ok(())
     }
 
-    fn announce_typing(&self, room: u64) -> Result<()> {
+    fn announce_typing(&self, room_id: &str, room: u64) -> Result<()> {
         self.stream.bump(&self.db, Some(room), |position| {
             self.typing.mark_changed(room, position);
         })?;
+        self.queue_ephemeral(room_id, room, || {
+            let (user_ids, _) = self.typing.in_room(room);
+            Ok(serde_json::json!({ "type": "m.typing", "content": { "user_ids": user_ids } }))
+        });
         Ok(())
     }
 }
