@@ -5,10 +5,7 @@
 //! the oldest dropped first) and go in transactions of their own once the
 //! appservice's events are sent.
 
-use std::{
-    collections::VecDeque,
-    sync::{Arc, atomic::Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 
 use serde_json::Value as JsonValue;
 
@@ -23,7 +20,7 @@ const BATCH: usize = 100;
 impl Appservices {
     fn push_ephemeral(&self, id: &str, event: JsonValue) {
         let mut pending = utils::locked(&self.ephemeral);
-        let queue = pending.entry(id.to_owned()).or_insert_with(VecDeque::new);
+        let queue = pending.entry(id.to_owned()).or_default();
         if queue.len() == KEPT {
             queue.pop_front();
         }
