@@ -12,6 +12,7 @@ mod accounts;
 mod auth;
 mod ephemeral;
 mod interest;
+mod queries;
 mod sender;
 mod thirdparty;
 
