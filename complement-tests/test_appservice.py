@@ -33,6 +33,15 @@ IRC_PROTOCOL = {
 TXN_PATH = re.compile(r"^/_matrix/app/v1/transactions/([^/?]+)$")
 
 
+def next_from(received: "queue.Queue[dict]", wanted, timeout: float) -> dict:
+    """The next item of `received` that is `wanted` (others are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        item = received.get(timeout=max(0.1, deadline - time.monotonic()))
+        if wanted(item):
+            return item
+
+
 class Bridge:
     """The appservice's HTTP side on 127.0.0.1: records transactions (by
     id, as an appservice dedupes them), refuses a wrong hs_token, and
@@ -163,11 +172,7 @@ class Bridge:
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def wait_for(self, event_id: str, timeout: float = 20) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.events.get(timeout=max(0.1, deadline - time.monotonic()))
-            if event["event_id"] == event_id:
-                return event
+        return next_from(self.events, lambda e: e["event_id"] == event_id, timeout)
 
     def drain(self, timeout: float = 20, until: str | None = None) -> list[dict]:
         """Every event received until `until` arrives."""
@@ -381,11 +386,7 @@ def test_a_failing_appservice_gets_every_event_once_after_a_restart(make_server,
 
 
 def next_ephemeral(bridge, kind: str, timeout: float = 15) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        event = bridge.ephemeral.get(timeout=max(0.1, deadline - time.monotonic()))
-        if event["type"] == kind:
-            return event
+    return next_from(bridge.ephemeral, lambda e: e["type"] == kind, timeout)
 
 
 def test_typing_and_receipts_reach_an_appservice_that_asks(make_server, tmp_path, bridge):
