@@ -50,10 +50,13 @@ class Bridge:
 
     def __init__(self, port: int | None = None):
         self.transactions: list[tuple[str, list[dict]]] = []
-        self.seen_txns: dict[str, list[str]] = {}
+        self.seen_txns: dict[str, tuple] = {}
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.pings: "queue.Queue[dict]" = queue.Queue()
         self.ephemeral: "queue.Queue[dict]" = queue.Queue()
+        self.to_device: "queue.Queue[dict]" = queue.Queue()
+        # MSC3202 fields of each transaction that had any.
+        self.device_news: "queue.Queue[dict]" = queue.Queue()
         self.wrong_tokens = 0
         self.alias_queries: list[str] = []
         self.thirdparty_queries: list[tuple[str, str]] = []
@@ -97,16 +100,24 @@ class Bridge:
                         return self.answer(500, {})
                     ids = [e["event_id"] for e in body["events"]]
                     bridge.transactions.append((txn_id, ids))
+                    # What a retry must repeat: the same events (their
+                    # `unsigned.age` grows) and everything else.
+                    same = (ids, {k: v for k, v in body.items() if k != "events"})
                     if txn_id in bridge.seen_txns:
-                        # A retry must be the same transaction.
-                        assert bridge.seen_txns[txn_id] == ids
+                        assert bridge.seen_txns[txn_id] == same
                     else:
-                        bridge.seen_txns[txn_id] = ids
+                        bridge.seen_txns[txn_id] = same
                         for event in body["events"]:
                             bridge.events.put(event)
                         for event in body.get("ephemeral", []):
                             bridge.ephemeral.put(event)
                         assert body.get("ephemeral") == body.get("de.sorunome.msc2409.ephemeral")
+                        for message in body.get("de.sorunome.msc2409.to_device", []):
+                            bridge.to_device.put(message)
+                        news = {k.removeprefix("org.matrix.msc3202."): v for k, v in body.items()
+                                if k.startswith("org.matrix.msc3202.")}
+                        if news:
+                            bridge.device_news.put(news)
                     if bridge.lose > 0:
                         bridge.lose -= 1
                         return self.answer(500, {})
@@ -191,9 +202,10 @@ class Bridge:
 
 def registration(url: str | None, as_id: str = "bridge", as_token: str = AS_TOKEN,
                  hs_token: str = HS_TOKEN, prefix: str = "bridge_", sender: str = "bridgebot",
-                 ephemeral: bool = False) -> str:
+                 ephemeral: bool = False, msc3202: bool = False, shared_prefix: str = "nobody_shared_") -> str:
     return f"""
 receive_ephemeral: {json.dumps(ephemeral)}
+org.matrix.msc3202: {json.dumps(msc3202)}
 id: {as_id}
 url: {json.dumps(url)}
 as_token: {as_token}
@@ -205,6 +217,8 @@ namespaces:
   users:
     - exclusive: true
       regex: "@{prefix}.*:localhost"
+    - exclusive: false
+      regex: "@{shared_prefix}.*:localhost"
   aliases:
     - exclusive: true
       regex: "#{prefix}.*:localhost"
@@ -603,4 +617,267 @@ def test_a_mautrix_python_bridge_works_against_the_server(make_server, tmp_path)
         finally:
             await appservice.stop()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except TimeoutError:
+        raise AssertionError(server.log()[-3000:])
+
+
+def as_login(server, localpart: str, device_id: str) -> dict:
+    """A device of a puppet, as a bridge makes one for its encryption."""
+    r = as_request(server, "POST", "/_matrix/client/v3/login",
+                   json={"type": "m.login.application_service", "device_id": device_id,
+                         "identifier": {"type": "m.id.user", "user": localpart}})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def send_to_device(server, token: str, messages: dict, kind: str = "m.test.ping") -> None:
+    r = server.request("PUT", f"/_matrix/client/v3/sendToDevice/{kind}/{uuid.uuid4().hex}", token,
+                       json={"messages": messages})
+    assert r.status_code == 200, r.text
+
+
+def to_device_of_sync(server, token: str) -> list[dict]:
+    r = server.request("GET", "/_matrix/client/v3/sync", token, params={"timeout": "0"})
+    assert r.status_code == 200, r.text
+    return r.json().get("to_device", {}).get("events", [])
+
+
+def test_to_device_messages_for_its_users_reach_the_appservice(make_server, tmp_path, bridge):
+    """MSC4203: to-device messages for its users' devices come in the
+    appservice's transactions (`to_user_id`, `to_device_id`), taken from
+    the inbox of users it claims exclusively, copied for users of a shared
+    namespace; they wait on disk while it is down."""
+    server = server_with(make_server, tmp_path, bridge.url, shared_prefix="shared_")
+    human = server.register(unique("human"))
+    token = human["access_token"]
+    puppet = "@bridge_kim:localhost"
+    register_puppet(server, "bridge_kim", inhibit_login=True)
+    phone = as_login(server, "bridge_kim", "KIMPHONE")
+    as_login(server, "bridge_kim", "KIMLAPTOP")
+
+    send_to_device(server, token, {puppet: {"KIMPHONE": {"n": 1}}})
+    message = next_from(bridge.to_device, lambda m: True, 15)
+    assert message == {"to_user_id": puppet, "to_device_id": "KIMPHONE", "sender": human["user_id"],
+                       "type": "m.test.ping", "content": {"n": 1}}
+    # `*`: one message per device of the puppet.
+    send_to_device(server, token, {puppet: {"*": {"n": 2}}})
+    devices = {next_from(bridge.to_device, lambda m: m["content"] == {"n": 2}, 15)["to_device_id"] for _ in range(2)}
+    assert devices == {"KIMPHONE", "KIMLAPTOP"}
+    # The puppet is the appservice's alone: its inbox holds none of them.
+    assert to_device_of_sync(server, phone["access_token"]) == []
+
+    # A user of a shared namespace gets the message and the appservice a copy.
+    shared = server.register("shared_" + unique("lee"))
+    send_to_device(server, token, {shared["user_id"]: {shared["device_id"]: {"n": 3}}})
+    copy = next_from(bridge.to_device, lambda m: True, 15)
+    assert (copy["to_user_id"], copy["to_device_id"], copy["content"]) == (shared["user_id"], shared["device_id"], {"n": 3})
+    assert [e["content"] for e in to_device_of_sync(server, shared["access_token"])] == [{"n": 3}]
+    # Users of nobody's namespace are not the appservice's business.
+    other = server.register(unique("other"))
+    send_to_device(server, token, {other["user_id"]: {other["device_id"]: {"n": 4}}})
+    send_to_device(server, token, {puppet: {"KIMPHONE": {"n": 5}}})
+    assert next_from(bridge.to_device, lambda m: True, 15)["content"] == {"n": 5}
+    assert [e["content"] for e in to_device_of_sync(server, other["access_token"])] == [{"n": 4}]
+
+    # Down, and the server killed meanwhile: the message waits on disk
+    # and arrives once.
+    bridge.fail = 10**6
+    send_to_device(server, token, {puppet: {"KIMPHONE": {"n": 6}}})
+    time.sleep(1)
+    server.kill()
+    server.start()
+    bridge.fail = 0
+    assert next_from(bridge.to_device, lambda m: True, 30)["content"] == {"n": 6}
+    send_to_device(server, token, {puppet: {"KIMPHONE": {"n": 7}}})
+    assert next_from(bridge.to_device, lambda m: True, 15)["content"] == {"n": 7}
+
+
+def next_news(bridge, field: str, wanted=lambda value: True, timeout: float = 15) -> dict:
+    return next_from(bridge.device_news, lambda n: field in n and wanted(n[field]), timeout)
+
+
+def test_key_counts_and_device_lists_reach_an_appservice_that_asks(make_server, tmp_path, bridge):
+    """MSC3202 (`org.matrix.msc3202: true`): the one-time-key counts and
+    unused fallback key types of its puppets' devices, after an upload, a
+    claim and a restart; whose device lists changed, among the users it
+    shares a room with."""
+    from e2ee_raw import Device, new_user
+
+    server = server_with(make_server, tmp_path, bridge.url, msc3202=True)
+    puppet = "@bridge_max:localhost"
+    register_puppet(server, "bridge_max")
+    as_login(server, "bridge_max", "MAXDEV")
+    # The bridge uploads the keys of the puppet's device, acting as it.
+    keys = Device(server.url, puppet, AS_TOKEN, "MAXDEV")
+    upload = {
+        "device_keys": keys.device_keys(),
+        "one_time_keys": {f"signed_curve25519:K{i}": keys.signed_key(f"K{i}") for i in range(2)},
+        "fallback_keys": {"signed_curve25519:F": keys.signed_key("F", fallback=True)},
+    }
+    r = as_request(server, "POST", "/_matrix/client/v3/keys/upload", puppet,
+                   params={"device_id": "MAXDEV"}, json=upload)
+    assert r.status_code == 200, r.text
+    news = next_news(bridge, "device_one_time_keys_count")
+    assert news["device_one_time_keys_count"][puppet]["MAXDEV"] == {"signed_curve25519": 2}
+    assert news["device_unused_fallback_key_types"][puppet]["MAXDEV"] == ["signed_curve25519"]
+
+    # Someone claims a key: the count goes down.
+    human = new_user(server)
+    human.call("POST", "/keys/claim", json={"one_time_keys": {puppet: {"MAXDEV": "signed_curve25519"}}})
+    news = next_news(bridge, "device_one_time_keys_count")
+    assert news["device_one_time_keys_count"][puppet]["MAXDEV"] == {"signed_curve25519": 1}
+
+    # Device lists: a room-mate's keys are news, a stranger's are not.
+    room_id = human.call("POST", "/createRoom", json={"invite": [puppet]}).json()["room_id"]
+    as_request(server, "POST", f"/_matrix/client/v3/join/{room_id}", puppet, json={})
+    stranger = new_user(server)
+    stranger.call("POST", "/keys/upload", json={"device_keys": stranger.device_keys()})
+    human.call("POST", "/keys/upload", json={"device_keys": human.device_keys()})
+    told = []
+    while human.user_id not in told:
+        told += next_news(bridge, "device_lists")["device_lists"]["changed"]
+    assert stranger.user_id not in told
+
+    # After a restart the counts are told again: which changed meanwhile
+    # was in memory only.
+    server.stop()
+    server.start()
+    news = next_news(bridge, "device_one_time_keys_count", lambda counts: puppet in counts, timeout=30)
+    assert news["device_one_time_keys_count"][puppet]["MAXDEV"] == {"signed_curve25519": 1}
+
+
+def test_no_device_news_unless_asked(make_server, tmp_path, bridge):
+    from e2ee_raw import Device
+
+    server = server_with(make_server, tmp_path, bridge.url)
+    puppet = "@bridge_ned:localhost"
+    register_puppet(server, "bridge_ned")
+    as_login(server, "bridge_ned", "NEDDEV")
+    keys = Device(server.url, puppet, AS_TOKEN, "NEDDEV")
+    r = as_request(server, "POST", "/_matrix/client/v3/keys/upload", puppet, params={"device_id": "NEDDEV"},
+                   json={"device_keys": keys.device_keys(), "one_time_keys": {"signed_curve25519:A": keys.signed_key("A")}})
+    assert r.status_code == 200, r.text
+    human = server.register(unique("human"))
+    room_id = server.request("POST", "/_matrix/client/v3/createRoom", human["access_token"],
+                             json={"invite": [puppet]}).json()["room_id"]
+    as_request(server, "POST", f"/_matrix/client/v3/join/{room_id}", puppet, json={})
+    bridge.wait_for(send(server, room_id, "marker", human["access_token"]))
+    time.sleep(1)
+    assert bridge.device_news.empty()
+
+
+def test_presence_reaches_an_appservice_that_asks(make_server, tmp_path, bridge):
+    server = server_with(make_server, tmp_path, bridge.url, ephemeral=True)
+    human = server.register(unique("human"))
+    stranger = server.register(unique("stranger"))
+    puppet = "@bridge_oli:localhost"
+    register_puppet(server, "bridge_oli")
+    room_id = server.request("POST", "/_matrix/client/v3/createRoom", human["access_token"],
+                             json={"invite": [puppet]}).json()["room_id"]
+    as_request(server, "POST", f"/_matrix/client/v3/join/{room_id}", puppet, json={})
+
+    def set_presence(user: dict, presence: str, status: str | None = None):
+        body = {"presence": presence, **({"status_msg": status} if status else {})}
+        r = server.request("PUT", f"/_matrix/client/v3/presence/{user['user_id']}/status", user["access_token"], json=body)
+        assert r.status_code == 200, r.text
+
+    set_presence(stranger, "online", "not in your rooms")
+    set_presence(human, "online", "bridging")
+    seen = []
+    while True:
+        event = next_ephemeral(bridge, "m.presence")
+        seen.append(event["sender"])
+        if event["sender"] == human["user_id"]:
+            break
+    assert event["content"]["presence"] == "online"
+    assert event["content"]["status_msg"] == "bridging"
+    assert stranger["user_id"] not in seen
+    # Its own users' presence too, rooms or not.
+    r = as_request(server, "PUT", f"/_matrix/client/v3/presence/{puppet}/status", puppet, json={"presence": "unavailable"})
+    assert r.status_code == 200, r.text
+    event = next_from(bridge.ephemeral, lambda e: e["type"] == "m.presence" and e["sender"] == puppet, 15)
+    assert event["content"]["presence"] == "unavailable"
+
+
+def test_an_appservice_needs_no_interactive_auth_and_cannot_act_as_a_deactivated_puppet(make_server, tmp_path):
+    """Its as_token is its proof: a puppet's devices go and the puppet is
+    deactivated without user-interactive auth (puppets have no password);
+    a deactivated puppet cannot be acted as."""
+    server = server_with(make_server, tmp_path, None)
+    puppet = "@bridge_pat:localhost"
+    register_puppet(server, "bridge_pat", inhibit_login=True)
+    for device in ("PATA", "PATB", "PATC"):
+        as_login(server, "bridge_pat", device)
+    r = as_request(server, "DELETE", "/_matrix/client/v3/devices/PATA", puppet, json={})
+    assert r.status_code == 200, r.text
+    r = as_request(server, "POST", "/_matrix/client/v3/delete_devices", puppet, json={"devices": ["PATB"]})
+    assert r.status_code == 200, r.text
+    r = as_request(server, "GET", "/_matrix/client/v3/devices", puppet)
+    assert [d["device_id"] for d in r.json()["devices"]] == ["PATC"]
+    # A human still has to prove it is them.
+    human = server.register(unique("human"))
+    r = server.request("DELETE", f"/_matrix/client/v3/devices/{human['device_id']}", human["access_token"], json={})
+    assert r.status_code == 401 and "flows" in r.json()
+    r = as_request(server, "POST", "/_matrix/client/v3/account/deactivate", puppet, json={})
+    assert r.status_code == 200, r.text
+    r = as_request(server, "GET", "/_matrix/client/v3/account/whoami", puppet)
+    assert (r.status_code, r.json()["errcode"]) == (403, "M_USER_DEACTIVATED")
+
+
+def test_mautrix_python_takes_to_device_messages_and_key_counts(make_server, tmp_path):
+    """mautrix-python's appservice library in encryption mode (what its
+    bridges' end-to-bridge encryption is built on) reads the to-device
+    messages and one-time-key counts of its transactions."""
+    import asyncio
+
+    from mautrix.appservice import AppService
+
+    from e2ee_raw import Device
+
+    port = free_port()
+    server = server_with(make_server, tmp_path, f"http://127.0.0.1:{port}", msc3202=True)
+    human = server.register(unique("human"))
+    puppet = "@bridge_quinn:localhost"
+    register_puppet(server, "bridge_quinn", inhibit_login=True)
+    as_login(server, "bridge_quinn", "QUINNDEV")
+
+    async def run():
+        to_device: asyncio.Queue = asyncio.Queue()
+        counts: asyncio.Queue = asyncio.Queue()
+        appservice = AppService(server=server.url, domain="localhost", as_token=AS_TOKEN, hs_token=HS_TOKEN,
+                                bot_localpart="bridgebot", id="bridge", encryption_events=True)
+
+        async def on_to_device(event):
+            await to_device.put(event)
+
+        async def on_counts(otk_counts):
+            await counts.put(otk_counts)
+
+        appservice.to_device_handler = on_to_device
+        appservice.otk_handler = on_counts
+        await appservice.start(host="127.0.0.1", port=port)
+        try:
+            await asyncio.to_thread(send_to_device, server, human["access_token"],
+                                    {puppet: {"QUINNDEV": {"secret": "s3"}}}, "org.example.ping")
+            event = await asyncio.wait_for(to_device.get(), timeout=20)
+            assert (event.to_user_id, event.to_device_id, event.sender) == (puppet, "QUINNDEV", human["user_id"])
+            assert event.content.serialize()["secret"] == "s3"
+            keys = Device(server.url, puppet, AS_TOKEN, "QUINNDEV")
+            upload = {"one_time_keys": {f"signed_curve25519:Q{i}": keys.signed_key(f"Q{i}") for i in range(3)}}
+            r = await asyncio.to_thread(as_request, server, "POST", "/_matrix/client/v3/keys/upload", puppet,
+                                        params={"device_id": "QUINNDEV"}, json=upload)
+            assert r.status_code == 200, r.text
+            while True:
+                otk_counts = await asyncio.wait_for(counts.get(), timeout=20)
+                count = otk_counts.get(puppet, {}).get("QUINNDEV")
+                if count is not None and count.signed_curve25519 == 3:
+                    break
+        finally:
+            await appservice.stop()
+
+    try:
+        asyncio.run(run())
+    except TimeoutError:
+        raise AssertionError(server.log()[-3000:])

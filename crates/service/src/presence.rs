@@ -167,6 +167,7 @@ impl Services {
             }
             self.stream.mark_presence(position);
         })?;
+        self.queue_presence_for_appservices(users);
         self.send_presence_edus(users)
     }
 

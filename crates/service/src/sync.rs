@@ -262,12 +262,7 @@ impl Services {
             Some(since) => self.device_list_news_in(user_id, &all_rooms, since, next)?,
             None => Default::default(),
         };
-        let mut key_counts = self.one_time_key_counts(user_id, device)?;
-        // Clients read a missing count as "unknown"; Synapse always says
-        // how many signed_curve25519 keys are left.
-        key_counts
-            .entry("signed_curve25519".to_owned())
-            .or_insert(0);
+        let key_counts = self.reported_key_counts(user_id, device)?;
         let changed = !join.is_empty()
             || !invite.is_empty()
             || !leave.is_empty()

@@ -95,6 +95,16 @@ pub const APPSERVICE_QUEUE: Table<(Str, U64), U64> = Table::new("appservice_queu
 /// being sent: its id, so a retry (after a restart too) is the same
 /// transaction with the same events.
 pub const APPSERVICE_TXNS: Table<Str, U64> = Table::new("appservice_txns");
+/// (appservice id, stream position, index) -> a to-device message for a
+/// device of one of its users (MSC4203), in the transaction format (with
+/// `to_user_id` and `to_device_id`); written in the message's own batch,
+/// sent in the transaction of the events around its position.
+pub const APPSERVICE_TO_DEVICE: Table<(Str, U64, U64), Json<JsonValue>> =
+    Table::new("appservice_to_device");
+/// Appservice id -> the stream position up to which it was told whose
+/// device lists changed (MSC3202): the next transaction reads
+/// `key_changes` from there.
+pub const APPSERVICE_DEVICE_LISTS: Table<Str, U64> = Table::new("appservice_device_lists");
 /// (user id, position) -> (room id or "", type) of account data changed
 /// then; incremental sync reads the rows after its token.
 pub const ACCOUNT_DATA_CHANGES: Table<(Str, U64), Json<(String, String)>> =
@@ -257,6 +267,8 @@ pub const ALL: &[TableDef] = &[
     APPSERVICES.def(),
     APPSERVICE_QUEUE.def(),
     APPSERVICE_TXNS.def(),
+    APPSERVICE_TO_DEVICE.def(),
+    APPSERVICE_DEVICE_LISTS.def(),
     ACCOUNT_DATA_CHANGES.def(),
     ACCOUNT_DATA_POSITIONS.def(),
     RELATIONS.def(),

@@ -34,7 +34,7 @@ async fn confirm_identity(
     purpose: &'static str,
 ) -> Result<(UiaaPassed, OwnedUserId), ApiError> {
     let passed = services
-        .reauthenticate(session.map(|s| &*s.user_id), auth, json, purpose)
+        .reauthenticate(session, auth, json, purpose)
         .await?;
     let user_id = passed
         .user_id

@@ -72,7 +72,7 @@ pub async fn delete(
     let sender = req.sender()?;
     let passed = services
         .reauthenticate(
-            Some(&sender.user_id),
+            Some(sender),
             req.body.auth.as_ref(),
             req.json.as_ref(),
             "remove a device from your account",
@@ -92,7 +92,7 @@ pub async fn delete_many(
     let sender = req.sender()?;
     let passed = services
         .reauthenticate(
-            Some(&sender.user_id),
+            Some(sender),
             req.body.auth.as_ref(),
             req.json.as_ref(),
             "remove devices from your account",

@@ -125,7 +125,7 @@ pub async fn upload_signing_keys(
         Some(
             services
                 .reauthenticate(
-                    Some(&sender.user_id),
+                    Some(sender),
                     req.body.auth.as_ref(),
                     req.json.as_ref(),
                     "replace your cross-signing keys",

@@ -66,19 +66,23 @@ impl Services {
         }))
     }
 
-    /// An appservice may act as its sender and the existing local users
-    /// of its namespaces.
+    /// An appservice may act as its sender and the existing, active local
+    /// users of its namespaces.
     fn check_masquerade(&self, appservice: &Arc<Appservice>, user_id: &ruma::UserId) -> Result<()> {
         if !self.users.is_local(user_id) || !appservice.is_user(user_id) {
             return Err(Error::forbidden(
                 "The application service cannot act as this user: it is outside its namespace.",
             ));
         }
-        if !self.users.exists(user_id)? {
-            return Err(Error::forbidden(
+        match self.users.account(user_id)? {
+            None => Err(Error::forbidden(
                 "The application service has not registered this user.",
-            ));
+            )),
+            Some(account) if account.deactivated => Err(Error::new(
+                crate::ErrorCode::UserDeactivated,
+                "This user has been deactivated.",
+            )),
+            Some(_) => Ok(()),
         }
-        Ok(())
     }
 }

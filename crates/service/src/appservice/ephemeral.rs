@@ -1,11 +1,12 @@
 //! Ephemeral events for appservices that ask for them
 //! (`receive_ephemeral: true`, MSC2409's `de.sorunome.msc2409.push_ephemeral`):
-//! the typing lists and read receipts of their rooms. They are of the
+//! the typing lists and read receipts of their rooms, the presence of their
+//! users and of the members of their rooms. They are of the
 //! moment, so they wait in memory only (at most [`KEPT`] per appservice,
 //! the oldest dropped first) and go in transactions of their own once the
 //! appservice's events are sent.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::sync::Arc;
 
 use serde_json::Value as JsonValue;
 
@@ -27,18 +28,17 @@ impl Appservices {
         queue.push_back(event);
     }
 
-    /// The next ephemeral transaction: its id and events.
-    pub(super) fn take_ephemeral(&self, id: &str) -> Option<(String, Vec<JsonValue>)> {
+    /// The ephemeral events of the next transaction (at most [`BATCH`]).
+    pub(super) fn take_ephemeral(&self, id: &str) -> Vec<JsonValue> {
         let mut pending = utils::locked(&self.ephemeral);
-        let queue = pending.get_mut(id)?;
+        let Some(queue) = pending.get_mut(id) else {
+            return Vec::new();
+        };
         let events: Vec<JsonValue> = queue.drain(..queue.len().min(BATCH)).collect();
         if queue.is_empty() {
             pending.remove(id);
         }
-        // Ids of their own, unique across restarts (seeded with the start
-        // time in ms), that cannot be taken for an event transaction's.
-        let n = self.ephemeral_txns.fetch_add(1, Ordering::Relaxed);
-        (!events.is_empty()).then(|| (format!("e{n}"), events))
+        events
     }
 
     pub(super) fn has_ephemeral(&self, id: &str) -> bool {
@@ -100,6 +100,36 @@ impl Services {
                 room_id,
                 "cannot hand an ephemeral event to appservices: {e}"
             );
+        }
+    }
+
+    /// Hands presence changes to the appservices that asked for ephemeral
+    /// events and are interested in the user (see `interested_in_user`).
+    pub(crate) fn queue_presence_for_appservices(&self, users: &[ruma::OwnedUserId]) {
+        let registry = self.appservices.registry();
+        for appservice in registry
+            .all()
+            .iter()
+            .filter(|a| a.registration.receive_ephemeral && a.registration.url.is_some())
+        {
+            let mut rooms = std::collections::HashMap::new();
+            let mut woken = false;
+            for user in users {
+                match self.interested_in_user(appservice, user, &mut rooms) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(%user, "cannot hand presence to appservices: {e}");
+                        continue;
+                    }
+                }
+                let event = self.presence_of(user).to_event(user.as_str());
+                self.appservices.push_ephemeral(appservice.id(), event);
+                woken = true;
+            }
+            if woken {
+                self.wake_appservice(appservice.id());
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 //! "interested" rule). Decided when the event is appended, so its queue rows
 //! land in the event's own batch.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use ruma::UserId;
 
@@ -81,5 +81,51 @@ impl Services {
             None => aliases.insert(self.room_aliases(room_id)?),
         };
         Ok(aliases.iter().any(|alias| appservice.is_alias(alias)))
+    }
+
+    /// [`Self::interested_in_room`] for a room known by its id, as its
+    /// state is now.
+    pub(super) fn interested_in_room_now(
+        &self,
+        appservice: &Appservice,
+        room_id: &str,
+    ) -> Result<bool> {
+        let Some(room) = self.rooms.room(room_id)? else {
+            return Ok(false);
+        };
+        let members = match self.rooms.head(room.short)?.state {
+            Some(snapshot) => Some(self.member_summary(room.short, snapshot)?),
+            None => None,
+        };
+        self.interested_in_room(appservice, room_id, members.as_deref(), &mut None)
+    }
+
+    /// Whether the appservice is interested in what `user_id` does outside
+    /// rooms (presence, device lists): a user of its namespaces, or a member
+    /// of a room it is interested in. `rooms` caches the answers per room
+    /// across users.
+    pub(super) fn interested_in_user(
+        &self,
+        appservice: &Appservice,
+        user_id: &UserId,
+        rooms: &mut HashMap<String, bool>,
+    ) -> Result<bool> {
+        if appservice.is_user(user_id) {
+            return Ok(true);
+        }
+        for room_id in self.rooms.joined_rooms(user_id.as_str())? {
+            let interested = match rooms.get(room_id.as_str()) {
+                Some(&known) => known,
+                None => {
+                    let known = self.interested_in_room_now(appservice, &room_id)?;
+                    rooms.insert(room_id, known);
+                    known
+                }
+            };
+            if interested {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

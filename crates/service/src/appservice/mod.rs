@@ -10,6 +10,7 @@
 
 mod accounts;
 mod auth;
+mod encryption;
 mod ephemeral;
 mod interest;
 mod queries;
@@ -50,6 +51,11 @@ pub struct Registration {
     /// Send it the typing and receipts of its rooms (MSC2409).
     #[serde(default, alias = "de.sorunome.msc2409.push_ephemeral")]
     pub receive_ephemeral: bool,
+    /// Send it its users' one-time-key counts and unused fallback key
+    /// types, and whose device lists changed (MSC3202, the key Synapse
+    /// and mautrix use).
+    #[serde(default, rename = "org.matrix.msc3202")]
+    pub msc3202: bool,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -255,7 +261,13 @@ pub struct Appservices {
     client: OnceLock<reqwest::Client>,
     /// Ephemeral events waiting, per appservice (`ephemeral.rs`).
     ephemeral: Mutex<HashMap<String, std::collections::VecDeque<serde_json::Value>>>,
-    ephemeral_txns: std::sync::atomic::AtomicU64,
+    /// The next id of an own transaction (`sender.rs`).
+    own_txns: std::sync::atomic::AtomicU64,
+    /// Devices whose key counts changed, per MSC3202 appservice
+    /// (`encryption.rs`).
+    key_counts: Mutex<HashMap<String, HashSet<(OwnedUserId, String)>>>,
+    /// MSC3202 appservices with device-list changes to look at.
+    device_list_nudges: Mutex<HashSet<String>>,
 }
 
 impl Appservices {
@@ -297,7 +309,9 @@ impl Appservices {
             services: OnceLock::new(),
             client: OnceLock::new(),
             ephemeral: Mutex::default(),
-            ephemeral_txns: std::sync::atomic::AtomicU64::new(utils::now_ms()),
+            own_txns: std::sync::atomic::AtomicU64::new(utils::now_ms()),
+            key_counts: Mutex::default(),
+            device_list_nudges: Mutex::default(),
         })
     }
 
@@ -333,7 +347,7 @@ impl Appservices {
         Ok(registered)
     }
 
-    /// Removes a registered appservice; its queued transactions go too.
+    /// Removes a registered appservice; what waits for it goes too.
     pub(crate) fn unregister(&self, db: &Database, id: &str) -> Result<(), String> {
         let mut sources = utils::locked(&self.sources);
         match sources.get(id) {
@@ -356,9 +370,19 @@ impl Appservices {
                 .delete(&tables::APPSERVICE_QUEUE, (key.0.as_str(), key.1))
                 .map_err(|e| e.to_string())?;
         }
+        let to_device = db
+            .scan_prefix(&tables::APPSERVICE_TO_DEVICE, &prefix)
+            .map_err(|e| e.to_string())?;
+        for row in to_device {
+            let ((_, position, index), _) = row.map_err(|e| e.to_string())?;
+            batch
+                .delete(&tables::APPSERVICE_TO_DEVICE, (id, position, index))
+                .map_err(|e| e.to_string())?;
+        }
         batch
             .delete(&tables::APPSERVICES, id)
             .and_then(|()| batch.delete(&tables::APPSERVICE_TXNS, id))
+            .and_then(|()| batch.delete(&tables::APPSERVICE_DEVICE_LISTS, id))
             .and_then(|()| db.write(batch))
             .map_err(|e| e.to_string())?;
         let next = self.registry().without(id);

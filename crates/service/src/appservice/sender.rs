@@ -1,16 +1,18 @@
-//! Transactions to appservices: one worker per appservice with queued
-//! events sends them in order, up to [`BATCH`] per
-//! `PUT /_matrix/app/v1/transactions/{txnId}`, and deletes them once the
-//! appservice answered 2xx.
+//! Transactions to appservices: one worker per appservice sends what
+//! waits for it, in order, by `PUT /_matrix/app/v1/transactions/{txnId}`.
 //!
-//! A transaction's id is the position of its last event, stored before it
-//! is first sent (`appservice_txns`): a retry, after a restart too, sends
-//! the same events under the same id, so an appservice that processed it
-//! but whose answer was lost recognises it. A failing appservice is
+//! Queued rows first: up to [`BATCH`] events (and the to-device messages
+//! among them, MSC4203), deleted once the appservice answered 2xx. Such a
+//! transaction's id is the position of its last row, stored before it is
+//! first sent (`appservice_txns`): a retry, after a restart too, sends the
+//! same rows under the same id, so an appservice that processed it but
+//! whose answer was lost recognises it. Then, when no row waits, the
+//! appservice's own transactions of what lives in memory (ephemeral
+//! events, key counts) and device-list changes. A failing appservice is
 //! retried after 1 s, doubling up to five minutes; nothing is dropped.
 
 use std::{
-    sync::{Arc, Weak},
+    sync::{Arc, Weak, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -26,6 +28,24 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The queued rows of one transaction, up to position `last` (its id).
+struct Queued {
+    last: u64,
+    /// (position, event short id), oldest first.
+    events: Vec<(u64, u64)>,
+    /// (position, index, message) of `appservice_to_device`.
+    to_device: Vec<(u64, u64, JsonValue)>,
+}
+
+/// A transaction of what is kept in memory only (ephemeral events, key
+/// counts) or re-read after a restart (device lists).
+struct OwnTransaction {
+    id: String,
+    body: JsonValue,
+    /// The device-list position to store once it was taken.
+    device_lists_until: Option<u64>,
+}
+
 impl Services {
     /// Starts delivering what the appservice queue holds (after a restart
     /// too): a worker per appservice looks at its queue.
@@ -33,6 +53,9 @@ impl Services {
         let _ = self.appservices.services.set(Arc::downgrade(self));
         for appservice in self.appservices.registry().all() {
             self.wake_appservice(appservice.id());
+        }
+        if let Err(e) = self.note_all_key_counts() {
+            tracing::error!("cannot read the devices of appservice users: {e}");
         }
     }
 
@@ -55,54 +78,49 @@ impl Services {
         tokio::spawn(async move { services.deliver_transactions(id).await });
     }
 
-    /// The worker of one appservice: sends until its queue is empty.
+    /// The worker of one appservice: sends until nothing waits.
     async fn deliver_transactions(self: Arc<Self>, id: String) {
         let mut backoff = FIRST_BACKOFF;
         let mut failing_since: Option<Instant> = None;
         let mut last_error = String::new();
-        // The ephemeral transaction being sent, if any: its retries are the
-        // same transaction.
-        let mut ephemeral: Option<(String, Vec<JsonValue>)> = None;
+        // The appservice's own transaction being sent, if any: its retries
+        // are the same transaction.
+        let mut own: Option<OwnTransaction> = None;
         loop {
             let Some(appservice) = self.appservices.registry().get(&id).cloned() else {
                 // Unregistered: its rows went with it.
                 utils::locked(&self.appservices.workers).remove(&id);
                 return;
             };
-            let rows = match self.next_transaction(&id) {
-                Ok(rows) => rows,
+            let queued = match self.next_transaction(&id) {
+                Ok(queued) => queued,
                 Err(e) => {
                     tracing::error!(appservice = id, "cannot read the appservice queue: {e}");
-                    Vec::new()
+                    None
                 }
             };
-            let sent = if let Some(&(txn_id, _)) = rows.last() {
-                match self.transaction_events(&rows) {
-                    Ok(events) => {
-                        let body = json!({ "events": events });
-                        self.put_transaction(&appservice, &txn_id.to_string(), &body)
+            let sent = if let Some(queued) = &queued {
+                match self.transaction_body(queued) {
+                    Ok(body) => {
+                        self.put_transaction(&appservice, &queued.last.to_string(), &body)
                             .await
                     }
                     Err(e) => Err(e),
                 }
             } else {
-                // No event waits: typing and receipts, in a transaction of
-                // their own (kept in memory only: they are of the moment).
-                if ephemeral.is_none() {
-                    ephemeral = self.appservices.take_ephemeral(&id);
+                // No event waits: typing, receipts, presence and device
+                // news, in a transaction of their own.
+                if own.is_none() {
+                    own = self.next_own_transaction(&appservice);
                 }
-                let Some((txn_id, events)) = &ephemeral else {
+                let Some(transaction) = &own else {
                     if self.finish_appservice_worker(&id) {
                         return;
                     }
                     continue;
                 };
-                let body = json!({
-                    "events": [],
-                    "ephemeral": events,
-                    "de.sorunome.msc2409.ephemeral": events,
-                });
-                self.put_transaction(&appservice, txn_id, &body).await
+                self.put_transaction(&appservice, &transaction.id, &transaction.body)
+                    .await
             };
             match sent {
                 Ok(()) => {
@@ -113,9 +131,18 @@ impl Services {
                             "the appservice takes transactions again"
                         );
                     }
-                    if rows.is_empty() {
-                        ephemeral = None;
-                    } else if let Err(e) = self.transaction_sent(&id, &rows) {
+                    let done = match (&queued, own.take()) {
+                        (Some(queued), _) => self.transaction_sent(&id, queued),
+                        (
+                            None,
+                            Some(OwnTransaction {
+                                device_lists_until: Some(until),
+                                ..
+                            }),
+                        ) => self.device_lists_sent(&id, until),
+                        (None, _) => Ok(()),
+                    };
+                    if let Err(e) = done {
                         tracing::error!(appservice = id, "cannot update the appservice queue: {e}");
                     }
                     backoff = FIRST_BACKOFF;
@@ -140,35 +167,82 @@ impl Services {
         }
     }
 
-    /// The events of the transaction to send next: (position, event short
-    /// id), oldest first. The one begun before, if any; else a new one,
-    /// whose id is written before it is sent.
-    fn next_transaction(&self, id: &str) -> Result<Vec<(u64, u64)>> {
+    /// What the transaction to send next holds: the one begun before, if
+    /// any; else a new one, whose id (its last position) is written before
+    /// it is sent. At most [`BATCH`] events, and [`BATCH`] to-device
+    /// messages or the rest of those at the last one's position (one send
+    /// to many devices is one position): the list that fills first cuts
+    /// the other at its last position.
+    fn next_transaction(&self, id: &str) -> Result<Option<Queued>> {
         let begun = self.db.get(&tables::APPSERVICE_TXNS, id)?;
         let prefix = KeyPrefix::new().push::<Str>(id);
-        let mut rows = Vec::new();
+        let mut events = Vec::new();
         for row in self.db.scan_prefix(&tables::APPSERVICE_QUEUE, &prefix)? {
             let ((_, position), event) = row?;
-            if begun.is_some_and(|last| position > last) || rows.len() == BATCH {
+            if begun.is_some_and(|last| position > last) || events.len() == BATCH {
                 break;
             }
-            rows.push((position, event));
+            events.push((position, event));
         }
-        match (begun, rows.last()) {
-            (None, Some(&(last, _))) => {
-                let mut batch = self.db.batch();
-                batch.put(&tables::APPSERVICE_TXNS, id, last)?;
-                self.db.write(batch)?;
+        let mut to_device: Vec<(u64, u64, JsonValue)> = Vec::new();
+        for row in self
+            .db
+            .scan_prefix(&tables::APPSERVICE_TO_DEVICE, &prefix)?
+        {
+            let ((_, position, index), message) = row?;
+            let past = match begun {
+                Some(last) => position > last,
+                None => {
+                    to_device.len() >= BATCH && to_device.last().is_some_and(|m| m.0 != position)
+                }
+            };
+            if past {
+                break;
             }
-            (Some(_), None) => {
-                // Its events are gone (unregistered meanwhile): begin anew.
+            to_device.push((position, index, message));
+        }
+        let last = match begun {
+            Some(_) if events.is_empty() && to_device.is_empty() => {
+                // Its rows are gone (unregistered meanwhile): begin anew.
                 let mut batch = self.db.batch();
                 batch.delete(&tables::APPSERVICE_TXNS, id)?;
                 self.db.write(batch)?;
+                return Ok(None);
             }
-            _ => {}
-        }
-        Ok(rows)
+            Some(last) => last,
+            None => {
+                let events_cut = (events.len() == BATCH).then(|| events.last().map(|e| e.0));
+                let to_device_cut =
+                    (to_device.len() >= BATCH).then(|| to_device.last().map(|m| m.0));
+                if let Some(cut) = events_cut
+                    .flatten()
+                    .into_iter()
+                    .chain(to_device_cut.flatten())
+                    .min()
+                {
+                    events.retain(|e| e.0 <= cut);
+                    to_device.retain(|m| m.0 <= cut);
+                }
+                let Some(last) = events
+                    .last()
+                    .map(|e| e.0)
+                    .into_iter()
+                    .chain(to_device.last().map(|m| m.0))
+                    .max()
+                else {
+                    return Ok(None);
+                };
+                let mut batch = self.db.batch();
+                batch.put(&tables::APPSERVICE_TXNS, id, last)?;
+                self.db.write(batch)?;
+                last
+            }
+        };
+        Ok(Some(Queued {
+            last,
+            events,
+            to_device,
+        }))
     }
 
     /// How many events wait for appservice `id`.
@@ -180,18 +254,45 @@ impl Services {
             .count())
     }
 
-    /// The appservice took the transaction: its events leave the queue.
-    fn transaction_sent(&self, id: &str, rows: &[(u64, u64)]) -> Result<()> {
+    /// The appservice took the transaction: its rows leave the queues.
+    fn transaction_sent(&self, id: &str, queued: &Queued) -> Result<()> {
         let mut batch = self.db.batch();
-        for (position, _) in rows {
+        for (position, _) in &queued.events {
             batch.delete(&tables::APPSERVICE_QUEUE, (id, *position))?;
+        }
+        for (position, index, _) in &queued.to_device {
+            batch.delete(&tables::APPSERVICE_TO_DEVICE, (id, *position, *index))?;
         }
         batch.delete(&tables::APPSERVICE_TXNS, id)?;
         Ok(self.db.write(batch)?)
     }
 
-    /// Ends the worker when nothing waits; `false` when a row arrived
-    /// meanwhile (rows are written before their wake-up).
+    /// The appservice's next own transaction (ids of their own, `e<n>`,
+    /// unique across restarts: seeded with the start time in ms), `None`
+    /// when nothing waits for one.
+    fn next_own_transaction(&self, appservice: &Appservice) -> Option<OwnTransaction> {
+        let ephemeral = self.appservices.take_ephemeral(appservice.id());
+        let news = self.device_news(appservice);
+        if ephemeral.is_empty() && news.is_empty() {
+            return None;
+        }
+        let device_lists_until = news.device_lists_until;
+        let mut body = json!({ "events": [] });
+        if !ephemeral.is_empty() {
+            body["ephemeral"] = ephemeral.clone().into();
+            body["de.sorunome.msc2409.ephemeral"] = ephemeral.into();
+        }
+        news.write_into(&mut body);
+        let n = self.appservices.own_txns.fetch_add(1, Ordering::Relaxed);
+        Some(OwnTransaction {
+            id: format!("e{n}"),
+            body,
+            device_lists_until,
+        })
+    }
+
+    /// Ends the worker when nothing waits; `false` when something arrived
+    /// meanwhile (rows and notes are written before their wake-up).
     fn finish_appservice_worker(&self, id: &str) -> bool {
         let mut workers = utils::locked(&self.appservices.workers);
         let prefix = KeyPrefix::new().push::<Str>(id);
@@ -199,12 +300,28 @@ impl Services {
             .db
             .scan_prefix(&tables::APPSERVICE_QUEUE, &prefix)
             .map(|mut rows| rows.next().is_some())
-            .unwrap_or(false);
-        if waiting || self.appservices.has_ephemeral(id) {
+            .unwrap_or(false)
+            || self
+                .db
+                .scan_prefix(&tables::APPSERVICE_TO_DEVICE, &prefix)
+                .map(|mut rows| rows.next().is_some())
+                .unwrap_or(false);
+        if waiting || self.appservices.has_ephemeral(id) || self.appservices.has_device_news(id) {
             return false;
         }
         workers.remove(id);
         true
+    }
+
+    /// The body of a transaction of queued rows: events in the client
+    /// format, to-device messages (MSC4203's unstable key).
+    fn transaction_body(&self, queued: &Queued) -> Result<JsonValue, String> {
+        let mut body = json!({ "events": self.transaction_events(&queued.events)? });
+        if !queued.to_device.is_empty() {
+            let messages: Vec<&JsonValue> = queued.to_device.iter().map(|m| &m.2).collect();
+            body["de.sorunome.msc2409.to_device"] = json!(messages);
+        }
+        Ok(body)
     }
 
     /// The events of a transaction in the client format, `room_id` always
@@ -346,5 +463,98 @@ impl Services {
             )
             .with_status(502)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ruma::{UserId, user_id};
+    use serde_json::{Map, json};
+
+    use crate::{Config, Services, users::devices::SessionRequest};
+
+    /// A server with one appservice (never started: nothing is sent)
+    /// owning `@bridge_*`, and its puppet `@bridge_a` with `devices`.
+    fn server(dir: &std::path::Path, devices: usize) -> (Arc<Services>, &'static UserId) {
+        let registration = dir.join("bridge.yaml");
+        std::fs::write(
+            &registration,
+            "id: bridge\nurl: http://127.0.0.1:9\nas_token: at\nhs_token: ht\n\
+             sender_localpart: bridgebot\nnamespaces:\n  users:\n    - exclusive: true\n      \
+             regex: \"@bridge_.*:localhost\"\n",
+        )
+        .unwrap();
+        let mut config = Config::load(None).unwrap().config;
+        config.database_path = dir.join("db");
+        config.appservice_registration_files = vec![registration];
+        let s = Services::open(config).unwrap();
+        let puppet = user_id!("@bridge_a:localhost");
+        for n in 0..devices {
+            s.devices
+                .create_session(SessionRequest {
+                    user_id: puppet,
+                    device_id: Some(format!("D{n}").as_str().into()),
+                    display_name: None,
+                    with_refresh_token: false,
+                    is_guest: false,
+                    client_ip: None,
+                    oauth_client: None,
+                })
+                .unwrap();
+        }
+        (s, puppet)
+    }
+
+    fn send(s: &Services, to: &UserId, device: &str, n: usize) {
+        let mut messages = Map::new();
+        messages.insert(to.to_string(), json!({ device: { "n": n } }));
+        let sender = user_id!("@alice:localhost");
+        s.send_to_device(sender, "DEV", "m.test", &format!("t{n}"), &messages)
+            .unwrap();
+    }
+
+    #[test]
+    fn one_send_to_many_devices_stays_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, puppet) = server(dir.path(), 150);
+        send(&s, puppet, "*", 1);
+        send(&s, puppet, "D0", 2);
+        let first = s.next_transaction("bridge").unwrap().unwrap();
+        // All 150 of the first position, nothing of the next one.
+        assert_eq!(first.to_device.len(), 150);
+        assert!(first.to_device.iter().all(|m| m.0 == first.last));
+        assert_eq!(first.to_device[0].2["to_user_id"], puppet.as_str());
+        // Until it is taken, it is the same transaction.
+        let again = s.next_transaction("bridge").unwrap().unwrap();
+        assert_eq!((again.last, again.to_device.len()), (first.last, 150));
+        s.transaction_sent("bridge", &first).unwrap();
+        let second = s.next_transaction("bridge").unwrap().unwrap();
+        assert_eq!(second.to_device.len(), 1);
+        assert_eq!(second.to_device[0].2["content"], json!({ "n": 2 }));
+        s.transaction_sent("bridge", &second).unwrap();
+        assert!(s.next_transaction("bridge").unwrap().is_none());
+        // The puppet is the appservice's alone: its inbox stayed empty.
+        let inbox = s
+            .to_device_for_sync(puppet, "D0".into(), None, u64::MAX)
+            .unwrap();
+        assert!(inbox.is_empty());
+    }
+
+    #[test]
+    fn separate_sends_are_cut_at_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, puppet) = server(dir.path(), 1);
+        for n in 0..120 {
+            send(&s, puppet, "D0", n);
+        }
+        let first = s.next_transaction("bridge").unwrap().unwrap();
+        assert_eq!(first.to_device.len(), super::BATCH);
+        s.transaction_sent("bridge", &first).unwrap();
+        let second = s.next_transaction("bridge").unwrap().unwrap();
+        assert_eq!(second.to_device.len(), 20);
+        assert!(second.last > first.last);
+        assert_eq!(second.to_device[0].2["content"], json!({ "n": 100 }));
     }
 }

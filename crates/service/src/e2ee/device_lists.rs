@@ -132,6 +132,7 @@ impl Services {
         for destination in &destinations {
             self.wake_sender(destination);
         }
+        self.nudge_device_lists();
         Ok(position)
     }
 

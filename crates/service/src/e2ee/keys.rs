@@ -169,6 +169,7 @@ impl Services {
             }
             None => self.db.write(batch)?,
         }
+        self.note_key_counts(user_id, device_id);
         self.one_time_key_counts(user_id, device_id)
     }
 
@@ -188,6 +189,19 @@ impl Services {
                 *counts.entry(algorithm.to_owned()).or_default() += 1;
             }
         }
+        Ok(counts)
+    }
+
+    /// [`Self::one_time_key_counts`] as clients are told them: a missing
+    /// count reads as "unknown", so, as Synapse does, the count of
+    /// `signed_curve25519` keys is always there.
+    pub fn reported_key_counts(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> Result<BTreeMap<String, u64>> {
+        let mut counts = self.one_time_key_counts(user_id, device_id)?;
+        counts.entry("signed_curve25519".to_owned()).or_insert(0);
         Ok(counts)
     }
 
@@ -276,6 +290,16 @@ impl Services {
             }
         }
         self.db.write(batch)?;
+        for (user, devices) in &answer {
+            let (Ok(user_id), Some(devices)) =
+                (<&UserId>::try_from(user.as_str()), devices.as_object())
+            else {
+                continue;
+            };
+            for device in devices.keys() {
+                self.note_key_counts(user_id, device.as_str().into());
+            }
+        }
         Ok(answer)
     }
 

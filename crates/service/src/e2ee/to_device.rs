@@ -140,8 +140,9 @@ impl Services {
         Ok(())
     }
 
-    /// Writes messages for local devices and EDUs for other servers at one
-    /// position; `txn` is remembered in the same batch.
+    /// Writes messages for local devices (and their copies for appservices,
+    /// MSC4203) and EDUs for other servers at one position; `txn` is
+    /// remembered in the same batch.
     fn write_to_device(
         &self,
         sender: &str,
@@ -151,9 +152,23 @@ impl Services {
         remote: Vec<(ruma::OwnedServerName, JsonValue)>,
     ) -> Result<()> {
         let limit = self.config.to_device_queue_limit;
+        let registry = self.appservices.registry();
+        let mut for_appservices = Vec::new();
         let local: Vec<_> = local
             .into_iter()
-            .filter(|(user, device, _)| {
+            .filter(|(user, device, content)| {
+                if !registry.all().is_empty()
+                    && !self.to_device_for_appservices(
+                        &registry,
+                        (sender, kind, content),
+                        user,
+                        device,
+                        &mut for_appservices,
+                    )
+                {
+                    // The appservice's own: it alone takes it.
+                    return false;
+                }
                 let room = self.to_device_pending_reserve(user, device, limit);
                 if !room {
                     tracing::warn!(user, device, "to-device queue full; message dropped");
@@ -191,6 +206,13 @@ impl Services {
                         edu,
                     )?;
                 }
+                for (index, copy) in for_appservices.iter().enumerate() {
+                    batch.put(
+                        &tables::APPSERVICE_TO_DEVICE,
+                        (copy.appservice.id(), position, index as u64),
+                        &copy.message,
+                    )?;
+                }
                 Ok(())
             },
             |position| {
@@ -202,6 +224,8 @@ impl Services {
         for (server, _) in &remote {
             self.wake_sender(server);
         }
+        let appservices: Vec<_> = for_appservices.into_iter().map(|c| c.appservice).collect();
+        self.wake_appservices(&appservices);
         Ok(())
     }
 

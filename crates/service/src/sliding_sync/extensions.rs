@@ -131,8 +131,7 @@ impl Services {
             );
         }
         if request.e2ee.as_ref().is_some_and(|e| e.enabled) {
-            let mut counts = self.one_time_key_counts(user_id, device_id)?;
-            counts.entry("signed_curve25519".to_owned()).or_insert(0);
+            let counts = self.reported_key_counts(user_id, device_id)?;
             let mut e2ee = json!({
                 "device_one_time_keys_count": counts,
                 "device_unused_fallback_key_types": self.unused_fallback_key_types(user_id, device_id)?,
