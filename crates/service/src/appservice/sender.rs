@@ -131,16 +131,13 @@ impl Services {
                             "the appservice takes transactions again"
                         );
                     }
-                    let done = match (&queued, own.take()) {
-                        (Some(queued), _) => self.transaction_sent(&id, queued),
-                        (
-                            None,
-                            Some(OwnTransaction {
-                                device_lists_until: Some(until),
-                                ..
-                            }),
-                        ) => self.device_lists_sent(&id, until),
-                        (None, _) => Ok(()),
+                    // A held own transaction waits while queued rows go.
+                    let done = match &queued {
+                        Some(queued) => self.transaction_sent(&id, queued),
+                        None => match own.take().and_then(|t| t.device_lists_until) {
+                            Some(until) => self.device_lists_sent(&id, until),
+                            None => Ok(()),
+                        },
                     };
                     if let Err(e) = done {
                         tracing::error!(appservice = id, "cannot update the appservice queue: {e}");
