@@ -573,6 +573,24 @@ def test_admin_commands_register_list_and_unregister(make_server, tmp_path, brid
     assert "No appservice" in admin(server, "appservice", "list").stdout
 
 
+def mautrix_appservice(server, port: int, **options):
+    """mautrix-python's AppService for the suite's registration."""
+    from mautrix.appservice import AppService
+
+    return AppService(server=server.url, domain="localhost", as_token=AS_TOKEN, hs_token=HS_TOKEN,
+                      bot_localpart="bridgebot", id="bridge", **options)
+
+
+def run_showing_log(server, run) -> None:
+    """Runs the coroutine function `run`; a timeout shows the server's log."""
+    import asyncio
+
+    try:
+        asyncio.run(run())
+    except TimeoutError:
+        raise AssertionError(server.log()[-3000:])
+
+
 def test_a_mautrix_python_bridge_works_against_the_server(make_server, tmp_path):
     """mautrix-python's appservice library (what the mautrix bridges are
     built on) as the appservice: it pings itself through the server,
@@ -580,7 +598,6 @@ def test_a_mautrix_python_bridge_works_against_the_server(make_server, tmp_path)
     message by transaction."""
     import asyncio
 
-    from mautrix.appservice import AppService
     from mautrix.types import EventType, UserID
 
     port = free_port()
@@ -589,8 +606,7 @@ def test_a_mautrix_python_bridge_works_against_the_server(make_server, tmp_path)
 
     async def run():
         received: asyncio.Queue = asyncio.Queue()
-        appservice = AppService(server=server.url, domain="localhost", as_token=AS_TOKEN, hs_token=HS_TOKEN,
-                                bot_localpart="bridgebot", id="bridge")
+        appservice = mautrix_appservice(server, port)
 
         async def on_event(event):
             await received.put(event)
@@ -617,10 +633,7 @@ def test_a_mautrix_python_bridge_works_against_the_server(make_server, tmp_path)
         finally:
             await appservice.stop()
 
-    try:
-        asyncio.run(run())
-    except TimeoutError:
-        raise AssertionError(server.log()[-3000:])
+    run_showing_log(server, run)
 
 
 def as_login(server, localpart: str, device_id: str) -> dict:
@@ -832,8 +845,6 @@ def test_mautrix_python_takes_to_device_messages_and_key_counts(make_server, tmp
     messages and one-time-key counts of its transactions."""
     import asyncio
 
-    from mautrix.appservice import AppService
-
     from e2ee_raw import Device
 
     port = free_port()
@@ -846,8 +857,7 @@ def test_mautrix_python_takes_to_device_messages_and_key_counts(make_server, tmp
     async def run():
         to_device: asyncio.Queue = asyncio.Queue()
         counts: asyncio.Queue = asyncio.Queue()
-        appservice = AppService(server=server.url, domain="localhost", as_token=AS_TOKEN, hs_token=HS_TOKEN,
-                                bot_localpart="bridgebot", id="bridge", encryption_events=True)
+        appservice = mautrix_appservice(server, port, encryption_events=True)
 
         async def on_to_device(event):
             await to_device.put(event)
@@ -877,7 +887,4 @@ def test_mautrix_python_takes_to_device_messages_and_key_counts(make_server, tmp
         finally:
             await appservice.stop()
 
-    try:
-        asyncio.run(run())
-    except TimeoutError:
-        raise AssertionError(server.log()[-3000:])
+    run_showing_log(server, run)

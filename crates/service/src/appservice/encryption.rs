@@ -226,21 +226,14 @@ impl Services {
         };
         let mut changed = Vec::new();
         let mut rooms = HashMap::new();
-        let start = since.to_be_bytes();
-        for row in self
-            .db
-            .scan_from(&tables::KEY_CHANGES, &KeyPrefix::new(), &start, true)?
-        {
-            let ((position, user), _) = row?;
-            if position >= until {
-                break;
-            }
+        self.for_each_key_change(since, until, |user| {
             if let Ok(user_id) = <&UserId>::try_from(user.as_str())
                 && self.interested_in_user(appservice, user_id, &mut rooms)?
             {
                 changed.push(user);
             }
-        }
+            Ok(())
+        })?;
         if changed.is_empty() {
             if since != until {
                 self.device_lists_sent(id, until)?;

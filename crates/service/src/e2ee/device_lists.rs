@@ -200,19 +200,12 @@ impl Services {
             .filter(|r| r.joined)
             .map(|r| r.id.as_str())
             .collect();
-        let start = since.to_be_bytes();
-        for row in self
-            .db
-            .scan_from(&tables::KEY_CHANGES, &KeyPrefix::new(), &start, true)?
-        {
-            let ((position, user), _) = row?;
-            if position >= until {
-                break;
-            }
+        self.for_each_key_change(since, until, |user| {
             if user == me || self.shares_room(&my_rooms, &user)? {
                 news.changed.insert(user);
             }
-        }
+            Ok(())
+        })?;
         // Joins and leaves in the rooms the user is or was in.
         let mut departed = BTreeSet::new();
         for room in rooms {
@@ -262,6 +255,28 @@ impl Services {
             }
         }
         Ok(news)
+    }
+
+    /// Calls `visit` with each user whose devices or keys changed in
+    /// `[since, until)`, oldest change first (a user's latest only).
+    pub(crate) fn for_each_key_change(
+        &self,
+        since: u64,
+        until: u64,
+        mut visit: impl FnMut(String) -> Result<()>,
+    ) -> Result<()> {
+        let start = since.to_be_bytes();
+        for row in self
+            .db
+            .scan_from(&tables::KEY_CHANGES, &KeyPrefix::new(), &start, true)?
+        {
+            let ((position, user), _) = row?;
+            if position >= until {
+                break;
+            }
+            visit(user)?;
+        }
+        Ok(())
     }
 
     /// The EDU's `user_id`, if it is a user of `origin` in a room with this
