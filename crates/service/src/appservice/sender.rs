@@ -208,15 +208,12 @@ impl Services {
             }
             Some(last) => last,
             None => {
-                let events_cut = (events.len() == BATCH).then(|| events.last().map(|e| e.0));
-                let to_device_cut =
-                    (to_device.len() >= BATCH).then(|| to_device.last().map(|m| m.0));
-                if let Some(cut) = events_cut
-                    .flatten()
-                    .into_iter()
-                    .chain(to_device_cut.flatten())
-                    .min()
-                {
+                let events_cut = events.last().filter(|_| events.len() == BATCH).map(|e| e.0);
+                let to_device_cut = to_device
+                    .last()
+                    .filter(|_| to_device.len() >= BATCH)
+                    .map(|m| m.0);
+                if let Some(cut) = events_cut.into_iter().chain(to_device_cut).min() {
                     events.retain(|e| e.0 <= cut);
                     to_device.retain(|m| m.0 <= cut);
                 }
